@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/daemon"
+	"github.com/vrouter/vrouter/internal/tunnel"
+	"github.com/vrouter/vrouter/router"
+)
+
+// requestTimeout bounds one control request; attach does little work in the
+// daemon, so anything slower means the daemon is stuck.
+const requestTimeout = 30 * time.Second
+
+func cmdAttach(args []string, stdout io.Writer) error {
+	fl := newFlags("attach", "attach (--netns PATH | --fd N) --network PN --app APP --type T [flags]", stdout)
+	netnsPath := fl.String("netns", "", "network namespace to create the TUN device in (e.g. /run/netns/c1)")
+	fdNum := fl.Int("fd", -1, "attach an already open TUN file descriptor instead of creating one")
+	req := control.AttachRequest{}
+	fl.StringVar(&req.Network, "network", "", "private network id (pn-<uuid>)")
+	fl.StringVar(&req.App, "app", "", "application id (ap-<uuid>)")
+	fl.StringVar(&req.Type, "type", "", "container type ([a-z][a-z0-9-]*)")
+	fl.IntVar(&req.Number, "number", 0, "container number (default: lowest free for the app and type)")
+	fl.StringVar(&req.IP, "ip", "", "address to use (default: lowest free in 10.240.0.0/22)")
+	ifname := fl.String("ifname", "vr0", "name of the TUN device created with --netns")
+	asJSON := fl.Bool("json", false, "print the container as a JSON object")
+	sock := fl.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	if err := parse(fl, args); err != nil {
+		return err
+	}
+	if fl.NArg() > 0 {
+		return usagef("attach takes no arguments, got %q", fl.Args())
+	}
+	switch {
+	case *netnsPath == "" && *fdNum < 0:
+		return usagef("attach needs --netns PATH or --fd N")
+	case *netnsPath != "" && *fdNum >= 0:
+		return usagef("--netns and --fd exclude each other")
+	}
+	for _, f := range []struct{ name, val string }{{"network", req.Network}, {"app", req.App}, {"type", req.Type}} {
+		if f.val == "" {
+			return usagef("--%s is required", f.name)
+		}
+	}
+	if _, err := daemon.ValidateAttach(&req); err != nil {
+		return usageError{err.Error()}
+	}
+	if *netnsPath != "" {
+		if len(*ifname) == 0 || len(*ifname) > 15 || strings.ContainsAny(*ifname, "/ \t") {
+			return usagef("--ifname %q: want 1-15 characters without '/' or spaces", *ifname)
+		}
+	}
+	path := control.SocketPath(*sock)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("daemon not running: no control socket at %s", path)
+	}
+
+	var c control.Container
+	var err error
+	if *netnsPath != "" {
+		c, err = attachNetns(path, *netnsPath, *ifname, req)
+	} else {
+		c, err = attachFD(path, *fdNum, req)
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(stdout, c)
+	}
+	printContainer(stdout, c)
+	return nil
+}
+
+// attachNetns creates the TUN in the namespace, hands it to the daemon and
+// then configures it. Until the daemon has it, the TUN lives only as our fd,
+// so any failure (ours or the daemon's, even a crash) removes it; after the
+// hand-over a configuration failure is undone by detaching.
+func attachNetns(sock, nsPath, ifname string, req control.AttachRequest) (control.Container, error) {
+	key, err := tunnel.NetnsID(nsPath)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return control.Container{}, fmt.Errorf("netns %s does not exist", nsPath)
+		}
+		return control.Container{}, fmt.Errorf("netns %s: %w", nsPath, err)
+	}
+	req.ContainerKey = key
+	req.Netns = nsPath
+	req.Interface = ifname
+	f, err := tunnel.CreateInNetns(nsPath, ifname)
+	if err != nil {
+		return control.Container{}, fmt.Errorf("create TUN %s in %s: %w", ifname, nsPath, err)
+	}
+	c, err := callAttach(sock, req, f)
+	f.Close()
+	if err != nil {
+		return control.Container{}, err
+	}
+	addr := netip.MustParseAddr(c.IP)
+	cfg := tunnel.IfaceConfig{
+		Addr:         netip.PrefixFrom(addr, router.NetworkPrefix.Bits()),
+		MTU:          c.MTU,
+		DefaultRoute: true,
+		Routes:       []netip.Prefix{netip.PrefixFrom(netip.MustParseAddr(c.Resolver), 32)},
+	}
+	if err := tunnel.Configure(nsPath, ifname, cfg); err != nil {
+		undoErr := call(sock, &control.Request{Op: "detach", Detach: &control.DetachRequest{ID: c.ID}}, nil, nil)
+		if rmErr := tunnel.Remove(nsPath, ifname); rmErr != nil && undoErr != nil {
+			err = fmt.Errorf("%w (cleanup failed too: %v; %v)", err, undoErr, rmErr)
+		}
+		return control.Container{}, fmt.Errorf("configure %s in %s: %w", ifname, nsPath, err)
+	}
+	return c, nil
+}
+
+func attachFD(sock string, fdNum int, req control.AttachRequest) (control.Container, error) {
+	f := os.NewFile(uintptr(fdNum), fmt.Sprintf("fd %d", fdNum))
+	if f == nil {
+		return control.Container{}, fmt.Errorf("--fd %d is not an open file descriptor", fdNum)
+	}
+	defer f.Close()
+	if _, err := f.Stat(); err != nil {
+		return control.Container{}, fmt.Errorf("--fd %d is not an open file descriptor", fdNum)
+	}
+	if _, err := tunnel.Inspect(f); err != nil {
+		return control.Container{}, fmt.Errorf("--fd %d: %w", fdNum, err)
+	}
+	// The namespace identity lets the daemon refuse a second attach of the
+	// same container; reading it needs privileges the caller may lack.
+	if key, err := tunnel.DevNetnsID(f); err == nil {
+		req.ContainerKey = key
+	}
+	return callAttach(sock, req, f)
+}
+
+func callAttach(sock string, req control.AttachRequest, f *os.File) (control.Container, error) {
+	var c control.Container
+	err := call(sock, &control.Request{Op: "attach", Attach: &req}, f, &c)
+	return c, err
+}
+
+func call(sock string, req *control.Request, f *os.File, result any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	req.Version = control.Version
+	if err := control.Call(ctx, sock, req, f, result); err != nil {
+		return fmt.Errorf("%s: %w", req.Op, err)
+	}
+	return nil
+}
+
+func printContainer(w io.Writer, c control.Container) {
+	fmt.Fprintf(w, "id:       %s\n", c.ID)
+	fmt.Fprintf(w, "ip:       %s\n", c.IP)
+	fmt.Fprintf(w, "mtu:      %d\n", c.MTU)
+	fmt.Fprintf(w, "resolver: %s\n", c.Resolver)
+	for i, n := range c.Names {
+		label := "names:   "
+		if i > 0 {
+			label = "         "
+		}
+		fmt.Fprintf(w, "%s %s\n", label, n)
+	}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"text/tabwriter"
+
+	"github.com/vrouter/vrouter/internal/control"
+)
+
+func cmdDetach(args []string, stdout io.Writer) error {
+	fs := newFlags("detach", "detach ID [flags]", stdout)
+	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("detach takes one container id")
+	}
+	id := fs.Arg(0)
+	if err := call(control.SocketPath(*sock), &control.Request{Op: "detach", Detach: &control.DetachRequest{ID: id}}, nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "detached %s\n", id)
+	return nil
+}
+
+func cmdContainers(args []string, stdout io.Writer) error {
+	fs := newFlags("containers", "containers [--json] [flags]", stdout)
+	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	asJSON := fs.Bool("json", false, "print a JSON array")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("containers takes no arguments")
+	}
+	var cs []control.Container
+	if err := call(control.SocketPath(*sock), &control.Request{Op: "containers"}, nil, &cs); err != nil {
+		return err
+	}
+	if cs == nil {
+		cs = []control.Container{}
+	}
+	if *asJSON {
+		return writeJSON(stdout, cs)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNETWORK\tAPP\tTYPE\tNUMBER\tIP\tNODE")
+	for _, c := range cs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", c.ID, c.Network, c.App, c.Type, c.Number, c.IP, c.Node)
+	}
+	return tw.Flush()
+}
+
+func cmdStatus(args []string, stdout io.Writer) error {
+	fs := newFlags("status", "status [--json] [flags]", stdout)
+	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	asJSON := fs.Bool("json", false, "print a JSON object")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("status takes no arguments")
+	}
+	var st control.Status
+	if err := call(control.SocketPath(*sock), &control.Request{Op: "status"}, nil, &st); err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(stdout, st)
+	}
+	fmt.Fprintf(stdout, "node:       %s\n", st.Node)
+	fmt.Fprintf(stdout, "version:    %s\n", st.Version)
+	fmt.Fprintf(stdout, "uptime:     %.0fs\n", st.UptimeSeconds)
+	fmt.Fprintf(stdout, "control:    %s\n", st.Control)
+	fmt.Fprintf(stdout, "mtu:        %d\n", st.MTU)
+	fmt.Fprintf(stdout, "containers: %d in %d networks\n", st.Containers, st.Networks)
+	printCounters(stdout, "counters:", st.Counters)
+	printCounters(stdout, "drops:", st.Drops)
+	return nil
+}
+
+func printCounters(w io.Writer, title string, m map[string]uint64) {
+	fmt.Fprintln(w, title)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %-22s %d\n", k, m[k])
+	}
+}

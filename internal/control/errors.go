@@ -1,0 +1,49 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error codes carried in Response.Error.Code.
+const (
+	CodeBadRequest = "bad_request" // malformed message, wrong body, extra fds
+	CodeVersion    = "version"     // unsupported protocol version
+	CodeInvalid    = "invalid"     // well-formed request with invalid values
+	CodeNotFound   = "not_found"
+	CodeConflict   = "conflict"
+	CodeFull       = "full"
+	CodeInternal   = "internal"
+)
+
+// Error is a protocol-level error. Handlers return it to choose the code the
+// client sees; Call returns it when the daemon answered with an error.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf builds an *Error with the given code.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+var (
+	// ErrNoDaemon means no daemon listens on the control socket (missing
+	// socket file or connection refused).
+	ErrNoDaemon = errors.New("daemon not running")
+	// ErrInUse means Listen found a live daemon answering on the socket.
+	ErrInUse = errors.New("control socket in use")
+)
+
+// msgError carries an exact user-facing message while still matching a
+// sentinel with errors.Is.
+type msgError struct {
+	msg string
+	err error
+}
+
+func (e *msgError) Error() string { return e.msg }
+func (e *msgError) Unwrap() error { return e.err }

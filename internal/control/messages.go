@@ -1,0 +1,83 @@
+package control
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Version is the protocol version carried in every request and response.
+// A daemon refuses requests of any other version with code "version".
+const Version = 1
+
+// Ops understood by the daemon.
+const (
+	OpAttach     = "attach"
+	OpDetach     = "detach"
+	OpContainers = "containers"
+	OpStatus     = "status"
+)
+
+// Request is the single message a client sends on a connection. Exactly the
+// body matching Op is present. An "attach" request carries the TUN fd as
+// SCM_RIGHTS ancillary data of the same message.
+type Request struct {
+	Version int            `json:"version"`
+	Op      string         `json:"op"` // "attach", "detach", "containers", "status"
+	Attach  *AttachRequest `json:"attach,omitempty"`
+	Detach  *DetachRequest `json:"detach,omitempty"`
+}
+
+// AttachRequest asks the daemon to attach the TUN passed with the request.
+type AttachRequest struct {
+	Network      string `json:"network"`
+	App          string `json:"app"`
+	Type         string `json:"type"`
+	Number       int    `json:"number,omitempty"`
+	IP           string `json:"ip,omitempty"`
+	ContainerKey string `json:"container_key,omitempty"` // netns identity, to refuse a second attach
+	Interface    string `json:"interface,omitempty"`
+	Netns        string `json:"netns,omitempty"`
+}
+
+// DetachRequest names the container to detach.
+type DetachRequest struct {
+	ID string `json:"id"`
+}
+
+// Response is the daemon's answer: either Error or Result (the JSON of the
+// op's result: Container for attach, []Container for containers, Status for
+// status, nothing for detach).
+type Response struct {
+	Version int             `json:"version"`
+	Error   *Error          `json:"error,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+}
+
+// Container describes one attached container.
+type Container struct {
+	ID         string    `json:"id"`
+	Network    string    `json:"network"`
+	App        string    `json:"app"`
+	Type       string    `json:"type"`
+	Number     int       `json:"number"`
+	IP         string    `json:"ip"`
+	MTU        int       `json:"mtu"`
+	Resolver   string    `json:"resolver"`
+	Names      []string  `json:"names"`
+	Interface  string    `json:"interface,omitempty"`
+	Node       string    `json:"node"`
+	AttachedAt time.Time `json:"attached_at"`
+}
+
+// Status is the result of the "status" op.
+type Status struct {
+	Node          string            `json:"node"`
+	Version       string            `json:"version"`
+	UptimeSeconds float64           `json:"uptime_seconds"`
+	Control       string            `json:"control"`
+	MTU           int               `json:"mtu"`
+	Containers    int               `json:"containers"`
+	Networks      int               `json:"networks"`
+	Counters      map[string]uint64 `json:"counters"`
+	Drops         map[string]uint64 `json:"drops"`
+}

@@ -1,0 +1,308 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultTimeout bounds one connection, from accept to the last byte of the
+// response, on both sides.
+const DefaultTimeout = 30 * time.Second
+
+// maxFDs is how many descriptors a request may try to send before the excess
+// is truncated by the kernel (and closed by it); we close the rest ourselves.
+const maxFDs = 16
+
+// Handler serves one request. It owns fd (nil when the request carried none)
+// and must close it or keep it. A returned *Error reaches the client with its
+// code; any other error is reported with code "internal". result is
+// marshalled with encoding/json (nil → no result).
+//
+// ctx is cancelled when the server closes or the connection deadline passes.
+type Handler func(ctx context.Context, req *Request, fd *os.File) (result any, err error)
+
+// Server serves the control socket. Goroutines: Serve's accept loop (owned by
+// the caller of Serve) and one goroutine per connection (owned by the
+// Server, waited for by Close).
+type Server struct {
+	// Logger receives connection-level problems. Set it before Serve; nil
+	// discards.
+	Logger *slog.Logger
+
+	path    string
+	ln      *net.UnixListener
+	ino     uint64 // inode of the socket file we bound, so Close removes only ours
+	dev     uint64
+	timeout time.Duration
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	closed  bool
+	serving bool
+	conns   map[*net.UnixConn]struct{}
+	wg      sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Path is the socket path the server listens on.
+func (s *Server) Path() string { return s.path }
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+// Serve accepts connections until Close and serves each with h on its own
+// goroutine. It returns nil after Close, or the accept error otherwise.
+func (s *Server) Serve(h Handler) error {
+	if h == nil {
+		return errors.New("control: nil handler")
+	}
+	s.mu.Lock()
+	if s.serving {
+		s.mu.Unlock()
+		return errors.New("control: Serve called twice")
+	}
+	s.serving = true
+	s.mu.Unlock()
+
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ECONNABORTED) {
+				// Transient: back off briefly instead of spinning or dying.
+				s.logger().Warn("control: accept", "err", err)
+				select {
+				case <-s.ctx.Done():
+				case <-time.After(50 * time.Millisecond):
+				}
+				continue
+			}
+			return fmt.Errorf("control: accept on %s: %w", s.path, err)
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(c, h)
+	}
+}
+
+// Close stops accepting, cancels the context of running handlers, waits for
+// them and removes the socket file. It must not be called from a handler.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		// Unblock connections still reading a request or writing a response.
+		for c := range s.conns {
+			c.SetDeadline(time.Now())
+		}
+		s.mu.Unlock()
+		s.cancel()
+		s.closeErr = s.ln.Close()
+		s.wg.Wait()
+		if err := s.removeSocket(); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
+	})
+	return s.closeErr
+}
+
+// removeSocket unlinks the socket file unless someone replaced it.
+func (s *Server) removeSocket() error {
+	var st unix.Stat_t
+	if err := unix.Lstat(s.path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("control: stat %s: %w", s.path, err)
+	}
+	if st.Ino != s.ino || st.Dev != s.dev {
+		return nil
+	}
+	if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("control: remove %s: %w", s.path, err)
+	}
+	return nil
+}
+
+func (s *Server) serveConn(c *net.UnixConn, h Handler) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		c.Close()
+	}()
+	deadline := time.Now().Add(s.timeout)
+	s.mu.Lock()
+	if !s.closed { // Close may have set an earlier deadline already
+		c.SetDeadline(deadline)
+	}
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithDeadline(s.ctx, deadline)
+	defer cancel()
+
+	resp, ok := s.handle(ctx, c, h)
+	if !ok {
+		return
+	}
+	b, err := json.Marshal(resp)
+	if err != nil {
+		b, _ = json.Marshal(&Response{Version: Version, Error: Errorf(CodeInternal, "encode response: %v", err)})
+	}
+	for len(b) > 0 {
+		n := min(len(b), MaxMessage)
+		if _, err := c.Write(b[:n]); err != nil {
+			s.logger().Warn("control: write response", "err", err)
+			return
+		}
+		b = b[n:]
+	}
+}
+
+// handle reads and serves one request. ok is false when there is nothing to
+// answer (the peer connected and left, as Listen's liveness probe does).
+func (s *Server) handle(ctx context.Context, c *net.UnixConn, h Handler) (resp *Response, ok bool) {
+	buf := make([]byte, MaxMessage)
+	oob := make([]byte, unix.CmsgSpace(4*maxFDs))
+	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+	fds, fdErr := parseRights(oob[:oobn])
+	closeAll := func() {
+		for _, f := range fds {
+			f.Close()
+		}
+	}
+	fail := func(e *Error) (*Response, bool) {
+		closeAll()
+		return &Response{Version: Version, Error: e}, true
+	}
+	if err != nil {
+		closeAll()
+		if !errors.Is(err, io.EOF) {
+			s.logger().Debug("control: read request", "err", err)
+		}
+		return nil, false
+	}
+	if n == 0 && oobn == 0 {
+		return nil, false
+	}
+	switch {
+	case fdErr != nil:
+		return fail(Errorf(CodeBadRequest, "bad ancillary data: %v", fdErr))
+	case flags&unix.MSG_TRUNC != 0:
+		return fail(Errorf(CodeBadRequest, "request exceeds %d bytes", MaxMessage))
+	case flags&unix.MSG_CTRUNC != 0 || len(fds) > 1:
+		return fail(Errorf(CodeBadRequest, "request carries more than one file descriptor"))
+	}
+	req, err := DecodeRequest(buf[:n])
+	if err != nil {
+		return fail(asError(err))
+	}
+	var fd *os.File
+	if len(fds) == 1 {
+		if !takesFD(req.Op) {
+			return fail(Errorf(CodeBadRequest, "op %q takes no file descriptor", req.Op))
+		}
+		fd = fds[0]
+	}
+	result, err := s.call(ctx, h, req, fd)
+	if err != nil {
+		return &Response{Version: Version, Error: asError(err)}, true
+	}
+	resp = &Response{Version: Version}
+	if result != nil {
+		raw, err := json.Marshal(result)
+		if err != nil {
+			return &Response{Version: Version, Error: Errorf(CodeInternal, "encode result: %v", err)}, true
+		}
+		resp.Result = raw
+	}
+	return resp, true
+}
+
+// call runs the handler, turning a panic into an internal error so that one
+// bad request does not take the daemon (and every container's port) down.
+func (s *Server) call(ctx context.Context, h Handler, req *Request, fd *os.File) (result any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.logger().Error("control: handler panic", "op", req.Op, "panic", p, "stack", string(debug.Stack()))
+			result, err = nil, Errorf(CodeInternal, "internal error serving %q", req.Op)
+		}
+	}()
+	return h(ctx, req, fd)
+}
+
+func asError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		// Keep the handler's wrapping context in the message, the code from
+		// the innermost *Error.
+		return &Error{Code: e.Code, Message: err.Error()}
+	}
+	return &Error{Code: CodeInternal, Message: err.Error()}
+}
+
+// parseRights returns every descriptor received in oob as an *os.File so
+// that each can be closed on any path.
+func parseRights(oob []byte) ([]*os.File, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, err
+	}
+	var files []*os.File
+	var firstErr error
+	for i := range msgs {
+		if msgs[i].Header.Level != unix.SOL_SOCKET || msgs[i].Header.Type != unix.SCM_RIGHTS {
+			continue
+		}
+		fds, err := unix.ParseUnixRights(&msgs[i])
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		for _, fd := range fds {
+			files = append(files, os.NewFile(uintptr(fd), "control-fd"))
+		}
+	}
+	return files, firstErr
+}

@@ -1,0 +1,325 @@
+// Package daemon is the composition root of `vrouter run`: it owns the
+// router, the control socket and the registry of attached containers, and
+// turns control requests into router operations.
+//
+// Locking: Daemon.mu guards the registry. Router calls made under it
+// (AddPort) never block on packet I/O; Attached.Close, which waits for a
+// port's read goroutine, is always called after mu is released.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/ids"
+	"github.com/vrouter/vrouter/router"
+)
+
+// DefaultMTU leaves room for VXLAN (50) and WireGuard (60) on a 1500-byte
+// underlay, so a container's MTU does not change when a peer moves to
+// another node.
+const DefaultMTU = 1390
+
+// Config is what `vrouter run` passes in.
+type Config struct {
+	Name     string // node name
+	StateDir string
+	Control  string // control socket path
+	MTU      int
+	Logger   *slog.Logger
+	// OpenPort turns a received fd into a router port; tests replace it.
+	OpenPort func(f *os.File, mtu int) (router.Port, string, error)
+}
+
+// Daemon is one running vrouter node.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	router  *router.Router
+	server  *control.Server
+	started time.Time
+
+	mu  sync.Mutex
+	reg *registry
+
+	watchers sync.WaitGroup // one per container, see watch
+}
+
+// New validates cfg, creates the state directory and starts listening on
+// the control socket. Serve then handles requests until Close.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if cfg.MTU < 576 || cfg.MTU > 65535 {
+		return nil, fmt.Errorf("mtu %d out of range 576-65535", cfg.MTU)
+	}
+	if cfg.Name == "" {
+		return nil, errors.New("node name is empty")
+	}
+	if cfg.OpenPort == nil {
+		return nil, errors.New("no port opener configured")
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if cfg.Control == "" {
+		cfg.Control = filepath.Join(cfg.StateDir, "control.sock")
+	}
+	srv, err := control.Listen(cfg.Control)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	d := &Daemon{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		router:  router.New(router.Config{Logger: cfg.Logger.With("component", "router")}),
+		server:  srv,
+		started: time.Now(),
+		reg:     newRegistry(),
+	}
+	return d, nil
+}
+
+// Serve answers control requests until Close. It returns nil after Close.
+func (d *Daemon) Serve() error {
+	d.log.Info("vrouter running", "node", d.cfg.Name, "control", d.cfg.Control, "state_dir", d.cfg.StateDir, "mtu", d.cfg.MTU, "version", Version())
+	return d.server.Serve(d.handle)
+}
+
+// Close stops the control socket, then detaches every container. After it
+// returns no goroutine of the daemon is left and every port fd is closed.
+func (d *Daemon) Close() error {
+	err := d.server.Close()
+	d.mu.Lock()
+	var all []*container
+	for _, c := range d.reg.containers {
+		all = append(all, c)
+	}
+	d.reg = newRegistry()
+	d.mu.Unlock()
+	for _, c := range all {
+		c.attached.Close()
+	}
+	err = errors.Join(err, d.router.Close())
+	d.watchers.Wait()
+	return err
+}
+
+func (d *Daemon) handle(ctx context.Context, req *control.Request, fd *os.File) (any, error) {
+	if fd != nil && req.Op != "attach" {
+		fd.Close()
+		return nil, &control.Error{Code: "bad_request", Message: "only attach takes a file descriptor"}
+	}
+	switch req.Op {
+	case "attach":
+		return d.attach(req.Attach, fd)
+	case "detach":
+		return d.detach(req.Detach.ID)
+	case "containers":
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.reg.list(), nil
+	case "status":
+		return d.status(), nil
+	}
+	return nil, &control.Error{Code: "bad_request", Message: fmt.Sprintf("unknown op %q", req.Op)}
+}
+
+func invalid(format string, args ...any) error {
+	return &control.Error{Code: "invalid", Message: fmt.Sprintf(format, args...)}
+}
+
+// ValidateAttach checks an attach request the way the daemon does, so the
+// CLI can refuse bad input before it creates a TUN.
+func ValidateAttach(req *control.AttachRequest) (netip.Addr, error) {
+	if err := ids.Network(req.Network); err != nil {
+		return netip.Addr{}, invalid("%v", err)
+	}
+	if err := ids.App(req.App); err != nil {
+		return netip.Addr{}, invalid("%v", err)
+	}
+	if err := ids.Type(req.Type); err != nil {
+		return netip.Addr{}, invalid("%v", err)
+	}
+	if req.Number < 0 {
+		return netip.Addr{}, invalid("container number %d must be positive", req.Number)
+	}
+	var addr netip.Addr
+	if req.IP != "" {
+		a, err := netip.ParseAddr(req.IP)
+		if err != nil || !router.IsHost(a) {
+			return netip.Addr{}, invalid("ip %q is outside 10.240.0.1-10.240.3.254", req.IP)
+		}
+		addr = a
+	}
+	return addr, nil
+}
+
+func (d *Daemon) attach(req *control.AttachRequest, fd *os.File) (_ any, err error) {
+	if fd == nil {
+		return nil, &control.Error{Code: "bad_request", Message: "attach needs a TUN file descriptor"}
+	}
+	want, err := ValidateAttach(req)
+	if err != nil {
+		fd.Close()
+		return nil, err
+	}
+	port, ifname, err := d.cfg.OpenPort(fd, d.cfg.MTU)
+	if err != nil {
+		fd.Close()
+		return nil, invalid("%v", err)
+	}
+	defer func() {
+		if err != nil {
+			port.Close()
+		}
+	}()
+	if req.Interface != "" {
+		ifname = req.Interface
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if req.ContainerKey != "" {
+		if c := d.reg.byKey[req.ContainerKey]; c != nil {
+			return nil, &control.Error{Code: "conflict", Message: fmt.Sprintf("this network namespace is already attached as %s (%s)", c.info.ID, c.info.IP)}
+		}
+	}
+	n := d.reg.network(req.Network)
+	addr, number, err := d.reg.reserve(n, want, req.App, req.Type, req.Number)
+	if err != nil {
+		d.reg.dropNetworkIfEmpty(n)
+		return nil, err
+	}
+	id := newID()
+	for d.reg.containers[id] != nil {
+		id = newID()
+	}
+	att, err := d.router.AddPort(port, router.PortConfig{Network: n.vni, Addr: addr, MTU: d.cfg.MTU, Name: id})
+	if err != nil {
+		d.reg.release(n, addr, req.App, req.Type, number)
+		return nil, fmt.Errorf("attach %s: %w", id, err)
+	}
+	c := &container{
+		addr:     addr,
+		key:      req.ContainerKey,
+		attached: att,
+		info: control.Container{
+			ID:         id,
+			Network:    req.Network,
+			App:        req.App,
+			Type:       req.Type,
+			Number:     number,
+			IP:         addr.String(),
+			MTU:        d.cfg.MTU,
+			Resolver:   router.DefaultResolver.String(),
+			Names:      ids.Names(req.Network, req.App, req.Type, number),
+			Interface:  ifname,
+			Node:       d.cfg.Name,
+			AttachedAt: time.Now().UTC().Truncate(time.Second),
+		},
+	}
+	d.reg.add(c)
+	d.watchers.Add(1)
+	go d.watch(c)
+	d.log.Info("attached", "id", id, "network", req.Network, "app", req.App, "type", req.Type, "number", number, "ip", addr, "interface", ifname)
+	return c.info, nil
+}
+
+func (d *Daemon) detach(id string) (any, error) {
+	d.mu.Lock()
+	c := d.reg.containers[id]
+	if c == nil {
+		d.mu.Unlock()
+		return nil, &control.Error{Code: "not_found", Message: fmt.Sprintf("no container %s", id)}
+	}
+	d.reg.remove(c)
+	d.mu.Unlock()
+	if err := c.attached.Close(); err != nil {
+		d.log.Warn("closing port", "id", id, "err", err)
+	}
+	d.log.Info("detached", "id", id, "ip", c.addr)
+	return c.info, nil
+}
+
+// watch forgets a container whose port died without a detach, typically
+// because its namespace was deleted and took the TUN with it, so that its
+// address and number become free and listings stop showing it.
+func (d *Daemon) watch(c *container) {
+	defer d.watchers.Done()
+	<-c.attached.Done()
+	err := c.attached.Err()
+	if err == nil {
+		return // closed by detach or shutdown
+	}
+	d.mu.Lock()
+	live := d.reg.containers[c.info.ID] == c
+	if live {
+		d.reg.remove(c)
+	}
+	d.mu.Unlock()
+	if live {
+		c.attached.Close()
+		d.log.Warn("container port died; detached", "id", c.info.ID, "ip", c.addr, "err", err)
+	}
+}
+
+func (d *Daemon) status() control.Status {
+	st := d.router.Stats()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return control.Status{
+		Node:          d.cfg.Name,
+		Version:       Version(),
+		UptimeSeconds: time.Since(d.started).Round(time.Millisecond).Seconds(),
+		Control:       d.cfg.Control,
+		MTU:           d.cfg.MTU,
+		Containers:    len(d.reg.containers),
+		Networks:      len(d.reg.networks),
+		Counters:      st.Counters,
+		Drops:         st.Drops,
+	}
+}
+
+// Version is the module version or VCS revision the binary was built from.
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return rev
+}

@@ -1,0 +1,159 @@
+package daemon
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/router"
+)
+
+// container is one attached port and what the daemon knows about it.
+type container struct {
+	info     control.Container
+	addr     netip.Addr
+	key      string // identity of the container's netns, "" if unknown
+	attached *router.Attached
+}
+
+// network is a private network with at least one local container.
+type network struct {
+	id    string
+	vni   uint32
+	addrs addrSet
+}
+
+// registry holds the node's containers and the per-network and per-app
+// bookkeeping derived from them. It is guarded by Daemon.mu.
+type registry struct {
+	containers map[string]*container // by id
+	byKey      map[string]*container // by netns identity
+	networks   map[string]*network   // by PN id
+	numbers    map[string]map[int]bool
+	nextVNI    uint32
+}
+
+func newRegistry() *registry {
+	return &registry{
+		containers: make(map[string]*container),
+		byKey:      make(map[string]*container),
+		networks:   make(map[string]*network),
+		numbers:    make(map[string]map[int]bool),
+		nextVNI:    1,
+	}
+}
+
+func appTypeKey(app, typ string) string { return app + "/" + typ }
+
+// network returns the PN, creating it with a fresh VNI on first use.
+// Single-node for now: VNIs are unique on this node only; the cluster
+// milestone replaces this with cluster-wide assignment.
+func (r *registry) network(id string) *network {
+	n := r.networks[id]
+	if n == nil {
+		n = &network{id: id, vni: r.nextVNI}
+		r.nextVNI++
+		r.networks[id] = n
+	}
+	return n
+}
+
+// dropNetworkIfEmpty forgets a PN that has no container left, so that its
+// VNI and bitmap do not pile up over the node's lifetime.
+func (r *registry) dropNetworkIfEmpty(n *network) {
+	if n.addrs.count == 0 {
+		delete(r.networks, n.id)
+	}
+}
+
+// reserve takes an address and a container number. It returns a *control.Error
+// the CLI can show as is; on error nothing stays reserved.
+func (r *registry) reserve(n *network, want netip.Addr, app, typ string, number int) (netip.Addr, int, error) {
+	addr := want
+	if addr.IsValid() {
+		if !n.addrs.take(addr) {
+			return netip.Addr{}, 0, &control.Error{Code: "conflict", Message: fmt.Sprintf("address %s is already in use in network %s", addr, n.id)}
+		}
+	} else {
+		var ok bool
+		if addr, ok = n.addrs.lowestFree(); !ok {
+			return netip.Addr{}, 0, &control.Error{Code: "full", Message: fmt.Sprintf("network %s is full (%d containers)", n.id, n.addrs.count)}
+		}
+		n.addrs.take(addr)
+	}
+	k := appTypeKey(app, typ)
+	used := r.numbers[k]
+	if used == nil {
+		used = make(map[int]bool)
+		r.numbers[k] = used
+	}
+	if number == 0 {
+		number = lowestFreeNumber(used)
+	} else if used[number] {
+		n.addrs.release(addr)
+		return netip.Addr{}, 0, &control.Error{Code: "conflict", Message: fmt.Sprintf("container number %d of %s type %s is already in use", number, app, typ)}
+	}
+	used[number] = true
+	return addr, number, nil
+}
+
+func (r *registry) release(n *network, addr netip.Addr, app, typ string, number int) {
+	n.addrs.release(addr)
+	k := appTypeKey(app, typ)
+	delete(r.numbers[k], number)
+	if len(r.numbers[k]) == 0 {
+		delete(r.numbers, k)
+	}
+	r.dropNetworkIfEmpty(n)
+}
+
+func (r *registry) add(c *container) {
+	r.containers[c.info.ID] = c
+	if c.key != "" {
+		r.byKey[c.key] = c
+	}
+}
+
+func (r *registry) remove(c *container) {
+	delete(r.containers, c.info.ID)
+	if c.key != "" && r.byKey[c.key] == c {
+		delete(r.byKey, c.key)
+	}
+	if n := r.networks[c.info.Network]; n != nil {
+		r.release(n, c.addr, c.info.App, c.info.Type, c.info.Number)
+	}
+}
+
+// list returns the containers ordered by network, then address.
+func (r *registry) list() []control.Container {
+	out := make([]control.Container, 0, len(r.containers))
+	cs := make([]*container, 0, len(r.containers))
+	for _, c := range r.containers {
+		cs = append(cs, c)
+	}
+	slices.SortFunc(cs, func(a, b *container) int {
+		if c := strings.Compare(a.info.Network, b.info.Network); c != 0 {
+			return c
+		}
+		return a.addr.Compare(b.addr)
+	})
+	for _, c := range cs {
+		out = append(out, c.info)
+	}
+	return out
+}
+
+// newID returns a container id: "c-" and 12 random hex digits.
+func newID() string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		// crypto/rand never fails on Linux ≥ 3.17; a time-based id keeps us going.
+		return fmt.Sprintf("c-%012x", time.Now().UnixNano()&0xffffffffffff)
+	}
+	return "c-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,5 @@
+// Package integration holds the in-process integration tier (DESIGN.md,
+// tests tier 2): real routers and gVisor "containers" (stack/stacktest) in
+// one test process, no root, real TCP/UDP/ping between them. It has no
+// non-test code.
+package integration

@@ -1,0 +1,126 @@
+package integration
+
+import (
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/stack/stacktest"
+)
+
+// resolver is the router's default resolver address, the source of the
+// ICMP errors it sends.
+var resolver = netip.MustParseAddr("169.254.20.10")
+
+// topology is one router with gVisor containers attached to it. Everything
+// is torn down by t.Cleanup: ports are detached before their containers
+// close (so the router never sees a dead port), then the router closes,
+// then the goroutine count is checked.
+type topology struct {
+	t      *testing.T
+	router *router.Router
+}
+
+// node is one container attached to the topology's router.
+type node struct {
+	*stacktest.Container
+	network  uint32
+	attached *router.Attached
+}
+
+func newTopology(t *testing.T) *topology {
+	t.Helper()
+	checkGoroutines(t)
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := router.New(router.Config{Logger: log})
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("router close: %v", err)
+		}
+	})
+	return &topology{t: t, router: r}
+}
+
+// add creates a container with addr and attaches it to network.
+func (tp *topology) add(network uint32, addr string) *node {
+	tp.t.Helper()
+	c, err := stacktest.New(stacktest.Config{Addr: netip.MustParseAddr(addr)})
+	if err != nil {
+		tp.t.Fatalf("container %s: %v", addr, err)
+	}
+	n := &node{Container: c, network: network}
+	tp.t.Cleanup(func() {
+		n.detach()
+		if err := c.Close(); err != nil {
+			tp.t.Errorf("close container %s: %v", addr, err)
+		}
+	})
+	n.attach(tp)
+	return n
+}
+
+// attach (re)attaches n's container to the router with a fresh port handle.
+func (n *node) attach(tp *topology) {
+	tp.t.Helper()
+	a, err := tp.router.AddPort(n.Port(), router.PortConfig{
+		Network: n.network,
+		Addr:    n.Addr(),
+		MTU:     n.MTU(),
+		Name:    n.Addr().String(),
+	})
+	if err != nil {
+		tp.t.Fatalf("attach %v to network %d: %v", n.Addr(), n.network, err)
+	}
+	n.attached = a
+}
+
+// detach closes n's port on the router; the container keeps running.
+func (n *node) detach() {
+	if n.attached == nil {
+		return
+	}
+	n.attached.Close()
+	n.attached = nil
+}
+
+// waitStats polls the router's counters until cond holds or 5 s pass.
+func (tp *topology) waitStats(what string, cond func(router.Stats) bool) router.Stats {
+	tp.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := tp.router.Stats()
+		if cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			tp.t.Fatalf("timed out waiting for %s; stats: %+v", what, s)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// checkGoroutines fails the test if, after its cleanups, more goroutines run
+// than before it started. Register it first so that its cleanup runs last.
+func checkGoroutines(t *testing.T) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			n := runtime.NumGoroutine()
+			if n <= before {
+				return
+			}
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				buf = buf[:runtime.Stack(buf, true)]
+				t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}

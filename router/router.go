@@ -1,0 +1,242 @@
+// Package router forwards IPv4 packets between the ports (containers) of
+// one node, inside each private network (PN).
+//
+// # Packet pipeline (packet path 1 of DESIGN.md)
+//
+// Every attached port has exactly one read goroutine (Attached.readLoop),
+// started by AddPort and stopped by Attached.Close. It loops:
+//
+//	Port.Read(batch)                           one syscall for up to BatchSize packets
+//	→ for each packet (forward, sequential, no allocation):
+//	    parse IPv4 header         else drop malformed / not_ipv4
+//	    src == port address       else drop spoofed_source
+//	    dst == resolver           → drop resolver          (seam: DNS, packet path 3)
+//	    dst broadcast/multicast   → drop broadcast
+//	    dst outside 10.240.0.0/22 → drop outside_network   (seam: egress, paths 4 and 5)
+//	    table of the SENDER's PN  → no entry: drop unknown_destination,
+//	                                 queue ICMP host unreachable for the sender
+//	    size > destination MTU    → drop too_big, ICMP fragmentation needed if DF
+//	    else remember the destination of packet i
+//	→ one Port.Write per destination port with all its packets of the batch
+//	→ one Port.Write back to the sender with the batch's ICMP errors
+//	→ fold the batch's counters into the port's counters (atomics, per batch)
+//
+// Packets are forwarded in place: the buffers the source read into are the
+// buffers handed to the destination's Write, so nothing is copied in
+// userspace. The router never changes a forwarded packet (no TTL decrement:
+// a PN is one L2-like segment) and never fragments.
+//
+// # Ownership and locking
+//
+//   - A port's read goroutine owns its buffers and scratch slices, its ICMP
+//     rate limiter and the batch counters; nothing else touches them.
+//   - Port.Write of one destination is called concurrently by the read
+//     goroutines of every port sending to it; the Port contract allows that.
+//     A Write must not block for long: it stalls the sending port.
+//   - Forwarding tables are arrays of atomic pointers. The packet path only
+//     loads them. Router.state (a mutex) serialises everything else: adding
+//     and removing ports, the networks map, the set of live ports and the
+//     counters of closed ports. The packet path never takes it.
+//   - A port's counters are written only by its own read goroutine, once per
+//     batch; Router.Stats sums them under Router.state. Tx counters of a
+//     destination are atomics added by the senders.
+//
+// # Shutdown
+//
+// Attached.Close: mark closing → clear the table slot (the address is free
+// again) → Port.Close (unblocks Read) → wait for the read goroutine → move
+// the counters into the router's totals. Senders that still hold the old
+// entry see the closing mark and count unknown_destination, or at worst get
+// a Write error (write_error). Router.Close refuses new ports and closes
+// every attached one.
+//
+// A Read error on a port that is not being closed is counted (read_errors)
+// and logged once. Read errors are usually about one packet (wireguard-go's
+// vnet_hdr TUN reports an oversize or badly offloaded packet as an error and
+// has consumed it), so the loop continues; after maxReadErrors consecutive
+// failures, or at once when the error says the device is closed, the port
+// is dead: its loop ends, Attached.Done is closed and Attached.Err reports
+// why. A dead port stays in the table until its owner calls Close.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// DefaultMTU is the port MTU used when PortConfig.MTU is 0: a 1500-byte
+// underlay minus VXLAN (50) and WireGuard (60) overhead.
+const DefaultMTU = 1390
+
+// Errors AddPort wraps, for callers that map them to user messages.
+var (
+	ErrAddrInUse = errors.New("address in use")
+	ErrClosed    = errors.New("router closed")
+)
+
+// Config configures a Router.
+type Config struct {
+	Logger *slog.Logger // nil: discard
+	// Resolver is the containers' DNS address and the source of the ICMP
+	// errors the router sends. Zero: DefaultResolver. It must be an IPv4
+	// address outside NetworkPrefix.
+	Resolver netip.Addr
+}
+
+// Router forwards packets between attached ports. Create it with New.
+type Router struct {
+	log      *slog.Logger
+	resolver [4]byte
+	epoch    time.Time // origin of the monotonic nanoseconds of rate limiters
+
+	state struct {
+		sync.Mutex
+		closed   bool
+		networks map[uint32]*table
+		ports    map[*Attached]struct{}
+		retired  batchCounters // counters of ports already closed
+	}
+}
+
+// New returns a router with no ports. It panics if cfg.Resolver is not an
+// IPv4 address outside NetworkPrefix, which is a programming error.
+func New(cfg Config) *Router {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	res := cfg.Resolver
+	if !res.IsValid() {
+		res = DefaultResolver
+	}
+	if !res.Is4() || NetworkPrefix.Contains(res) {
+		panic(fmt.Sprintf("router: resolver %s must be an IPv4 address outside %s", res, NetworkPrefix))
+	}
+	r := &Router{log: log, resolver: res.As4(), epoch: time.Now()}
+	r.state.networks = make(map[uint32]*table)
+	r.state.ports = make(map[*Attached]struct{})
+	return r
+}
+
+// now is the router's monotonic clock in nanoseconds; it does not allocate.
+func (r *Router) now() int64 { return int64(time.Since(r.epoch)) }
+
+// AddPort registers p in the forwarding table of network cfg.Network and
+// starts its read goroutine. The router owns p from now on: Attached.Close
+// (or Router.Close) closes it. On error p is left untouched and open.
+func (r *Router) AddPort(p Port, cfg PortConfig) (*Attached, error) {
+	a, err := r.attach(p, cfg)
+	if err != nil {
+		return nil, err
+	}
+	go a.readLoop()
+	return a, nil
+}
+
+// attach validates cfg and publishes the port in its table without
+// starting the read goroutine (tests drive forward directly).
+func (r *Router) attach(p Port, cfg PortConfig) (*Attached, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, fmt.Errorf("attach port %q: %w", cfg.Name, err)
+	}
+	if p == nil {
+		return nil, fmt.Errorf("attach port %q: nil Port", cfg.Name)
+	}
+	batch := p.BatchSize()
+	if batch < 1 {
+		return nil, fmt.Errorf("attach port %q: batch size %d, want at least 1", cfg.Name, batch)
+	}
+	idx, _ := HostIndex(cfg.Addr)
+	a := newAttached(r, p, cfg, batch)
+
+	r.state.Lock()
+	defer r.state.Unlock()
+	if r.state.closed {
+		return nil, fmt.Errorf("attach port %q: %w", cfg.Name, ErrClosed)
+	}
+	t := r.state.networks[cfg.Network]
+	if t == nil {
+		t = &table{vni: cfg.Network}
+		r.state.networks[cfg.Network] = t
+	}
+	if t.lookup(idx) != nil {
+		if t.ports == 0 {
+			delete(r.state.networks, cfg.Network)
+		}
+		return nil, fmt.Errorf("attach port %q: %s in network %d: %w", cfg.Name, cfg.Addr, cfg.Network, ErrAddrInUse)
+	}
+	a.table = t
+	a.slot = idx
+	a.entry = &entry{kind: entryLocal, port: a}
+	t.slots[idx].Store(a.entry)
+	t.ports++
+	r.state.ports[a] = struct{}{}
+	r.log.Debug("port attached", "port", cfg.Name, "network", cfg.Network, "addr", cfg.Addr, "mtu", cfg.MTU, "batch", batch)
+	return a, nil
+}
+
+// unlink removes a from its table so that no new packet is sent to it.
+func (r *Router) unlink(a *Attached) {
+	r.state.Lock()
+	defer r.state.Unlock()
+	a.table.slots[a.slot].CompareAndSwap(a.entry, nil)
+	a.table.ports--
+	if a.table.ports == 0 && r.state.networks[a.table.vni] == a.table {
+		delete(r.state.networks, a.table.vni)
+	}
+}
+
+// retire moves the counters of a port whose read goroutine has ended into
+// the router's totals.
+func (r *Router) retire(a *Attached) {
+	var c batchCounters
+	a.ctr.snapshot(&c)
+	r.state.Lock()
+	defer r.state.Unlock()
+	for i, v := range c {
+		r.state.retired[i] += v
+	}
+	delete(r.state.ports, a)
+}
+
+// Stats returns the router's counters, including those of closed ports.
+func (r *Router) Stats() Stats {
+	r.state.Lock()
+	sum := r.state.retired
+	for a := range r.state.ports {
+		a.ctr.snapshot(&sum)
+	}
+	ports, networks := len(r.state.ports), len(r.state.networks)
+	r.state.Unlock()
+	s := sum.toStats()
+	s.Ports, s.Networks = ports, networks
+	return s
+}
+
+// Close closes every attached port and refuses new ones. It waits for all
+// read goroutines. Later calls return nil.
+func (r *Router) Close() error {
+	r.state.Lock()
+	if r.state.closed {
+		r.state.Unlock()
+		return nil
+	}
+	r.state.closed = true
+	ports := make([]*Attached, 0, len(r.state.ports))
+	for a := range r.state.ports {
+		ports = append(ports, a)
+	}
+	r.state.Unlock()
+
+	var errs []error
+	for _, a := range ports {
+		if err := a.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,132 @@
+package router
+
+import "sync/atomic"
+
+// counter indexes the per-port counter arrays. The drop reasons come first
+// and in the order DropReasons reports them.
+type counter int
+
+const (
+	dropMalformed counter = iota
+	dropNotIPv4
+	dropSpoofedSource
+	dropUnknownDestination
+	dropOutsideNetwork
+	dropResolver
+	dropBroadcast
+	dropTooBig
+	dropWriteError
+	numDrops
+)
+
+// Counters that are not drops follow the drop reasons.
+const (
+	ctrRxPackets = numDrops + iota
+	ctrRxBytes
+	ctrForwarded
+	ctrForwardedBytes
+	ctrICMPSent
+	ctrICMPRateLimited
+	ctrICMPWriteErrors
+	ctrReadErrors
+	numCounters
+)
+
+var counterNames = [numCounters]string{
+	dropMalformed:          "malformed",
+	dropNotIPv4:            "not_ipv4",
+	dropSpoofedSource:      "spoofed_source",
+	dropUnknownDestination: "unknown_destination",
+	dropOutsideNetwork:     "outside_network",
+	dropResolver:           "resolver",
+	dropBroadcast:          "broadcast",
+	dropTooBig:             "too_big",
+	dropWriteError:         "write_error",
+	ctrRxPackets:           "rx_packets",
+	ctrRxBytes:             "rx_bytes",
+	ctrForwarded:           "forwarded",
+	ctrForwardedBytes:      "forwarded_bytes",
+	ctrICMPSent:            "icmp_sent",
+	ctrICMPRateLimited:     "icmp_rate_limited",
+	ctrICMPWriteErrors:     "icmp_write_errors",
+	ctrReadErrors:          "read_errors",
+}
+
+// DropReasons returns the names of every drop reason, in a stable order.
+// Stats.Drops has exactly these keys.
+func DropReasons() []string {
+	r := make([]string, numDrops)
+	copy(r, counterNames[:numDrops])
+	return r
+}
+
+// Stats is a snapshot of the router's counters, summed over every port that
+// is or ever was attached.
+//
+// Counters: rx_packets and rx_bytes (read from ports), forwarded and
+// forwarded_bytes (written to a destination port), icmp_sent,
+// icmp_rate_limited (errors suppressed by the per-port limit),
+// icmp_write_errors, read_errors.
+// Every packet read is either forwarded or counted under exactly one drop
+// reason: rx_packets == forwarded + sum(Drops).
+type Stats struct {
+	Counters map[string]uint64
+	Drops    map[string]uint64 // every reason of DropReasons, even when 0
+	Ports    int               // ports attached now
+	Networks int               // networks with at least one attached port
+}
+
+// PortStats is a snapshot of one port's traffic. Rx counts packets the
+// container sent (read from the port), Tx packets written to it, Drops the
+// packets from this port that were not forwarded.
+type PortStats struct {
+	RxPackets, RxBytes uint64
+	TxPackets, TxBytes uint64
+	Drops              uint64
+}
+
+// counters is a port's share of the router counters. Only the port's read
+// goroutine adds to it (once per batch), so the atomics are uncontended;
+// Router.Stats sums them.
+type counters [numCounters]atomic.Uint64
+
+// batchCounters accumulates one batch on the stack before it is folded into
+// counters, so the per-packet cost is a plain increment.
+type batchCounters [numCounters]uint64
+
+func (c *counters) add(b *batchCounters) {
+	for i, v := range b {
+		if v != 0 {
+			c[i].Add(v)
+		}
+	}
+}
+
+func (c *counters) snapshot(into *batchCounters) {
+	for i := range c {
+		into[i] += c[i].Load()
+	}
+}
+
+func (b *batchCounters) drops() uint64 {
+	var n uint64
+	for _, v := range b[:numDrops] {
+		n += v
+	}
+	return n
+}
+
+func (b *batchCounters) toStats() Stats {
+	s := Stats{
+		Counters: make(map[string]uint64, numCounters-numDrops),
+		Drops:    make(map[string]uint64, numDrops),
+	}
+	for i, v := range b {
+		if counter(i) < numDrops {
+			s.Drops[counterNames[i]] = v
+		} else {
+			s.Counters[counterNames[i]] = v
+		}
+	}
+	return s
+}

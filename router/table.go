@@ -1,0 +1,37 @@
+package router
+
+import "sync/atomic"
+
+// entryKind says where a destination of the forwarding table lives.
+type entryKind uint8
+
+const (
+	// entryLocal is a port attached to this router.
+	entryLocal entryKind = iota + 1
+	// Later: entryRemote, a container on another node. Its entry will name
+	// the node's overlay peer, and forward will encapsulate the packet for
+	// that peer (packet path 2) instead of writing it to a port; the table,
+	// the lookup and the batching by destination stay as they are.
+)
+
+// entry is one destination in a network's table. Entries are immutable
+// once published: replacing a destination means storing a new entry.
+type entry struct {
+	kind entryKind
+	port *Attached // entryLocal: the destination port
+}
+
+// table is the forwarding table of one private network: one slot per
+// address of NetworkPrefix, indexed by HostIndex. The packet path only
+// loads slots (atomically, no lock); AddPort and Close store them while
+// holding Router.state. A port keeps a pointer to its network's table, so
+// forwarding never looks a network up in a map and cannot reach another
+// network's slots: isolation between PNs is by construction.
+type table struct {
+	vni   uint32
+	slots [tableSize]atomic.Pointer[entry]
+	ports int // local ports in this table; guarded by Router.state
+}
+
+// lookup returns the entry for the address at offset i, or nil.
+func (t *table) lookup(i int) *entry { return t.slots[i].Load() }
