@@ -82,6 +82,7 @@ func New(cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
+	srv.Logger = cfg.Logger.With("component", "control")
 	d := &Daemon{
 		cfg:     cfg,
 		log:     cfg.Logger,

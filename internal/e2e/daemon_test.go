@@ -24,7 +24,6 @@ const (
 	defaultMTU     = 1390
 	resolverAddr   = "169.254.20.10"
 	defaultIfname  = "vr0"
-	privateSubnet  = "10.240.0.0/22"
 	privatePrefix  = 22
 	nameZoneSuffix = ".private-network.internal."
 )

@@ -39,14 +39,33 @@ func CreateInNetns(nsPath, name string) (*os.File, error) {
 		f   *os.File
 		err error
 	}
+	create := func(ch chan<- result) {
+		f, err := createOnThread(int(ns.Fd()), nsPath, name)
+		ch <- result{f, err}
+	}
 	ch := make(chan result, 1)
 	go func() {
 		// The thread is locked and never unlocked: when this goroutine
 		// returns, the runtime destroys the thread instead of handing a
 		// thread in a foreign namespace to other goroutines.
 		runtime.LockOSThread()
-		f, err := createOnThread(int(ns.Fd()), nsPath, name)
-		ch <- result{f, err}
+		if unix.Gettid() != unix.Getpid() {
+			create(ch)
+			return
+		}
+		// Except the main thread, which cannot exit: the runtime wedges it
+		// instead, and it would then pin the namespace for the life of the
+		// process and make /proc/self/ns/net name it. Keep the main thread
+		// busy here so the worker gets another one, then release it
+		// untouched.
+		inner := make(chan result, 1)
+		go func() {
+			runtime.LockOSThread()
+			create(inner)
+		}()
+		r := <-inner
+		runtime.UnlockOSThread()
+		ch <- r
 	}()
 	r := <-ch
 	return r.f, r.err

@@ -1,0 +1,69 @@
+# vrouter — build, run and test targets.
+#
+#   make build   bin/vrouter
+#   make run     the daemon with embedded defaults (state in ./.vrouter, any user)
+#   make test    vet, gofmt check, unit + in-process tiers (-race), then the
+#                end-to-end tier (internal/e2e, build tag e2e): it needs root
+#                and skips without it, except with CI=true, where it fails
+#   make bench   benchmarks (placeholder, see below)
+#   make fuzz    every fuzz target for FUZZTIME each (default 10s)
+#   make lint    gofmt + go vet
+#   make clean   remove bin/
+#
+# The e2e tier gets the binary as -vrouter=PATH (or $VROUTER_BIN when run by
+# hand): go test -count=1 -tags e2e -v ./internal/e2e/ -args -vrouter=$PWD/bin/vrouter
+
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+BIN := bin/vrouter
+FUZZTIME ?= 10s
+E2E_TIMEOUT ?= 8m
+UNIT_TIMEOUT ?= 8m
+
+.PHONY: all build run test test-unit test-e2e bench fuzz lint vet fmt-check clean
+
+all: build
+
+# Always handed to go build: its cache decides what is stale.
+build:
+	$(GO) build -o $(BIN) ./cmd/vrouter
+
+run: build
+	./$(BIN) run $(RUNFLAGS)
+
+test: build vet fmt-check test-unit test-e2e
+
+test-unit:
+	$(GO) test -race -count=1 -timeout $(UNIT_TIMEOUT) ./...
+
+test-e2e: build
+	$(GO) test -count=1 -tags e2e -v -timeout $(E2E_TIMEOUT) ./internal/e2e/ -args -vrouter=$(abspath $(BIN))
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./internal/e2e/
+
+fmt-check:
+	@out=$$(gofmt -l .); \
+	if [ -n "$$out" ]; then echo "gofmt: these files need formatting:"; echo "$$out"; exit 1; fi
+
+lint: fmt-check vet
+
+# Placeholder until the bench milestone replaces it with the system
+# benchmark suite (bench/) and its report; for now the Go micro-benchmarks.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+# Discovers the fuzz targets of every package with `go test -list`, so new
+# targets are picked up without editing this file. Packages whose tests
+# declare no func Fuzz are not compiled for the listing.
+fuzz:
+	@set -e; \
+	for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u); do \
+		for target in $$($(GO) test -list '^Fuzz' $$dir | grep '^Fuzz' || true); do \
+			echo "== fuzz $$dir $$target ($(FUZZTIME))"; \
+			$(GO) test -run='^$$' -fuzz="^$$target$$" -fuzztime=$(FUZZTIME) $$dir; \
+		done; \
+	done
+
+clean:
+	rm -rf bin
