@@ -59,7 +59,8 @@ bench:
 fuzz:
 	@set -e; \
 	for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u); do \
-		for target in $$($(GO) test -list '^Fuzz' $$dir | grep '^Fuzz' || true); do \
+		list=$$($(GO) test -list '^Fuzz' $$dir) || { echo "$$list"; exit 1; }; \
+		for target in $$(echo "$$list" | grep '^Fuzz'); do \
 			echo "== fuzz $$dir $$target ($(FUZZTIME))"; \
 			$(GO) test -run='^$$' -fuzz="^$$target$$" -fuzztime=$(FUZZTIME) $$dir; \
 		done; \

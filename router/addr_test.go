@@ -15,7 +15,7 @@ func TestHostIndex(t *testing.T) {
 		{"10.240.0.255", 255, true},
 		{"10.240.1.0", 256, true},
 		{"10.240.3.254", 1022, true},
-		{"10.240.0.0", 0, false},    // network address
+		{"10.240.0.0", 0, false},      // network address
 		{"10.240.3.255", 1023, false}, // broadcast address
 		{"10.240.4.1", 0, false},
 		{"10.241.0.1", 0, false},

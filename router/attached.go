@@ -57,7 +57,7 @@ const minBufferMTU = 1500
 // Memory per port: BatchSize × (Headroom + max(MTU, 1500)) bytes of read
 // buffers, plus min(BatchSize, 10) × (Headroom + 576) for ICMP errors, plus
 // four slices of BatchSize pointers. For a vnet_hdr TUN (batch 128, MTU
-// 1390) that is 128 × 1564 ≈ 196 KiB + 6 KiB + 10 KiB ≈ 212 KiB. wireguard-go's
+// 1390) that is 128 × 1564 ≈ 196 KiB + 6 KiB + 8 KiB ≈ 210 KiB. wireguard-go's
 // NativeTun splits GSO super-packets into MSS-sized segments across the
 // buffers, so no buffer needs more than the MTU. (Write-side GRO coalesces
 // into spare capacity of the first buffer of a flow; these buffers have

@@ -408,3 +408,37 @@ func TestConcurrentTraffic(t *testing.T) {
 		t.Errorf("delivered %d > forwarded+icmp %d", delivered, max)
 	}
 }
+
+// brokenPort is a porttest.Port whose Write always fails, like a TUN whose
+// namespace went away.
+type brokenPort struct{ *porttest.Port }
+
+func (brokenPort) Write([][]byte, int) (int, error) { return 0, errors.New("input/output error") }
+
+// TestWriteErrorKeepsSenderRunning: a failing destination costs its
+// packets (write_error) and nothing else.
+func TestWriteErrorKeepsSenderRunning(t *testing.T) {
+	r := newTestRouter(t)
+	a1, p1 := addPort(t, r, 1, "10.240.0.1")
+	_, p3 := addPort(t, r, 1, "10.240.0.3")
+	bad := brokenPort{porttest.New(4, 1500)}
+	if _, err := r.AddPort(bad, router.PortConfig{Network: 1, Addr: netip.MustParseAddr("10.240.0.2"), Name: "broken"}); err != nil {
+		t.Fatal(err)
+	}
+	send(t, p1, router.UDP4("10.240.0.1", "10.240.0.2"))
+	router.WaitAccounted(t, r, 1)
+	pkt := router.UDP4("10.240.0.1", "10.240.0.3")
+	send(t, p1, pkt)
+	if got := recv(t, p3); string(got) != string(pkt) {
+		t.Error("packet after a write error differs")
+	}
+	s := router.WaitAccounted(t, r, 2)
+	if s.Drops["write_error"] != 1 || s.Counters["forwarded"] != 1 {
+		t.Errorf("counters %v drops %v", s.Counters, s.Drops)
+	}
+	select {
+	case <-a1.Done():
+		t.Errorf("sender's read loop ended: %v", a1.Err())
+	default:
+	}
+}

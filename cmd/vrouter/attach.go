@@ -97,9 +97,24 @@ func attachNetns(sock, nsPath, ifname string, req control.AttachRequest) (contro
 	req.ContainerKey = key
 	req.Netns = nsPath
 	req.Interface = ifname
+	// Refuse before touching the namespace: a second attach would otherwise
+	// fail on the existing interface with a less useful message. The daemon
+	// checks again, atomically, when it gets the fd.
+	var existing []control.Container
+	if err := call(sock, &control.Request{Op: "containers"}, nil, &existing); err != nil {
+		return control.Container{}, err
+	}
+	for _, c := range existing {
+		if c.NetnsID == key {
+			return control.Container{}, fmt.Errorf("network namespace %s is already attached as %s (%s)", nsPath, c.ID, c.IP)
+		}
+	}
+	if err := tunnel.Preflight(nsPath, tunnel.IfaceConfig{DefaultRoute: true}); err != nil {
+		return control.Container{}, err
+	}
 	f, err := tunnel.CreateInNetns(nsPath, ifname)
 	if err != nil {
-		return control.Container{}, fmt.Errorf("create TUN %s in %s: %w", ifname, nsPath, err)
+		return control.Container{}, err
 	}
 	c, err := callAttach(sock, req, f)
 	f.Close()
@@ -154,6 +169,9 @@ func call(sock string, req *control.Request, f *os.File, result any) error {
 	defer cancel()
 	req.Version = control.Version
 	if err := control.Call(ctx, sock, req, f, result); err != nil {
+		if errors.Is(err, control.ErrNoDaemon) {
+			return err // already says which socket; the op adds nothing
+		}
 		return fmt.Errorf("%s: %w", req.Op, err)
 	}
 	return nil

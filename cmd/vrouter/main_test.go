@@ -38,7 +38,7 @@ func TestBadInput(t *testing.T) {
 		{"malformed app", []string{"attach", "--netns", "/x", "--network", pn, "--app", "ap-XYZ", "--type", "web"}, exitUsage, "malformed app id"},
 		{"bad type", []string{"attach", "--netns", "/x", "--network", pn, "--app", ap, "--type", "Web_1"}, exitUsage, "[a-z][a-z0-9-]*"},
 		{"ip outside", attach("--ip", "10.240.4.0"), exitUsage, "outside 10.240.0.1-10.240.3.254"},
-		{"ip garbage", attach("--ip", "banana"), exitUsage, "outside"},
+		{"ip garbage", attach("--ip", "banana"), exitUsage, "not an IPv4 address"},
 		{"bad ifname", attach("--ifname", "a/b"), exitUsage, "--ifname"},
 		{"daemon not running", attach(), exitFailure, "daemon not running: no control socket at " + missing},
 		{"detach needs id", []string{"detach"}, exitUsage, "one container id"},

@@ -65,6 +65,8 @@ type Container struct {
 	Resolver   string    `json:"resolver"`
 	Names      []string  `json:"names"`
 	Interface  string    `json:"interface,omitempty"`
+	Netns      string    `json:"netns,omitempty"`    // namespace path given at attach, if any
+	NetnsID    string    `json:"netns_id,omitempty"` // the AttachRequest's container_key
 	Node       string    `json:"node"`
 	AttachedAt time.Time `json:"attached_at"`
 }

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestBadInput: every bad request gives one line on stderr starting with
@@ -28,6 +27,11 @@ func TestBadInput(t *testing.T) {
 	}
 	defer notTUN.Close()
 	missingSock := filepath.Join(t.TempDir(), "nodaemon", "control.sock")
+	// `run` with bad flags must stop before touching this dir.
+	runDir := filepath.Join(t.TempDir(), "state")
+	run := func(extra ...string) []string {
+		return append([]string{"run", "--state-dir", runDir, "--control", filepath.Join(runDir, "c.sock")}, extra...)
+	}
 
 	// attach builds an attach command line into scratch, with overrides.
 	attach := func(kv ...string) []string {
@@ -77,17 +81,28 @@ func TestBadInput(t *testing.T) {
 		{"netns missing", attach("--netns", "/run/netns/vre2e-"+runID+"-missing"), nil, 1, "vre2e-" + runID + "-missing"},
 		{"daemon not running", attach("--control", missingSock), nil, 1, "daemon not running: no control socket at " + missingSock},
 		{"containers without daemon", []string{"containers", "--control", missingSock}, nil, 1, "daemon not running: no control socket at " + missingSock},
+		{"status without daemon", []string{"status", "--control", missingSock}, nil, 1, "daemon not running: no control socket at " + missingSock},
+		{"detach without daemon", []string{"detach", "--control", missingSock, "c-000000000000"}, nil, 1, "daemon not running: no control socket at " + missingSock},
 		{"same netns twice", attach("--netns", occupied.path), nil, 1, "already attached"},
 		{"same netns twice, other ifname", attach("--netns", occupied.path, "--ifname", "vr1"), nil, 1, "already attached"},
 		{"same netns twice, other network", attach("--netns", occupied.path, "--network", newID("pn")), nil, 1, "already attached"},
 		{"fd not a TUN", attach("--netns", "-", "--fd", "3"), []*os.File{notTUN}, 1, "not a TUN"},
 		{"fd not open", attach("--netns", "-", "--fd", "9"), nil, -1, ""},
+		{"number negative", attach("--number", "-3"), nil, 2, "number"},
+		{"run unknown flag", run("--bogus"), nil, 2, "bogus"},
+		{"run bad mtu", run("--mtu", "abc"), nil, 2, "mtu"},
+		{"run bad log level", run("--log-level", "loud"), nil, 2, "loud"},
 		{"detach unknown", []string{"detach", "--control", d.sock, "c-000000000000"}, nil, 1, "no container c-000000000000"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := runCLI(t, tc.files, nil, tc.args...)
 			expectError(t, r, tc.code, tc.want)
+			// The contract gives this message word for word.
+			if want := "vrouter: daemon not running: no control socket at " + missingSock; strings.Contains(tc.want, "daemon not running") && strings.TrimSpace(r.stderr) != want {
+				t.Errorf("contract: stderr %q, want exactly %q", strings.TrimSpace(r.stderr), want)
+			}
+			t.Logf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
 			if got := scratch.linkNames(t); !slices.Equal(got, scratchLinks) {
 				t.Errorf("left behind in the namespace: links %v, before %v", got, scratchLinks)
 			}
@@ -101,37 +116,12 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 
+	if _, err := os.Stat(runDir); err == nil {
+		t.Errorf("run with bad flags created its state dir %s", runDir)
+	}
+
 	// The daemon survived all that and still forwards.
 	other := newNetns(t)
 	d.attach(t, other, pn, app, "web")
 	mustPing(t, other, first.IP)
-}
-
-// TestDaemonKilled: after SIGKILL the TUNs vanish from the namespaces, a
-// client gets a one-line error, and a new daemon replaces the stale socket
-// and can attach the same namespaces again.
-func TestDaemonKilled(t *testing.T) {
-	need(t)
-	d := startDaemon(t)
-	pn, app := newID("pn"), newID("ap")
-	a, b := newNetns(t), newNetns(t)
-	d.attach(t, a, pn, app, "web")
-	d.attach(t, b, pn, app, "web")
-
-	d.kill(t)
-	a.waitLinkGone(t, defaultIfname, 10*time.Second)
-	b.waitLinkGone(t, defaultIfname, 10*time.Second)
-
-	r := d.cli(t, "containers", "--json")
-	expectError(t, r, 1, "")
-
-	d2 := launchDaemon(t, d.dir)
-	d2.waitRunning(t)
-	if cs := d2.containers(t); len(cs) != 0 {
-		t.Errorf("restarted daemon lists %+v, want none", cs)
-	}
-	ca := d2.attach(t, a, pn, app, "web")
-	cb := d2.attach(t, b, pn, app, "web")
-	mustPing(t, a, cb.IP)
-	mustPing(t, b, ca.IP)
 }

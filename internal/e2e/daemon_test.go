@@ -36,6 +36,10 @@ type daemon struct {
 	cmd  *exec.Cmd
 	log  *syncBuffer // stdout and stderr
 
+	// stopWait bounds how long SIGTERM may take; a daemon holding a
+	// thousand ports needs longer than the default.
+	stopWait time.Duration
+
 	done    chan struct{} // closed when the process has been reaped
 	waitErr error         // set before done is closed
 }
@@ -71,13 +75,16 @@ func startDaemon(t *testing.T) *daemon {
 func launchDaemon(t *testing.T, dir string, extra ...string) *daemon {
 	t.Helper()
 	d := &daemon{
-		dir:  dir,
-		sock: filepath.Join(dir, "control.sock"),
-		log:  &syncBuffer{},
-		done: make(chan struct{}),
+		dir:      dir,
+		sock:     filepath.Join(dir, "control.sock"),
+		log:      &syncBuffer{},
+		done:     make(chan struct{}),
+		stopWait: stopTimeout,
 	}
+	// --pdeathsig: should the test binary die without its cleanups (a
+	// -timeout panic), the daemon dies with it instead of running on.
 	args := []string{
-		"--reuid=" + daemonUser, "--regid=" + daemonGroup, "--clear-groups",
+		"--reuid=" + daemonUser, "--regid=" + daemonGroup, "--clear-groups", "--pdeathsig", "KILL",
 		h.bin, "run", "--state-dir", dir, "--control", d.sock, "--name", nodeName,
 	}
 	d.cmd = exec.Command("setpriv", append(args, extra...)...)
@@ -144,15 +151,15 @@ func (d *daemon) waitExit(timeout time.Duration) (code int, exited bool) {
 }
 
 // terminate sends SIGTERM and returns the exit code; it fails the test when
-// the daemon does not stop within stopTimeout.
+// the daemon does not stop within stopWait.
 func (d *daemon) terminate(t *testing.T) int {
 	t.Helper()
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil && !d.exited() {
 		t.Fatalf("SIGTERM daemon: %v", err)
 	}
-	code, ok := d.waitExit(stopTimeout)
+	code, ok := d.waitExit(d.stopWait)
 	if !ok {
-		t.Fatalf("daemon did not exit within %v of SIGTERM", stopTimeout)
+		t.Fatalf("daemon did not exit within %v of SIGTERM", d.stopWait)
 	}
 	return code
 }
@@ -174,10 +181,10 @@ func (d *daemon) stop(t *testing.T) {
 		return
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	if _, ok := d.waitExit(stopTimeout); ok {
+	if _, ok := d.waitExit(d.stopWait); ok {
 		return
 	}
-	t.Errorf("daemon pid %d ignored SIGTERM for %v; killing it", d.pid(), stopTimeout)
+	t.Errorf("daemon pid %d ignored SIGTERM for %v; killing it", d.pid(), d.stopWait)
 	_ = d.cmd.Process.Signal(syscall.SIGKILL)
 	if _, ok := d.waitExit(stopTimeout); !ok {
 		t.Errorf("daemon pid %d not reaped after SIGKILL", d.pid())

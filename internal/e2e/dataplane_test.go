@@ -183,12 +183,14 @@ func TestSpoofing(t *testing.T) {
 	if ok {
 		t.Fatalf("ping with spoofed source %s succeeded:\n%s", spoofed, out)
 	}
+	var after uint64
 	eventually(t, 5*time.Second, "drops.spoofed_source counts the spoofed pings", func() error {
-		if got := d.status(t).Drops["spoofed_source"]; got < before+n {
-			return fmt.Errorf("spoofed_source %d, want >= %d", got, before+n)
+		if after = d.status(t).Drops["spoofed_source"]; after < before+n {
+			return fmt.Errorf("spoofed_source %d, want >= %d", after, before+n)
 		}
 		return nil
 	})
+	t.Logf("drops.spoofed_source %d -> %d after %d spoofed echo requests", before, after, n)
 	if got := b.rxPackets(t, defaultIfname); got != rxBefore {
 		t.Errorf("%s received %d packets from a spoofed source", b.name, got-rxBefore)
 	}

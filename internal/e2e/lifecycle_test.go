@@ -77,6 +77,76 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 }
 
+// TestDaemonKilled: when the daemon dies (SIGKILL), also in the middle of
+// an attach, the TUNs vanish from the namespaces and the client fails with
+// one line; a new daemon replaces the stale socket and can attach the same
+// namespaces again.
+func TestDaemonKilled(t *testing.T) {
+	need(t)
+	d := startDaemon(t)
+	pn, app := newID("pn"), newID("ap")
+	a, b, c := newNetns(t), newNetns(t), newNetns(t)
+	d.attach(t, a, pn, app, "web")
+	d.attach(t, b, pn, app, "web")
+
+	// Freeze the daemon so that the next attach is caught half-way: the
+	// client has connected (the listen backlog accepts it) and waits.
+	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP daemon: %v", err)
+	}
+	pending := make(chan result, 1)
+	go func() {
+		r, err := execCLI(nil, nil, "attach", "--control", d.sock, "--netns", c.path, "--network", pn, "--app", app, "--type", "web")
+		if err != nil {
+			r.code, r.stderr = -1, err.Error()
+		}
+		pending <- r
+	}()
+	// The client may create the TUN before or after it hears from the
+	// daemon; give it a moment to get as far as it can.
+	created := waitUntil(3*time.Second, func() bool { _, ok := c.link(t, defaultIfname); return ok })
+	t.Logf("mid-attach: client created %s before the daemon answered: %v", defaultIfname, created)
+	d.kill(t)
+
+	var r result
+	select {
+	case r = <-pending:
+	case <-time.After(cmdTimeout + 5*time.Second):
+		t.Fatal("attach did not return after the daemon was killed")
+	}
+	expectError(t, r, 1, "")
+	t.Logf("attach interrupted by SIGKILL: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+	for _, n := range []*netns{a, b, c} {
+		n.waitLinkGone(t, defaultIfname, 10*time.Second)
+	}
+
+	stale := d.cli(t, "containers", "--json")
+	expectError(t, stale, 1, "")
+	t.Logf("client against the dead daemon's socket: exit %d: %s", stale.code, strings.TrimSpace(stale.stderr))
+
+	d2 := launchDaemon(t, d.dir)
+	d2.waitRunning(t)
+	if cs := d2.containers(t); len(cs) != 0 {
+		t.Errorf("restarted daemon lists %+v, want none", cs)
+	}
+	ca := d2.attach(t, a, pn, app, "web")
+	cc := d2.attach(t, c, pn, app, "web")
+	mustPing(t, a, cc.IP)
+	mustPing(t, c, ca.IP)
+}
+
+// waitUntil polls cond for at most timeout and reports whether it held.
+func waitUntil(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
+}
+
 // procStatus reads /proc/PID/status into key → value.
 func procStatus(t *testing.T, pid int) map[string]string {
 	t.Helper()

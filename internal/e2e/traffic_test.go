@@ -40,6 +40,7 @@ func startBG(t *testing.T, ns *netns, stdin io.Reader, stdout io.Writer, args ..
 	}
 	p.cmd.Stderr = p.out
 	p.cmd.WaitDelay = 5 * time.Second
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with a crashed test binary
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %v in %s: %v", args, ns.name, err)
 	}
@@ -76,10 +77,11 @@ func (p *bgProc) wait(t *testing.T, timeout time.Duration) error {
 }
 
 // ping sends count echo requests from ns to dst and returns the output;
-// ok reports ping's exit status 0 (every reply… or at least one, per ping).
+// ok reports ping's exit status 0. No -w: with a deadline ping would keep
+// sending until it, which multiplies what a failing ping sends.
 func ping(t *testing.T, ns *netns, dst string, count int, extra ...string) (out string, ok bool) {
 	t.Helper()
-	args := append([]string{"ping", "-n", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "2", "-w", strconv.Itoa(count + 5)}, extra...)
+	args := append([]string{"ping", "-n", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "2"}, extra...)
 	out, err := ns.run(time.Duration(count+15)*time.Second, append(args, dst)...)
 	return out, err == nil
 }

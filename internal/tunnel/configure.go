@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -20,10 +21,11 @@ type IfaceConfig struct {
 }
 
 // Configure sets up the interface name inside the namespace at nsPath: lo
-// up, MTU, the address, link up, then the routes. It refuses (before
-// changing anything) when cfg.DefaultRoute is set and the namespace already
-// has an IPv4 default route. On error the caller undoes the rest by closing
-// the TUN (or with Remove): addresses and routes go with the device.
+// up, MTU, the address, no IPv6 link-local address, link up, then the
+// routes. It refuses, before changing anything, when cfg.DefaultRoute is
+// set and the namespace already has an IPv4 default route. On error the
+// caller undoes the rest by closing the TUN (or with Remove): addresses and
+// routes go with the device.
 func Configure(nsPath, name string, cfg IfaceConfig) error {
 	if err := cfg.check(); err != nil {
 		return fmt.Errorf("configure %s in %s: %w", name, nsPath, err)
@@ -65,6 +67,11 @@ func Configure(nsPath, name string, cfg IfaceConfig) error {
 	if err := h.AddrAdd(link, addr); err != nil {
 		return wrap("add address "+cfg.Addr.String(), err)
 	}
+	// No IPv6 link-local address: without it the kernel sends no router
+	// solicitations or MLD reports into a router that only carries IPv4
+	// and would count them as drops. Best effort: it fails only where the
+	// kernel has no IPv6, and then there is no noise either.
+	_ = h.LinkSetIP6AddrGenMode(link, nl.IN6_ADDR_GEN_MODE_NONE)
 	if err := h.LinkSetUp(link); err != nil {
 		return wrap("set link up", err)
 	}
@@ -80,6 +87,29 @@ func Configure(nsPath, name string, cfg IfaceConfig) error {
 		if err := h.RouteAdd(r); err != nil {
 			return wrap("add route "+p.String(), err)
 		}
+	}
+	return nil
+}
+
+// Preflight checks, without changing anything, what Configure would refuse
+// for reasons outside the caller's inputs: the namespace must exist and, if
+// cfg.DefaultRoute is set, have no IPv4 default route yet. The CLI calls it
+// before attaching so that a predictable refusal needs no rollback.
+func Preflight(nsPath string, cfg IfaceConfig) error {
+	h, err := handleAt(nsPath)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if !cfg.DefaultRoute {
+		return nil
+	}
+	dflt, err := defaultRoute(h)
+	if err != nil {
+		return fmt.Errorf("network namespace %s: list routes: %w", nsPath, err)
+	}
+	if dflt != "" {
+		return fmt.Errorf("network namespace %s already has a default route (%s); not replacing it", nsPath, dflt)
 	}
 	return nil
 }

@@ -102,6 +102,7 @@ var testCfg = IfaceConfig{
 
 func TestCreateConfigurePing(t *testing.T) {
 	requireRoot(t)
+	goroutineLeakCheck(t)
 	ns, nsPath := newNetns(t)
 	name := "vrt" + randHex(t, 3)
 
@@ -134,10 +135,21 @@ func TestCreateConfigurePing(t *testing.T) {
 		t.Fatal("the new namespace has the id of our own")
 	}
 
+	if err := Preflight(nsPath, testCfg); err != nil {
+		t.Fatalf("Preflight before Configure: %v", err)
+	}
 	if err := Configure(nsPath, name, testCfg); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}
 	checkConfigured(t, ns, name)
+	if err := Preflight(nsPath, testCfg); err == nil || !strings.Contains(err.Error(), "default route") {
+		t.Fatalf("Preflight with a default route: %v", err)
+	}
+	noDefault := testCfg
+	noDefault.DefaultRoute = false
+	if err := Preflight(nsPath, noDefault); err != nil {
+		t.Fatalf("Preflight without DefaultRoute: %v", err)
+	}
 	// A second default route is refused, not replaced.
 	if err := Configure(nsPath, name, testCfg); err == nil || !strings.Contains(err.Error(), "default route") {
 		t.Fatalf("second Configure: %v", err)
@@ -180,12 +192,10 @@ func checkConfigured(t *testing.T, ns, name string) {
 	var addrs []string
 	for _, a := range l["addr_info"].([]any) {
 		a := a.(map[string]any)
-		if a["family"] == "inet" {
-			addrs = append(addrs, fmt.Sprintf("%v/%v", a["local"], a["prefixlen"]))
-		}
+		addrs = append(addrs, fmt.Sprintf("%v/%v", a["local"], a["prefixlen"]))
 	}
 	if len(addrs) != 1 || addrs[0] != "10.240.0.1/22" {
-		t.Errorf("inet addresses = %v", addrs)
+		t.Errorf("addresses = %v, want only 10.240.0.1/22 (no IPv6 link-local)", addrs)
 	}
 	routes := map[string]string{}
 	for _, r := range ipJSON(t, ns, "route", "show") {
@@ -337,6 +347,7 @@ func TestCreateErrors(t *testing.T) {
 
 func TestRemove(t *testing.T) {
 	requireRoot(t)
+	goroutineLeakCheck(t)
 	ns, nsPath := newNetns(t)
 	name := "vrt" + randHex(t, 3)
 	f, err := CreateInNetns(nsPath, name)
@@ -382,6 +393,7 @@ func TestRemove(t *testing.T) {
 // Read with os.ErrClosed.
 func TestCloseUnblocksRead(t *testing.T) {
 	requireRoot(t)
+	goroutineLeakCheck(t)
 	ns, nsPath := newNetns(t)
 	name := "vrt" + randHex(t, 3)
 	f, err := CreateInNetns(nsPath, name)

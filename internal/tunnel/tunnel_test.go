@@ -125,7 +125,11 @@ func TestConfigureArgErrors(t *testing.T) {
 			}
 		})
 	}
-	if err := Configure(filepath.Join(t.TempDir(), "missing"), "vr0", IfaceConfig{Addr: good}); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("missing netns: %v", err)
+	missing := filepath.Join(t.TempDir(), "missing")
+	if err := Configure(missing, "vr0", IfaceConfig{Addr: good}); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Configure, missing netns: %v", err)
+	}
+	if err := Preflight(missing, IfaceConfig{Addr: good}); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Preflight, missing netns: %v", err)
 	}
 }

@@ -176,8 +176,9 @@ func (c *Container) Port() router.Port {
 	return &port{c: c, ctx: ctx, cancel: cancel}
 }
 
-// TxDropped counts outbound packets lost because the queue was full (nobody
-// read the Port fast enough).
+// TxDropped counts outbound packets lost before a Port reader got them:
+// the queue was full (nobody read the Port fast enough) or a packet did not
+// fit the reader's buffer.
 func (c *Container) TxDropped() uint64 { return c.link.dropped.Load() }
 
 // Close aborts every socket of the container, stops the stack's goroutines

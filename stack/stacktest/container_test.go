@@ -507,3 +507,34 @@ func TestUDPPacketAccepted(t *testing.T) {
 		t.Errorf("got %q from %v, want %q from %v", buf[:n], from, "raw", src)
 	}
 }
+
+func TestReadOversizePacketDropped(t *testing.T) {
+	c := newContainer(t, "10.240.0.1")
+	p := c.Port()
+	defer p.Close()
+	big := UDPPacket(netip.MustParseAddrPort("10.240.0.1:1"), netip.MustParseAddrPort("10.240.0.2:2"), make([]byte, 200))
+	small := UDPPacket(netip.MustParseAddrPort("10.240.0.1:1"), netip.MustParseAddrPort("10.240.0.2:2"), []byte("s"))
+	for _, pkt := range [][]byte{big, small} {
+		if err := c.SendRaw(pkt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bufs := [][]byte{make([]byte, 100), make([]byte, 100)}
+	sizes := make([]int, 2)
+	n, err := p.Read(bufs, sizes, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || !bytes.Equal(bufs[0][10:10+sizes[0]], small) {
+		t.Errorf("Read = %d packets, first %x; want only %x", n, bufs[0][10:10+sizes[0]], small)
+	}
+	if got := c.TxDropped(); got != 1 {
+		t.Errorf("TxDropped() = %d, want 1", got)
+	}
+	if _, err := p.Read(bufs, sizes, 101); err == nil {
+		t.Error("Read with offset beyond the buffers succeeded")
+	}
+	if _, err := p.Read(bufs, sizes[:1], 0); err == nil {
+		t.Error("Read with fewer sizes than buffers succeeded")
+	}
+}

@@ -24,10 +24,19 @@ var _ router.Port = (*port)(nil)
 
 // Read blocks for the first packet the stack sent, then takes whatever else
 // is queued, up to len(bufs). A packet that does not fit its buffer is
-// dropped (the router sizes buffers for the MTU, which the stack obeys).
+// dropped and counted in TxDropped (the router sizes buffers for the MTU,
+// which the stack obeys).
 func (p *port) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
+	}
+	if len(sizes) < len(bufs) {
+		return 0, fmt.Errorf("stacktest: read on container %v: %d sizes for %d buffers", p.c.addr, len(sizes), len(bufs))
+	}
+	for _, b := range bufs {
+		if offset < 0 || offset > len(b) {
+			return 0, fmt.Errorf("stacktest: read on container %v: offset %d outside a buffer of %d bytes", p.c.addr, offset, len(b))
+		}
 	}
 	for {
 		if p.ctx.Err() != nil {
@@ -44,6 +53,8 @@ func (p *port) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			if m, ok := copyPacket(bufs[n][offset:], pkt); ok {
 				sizes[n] = m
 				n++
+			} else {
+				p.c.link.dropped.Add(1)
 			}
 			pkt.DecRef()
 			if n == len(bufs) {
@@ -84,8 +95,8 @@ func (p *port) Write(bufs [][]byte, offset int) (int, error) {
 		return 0, c.errClosed("write")
 	}
 	for i, b := range bufs {
-		if offset > len(b) {
-			return i, fmt.Errorf("stacktest: write on container %v: offset %d beyond buffer of %d bytes", c.addr, offset, len(b))
+		if offset < 0 || offset > len(b) {
+			return i, fmt.Errorf("stacktest: write on container %v: offset %d outside a buffer of %d bytes", c.addr, offset, len(b))
 		}
 		pkt := b[offset:]
 		if len(pkt) == 0 || header.IPVersion(pkt) != header.IPv4Version {
