@@ -18,6 +18,9 @@ BIN := bin/vrouter
 FUZZTIME ?= 10s
 E2E_TIMEOUT ?= 8m
 UNIT_TIMEOUT ?= 8m
+# The demo node gossips on loopback only: a single-node cluster needs no
+# more, and nothing listens beyond this machine. Override to join others.
+RUNFLAGS ?= --gossip 127.0.0.1:7946
 
 .PHONY: all build run test test-unit test-e2e bench fuzz lint vet fmt-check clean
 

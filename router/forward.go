@@ -65,6 +65,22 @@ func (a *Attached) forward(n int, now int64) {
 			}
 			a.sizes[i] = pkt.totalLen() // drop padding after the IP packet
 			dests[i] = d
+		case entryRemote:
+			o := a.r.overlay.Load()
+			if o == nil {
+				// A remote entry without an overlay: nowhere to send it.
+				c[dropUnknownDestination]++
+				icmpOut = a.icmpError(icmpOut, &c, now, pkt, header.ICMPv4HostUnreachable, 0)
+				continue
+			}
+			if pkt.totalLen() > o.mtu {
+				c[dropTooBig]++
+				if pkt.dontFragment() {
+					icmpOut = a.icmpError(icmpOut, &c, now, pkt, header.ICMPv4FragmentationNeeded, uint16(o.mtu))
+				}
+				continue
+			}
+			o.send(pkt.hdr, a.table.vni, e.node, &c)
 		default:
 			c[dropUnknownDestination]++
 		}

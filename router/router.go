@@ -1,5 +1,6 @@
 // Package router forwards IPv4 packets between the ports (containers) of
-// one node, inside each private network (PN).
+// one node, inside each private network (PN), and between nodes through a
+// VXLAN overlay encrypted by an embedded wireguard-go device.
 //
 // # Packet pipeline (packet path 1 of DESIGN.md)
 //
@@ -16,14 +17,35 @@
 //	    table of the SENDER's PN  → no entry: drop unknown_destination,
 //	                                 queue ICMP host unreachable for the sender
 //	    size > destination MTU    → drop too_big, ICMP fragmentation needed if DF
+//	                                 (for a remote entry: the overlay's inner MTU)
+//	    remote entry (other node) → copy into an overlay buffer, encapsulate
+//	                                 (VXLAN, VNI of the PN, outer dst = node),
+//	                                 queue for wireguard-go; no free buffer:
+//	                                 drop overlay_queue_full (never blocks)
 //	    else remember the destination of packet i
 //	→ one Port.Write per destination port with all its packets of the batch
 //	→ one Port.Write back to the sender with the batch's ICMP errors
 //	→ fold the batch's counters into the port's counters (atomics, per batch)
 //
-// Packets are forwarded in place: the buffers the source read into are the
-// buffers handed to the destination's Write, so nothing is copied in
-// userspace. The router never changes a forwarded packet (no TTL decrement:
+// # Overlay (packet path 2)
+//
+// EnableOverlay creates the Overlay, a tun.Device for wireguard-go.
+// Outbound frames wait in its bounded queue (see above) until wireguard-go's
+// TUN reader takes them with Overlay.Read. Inbound, wireguard-go's per-peer
+// receivers call Overlay.Write concurrently: decode VXLAN (else
+// vxlan_malformed), table of the VNI (else unknown_vni), inner source must
+// be a remote entry of the sending node (else forged_source), inner
+// destination a local port (else unknown_destination), then one Port.Write
+// per destination, in place in wireguard-go's buffer. Write finds tables
+// through Router.vnis, a copy-on-write map republished under Router.state.
+// Inbound drops send no ICMP error back across the overlay. Outbound
+// packets are copied once (into the overlay buffer) because the queue
+// outlives the port's batch; wireguard-go then copies them into its own
+// buffers in Read.
+//
+// Packets to local ports are forwarded in place: the buffers the source
+// read into are the buffers handed to the destination's Write, so nothing
+// is copied in userspace. The router never changes a forwarded packet (no TTL decrement:
 // a PN is one L2-like segment) and never fragments.
 //
 // # Ownership and locking
@@ -33,12 +55,16 @@
 //   - Port.Write of one destination is called concurrently by the read
 //     goroutines of every port sending to it; the Port contract allows that.
 //     A Write must not block for long: it stalls the sending port.
+//   - Remote entries (SetRemote, RemoveRemote) are stored like local ones,
+//     under Router.state; a table lives while it holds a port or a remote.
 //   - Forwarding tables are arrays of atomic pointers. The packet path only
 //     loads them. Router.state (a mutex) serialises everything else: adding
 //     and removing ports, the networks map, the set of live ports and the
 //     counters of closed ports. The packet path never takes it.
 //   - A port's counters are written only by its own read goroutine, once per
-//     batch; Router.Stats sums them under Router.state. Tx counters of a
+//     batch, including its packets to remote entries; the overlay's inbound
+//     counters are atomics added once per Write call. Router.Stats sums
+//     them under Router.state. Tx counters of a
 //     destination are atomics added by the senders.
 //
 // # Shutdown
@@ -48,7 +74,7 @@
 // the counters into the router's totals. Senders that still hold the old
 // entry see the closing mark and count unknown_destination, or at worst get
 // a Write error (write_error). Router.Close refuses new ports and closes
-// every attached one.
+// every attached one, then closes the overlay device.
 //
 // A Read error on a port that is not being closed is counted (read_errors)
 // and logged once. Read errors are usually about one packet (wireguard-go's
@@ -65,6 +91,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -93,6 +120,11 @@ type Router struct {
 	resolver [4]byte
 	epoch    time.Time // origin of the monotonic nanoseconds of rate limiters
 
+	// vnis is a read-only copy of state.networks for the overlay's receive
+	// path, republished under state whenever a table is created or dropped.
+	vnis    atomic.Pointer[map[uint32]*table]
+	overlay atomic.Pointer[Overlay] // set once by EnableOverlay
+
 	state struct {
 		sync.Mutex
 		closed   bool
@@ -119,6 +151,7 @@ func New(cfg Config) *Router {
 	r := &Router{log: log, resolver: res.As4(), epoch: time.Now()}
 	r.state.networks = make(map[uint32]*table)
 	r.state.ports = make(map[*Attached]struct{})
+	r.publishNetworks()
 	return r
 }
 
@@ -158,15 +191,10 @@ func (r *Router) attach(p Port, cfg PortConfig) (*Attached, error) {
 	if r.state.closed {
 		return nil, fmt.Errorf("attach port %q: %w", cfg.Name, ErrClosed)
 	}
-	t := r.state.networks[cfg.Network]
-	if t == nil {
-		t = &table{vni: cfg.Network}
-		r.state.networks[cfg.Network] = t
-	}
+	t := r.tableLocked(cfg.Network)
 	if t.lookup(idx) != nil {
-		if t.ports == 0 {
-			delete(r.state.networks, cfg.Network)
-		}
+		// A local port or a remote entry (a container of another node).
+		r.dropIfEmptyLocked(t)
 		return nil, fmt.Errorf("attach port %q: %s in network %d: %w", cfg.Name, cfg.Addr, cfg.Network, ErrAddrInUse)
 	}
 	a.table = t
@@ -185,10 +213,42 @@ func (r *Router) unlink(a *Attached) {
 	defer r.state.Unlock()
 	a.table.slots[a.slot].CompareAndSwap(a.entry, nil)
 	a.table.ports--
-	if a.table.ports == 0 && r.state.networks[a.table.vni] == a.table {
-		delete(r.state.networks, a.table.vni)
+	r.dropIfEmptyLocked(a.table)
+}
+
+// tableLocked returns the table of network vni, creating it if needed.
+// Callers hold r.state.
+func (r *Router) tableLocked(vni uint32) *table {
+	t := r.state.networks[vni]
+	if t == nil {
+		t = &table{vni: vni}
+		r.state.networks[vni] = t
+		r.publishNetworks()
+	}
+	return t
+}
+
+// dropIfEmptyLocked forgets t when no port and no remote entry is left.
+// Callers hold r.state.
+func (r *Router) dropIfEmptyLocked(t *table) {
+	if t.empty() && r.state.networks[t.vni] == t {
+		delete(r.state.networks, t.vni)
+		r.publishNetworks()
 	}
 }
+
+// publishNetworks republishes the VNI map the overlay reads without lock.
+// Callers hold r.state (or own r exclusively, in New).
+func (r *Router) publishNetworks() {
+	m := make(map[uint32]*table, len(r.state.networks))
+	for k, v := range r.state.networks {
+		m[k] = v
+	}
+	r.vnis.Store(&m)
+}
+
+// tableOf returns the table of network vni for the packet path, or nil.
+func (r *Router) tableOf(vni uint32) *table { return (*r.vnis.Load())[vni] }
 
 // retire moves the counters of a port whose read goroutine has ended into
 // the router's totals.
@@ -209,6 +269,9 @@ func (r *Router) Stats() Stats {
 	sum := r.state.retired
 	for a := range r.state.ports {
 		a.ctr.snapshot(&sum)
+	}
+	if o := r.overlay.Load(); o != nil {
+		o.ctr.snapshot(&sum)
 	}
 	ports, networks := len(r.state.ports), len(r.state.networks)
 	r.state.Unlock()
@@ -235,6 +298,13 @@ func (r *Router) Close() error {
 	var errs []error
 	for _, a := range ports {
 		if err := a.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if o := r.overlay.Load(); o != nil {
+		// Normally wireguard-go's device.Close closed it already; this ends
+		// a Read of a device that was never handed to wireguard-go.
+		if err := o.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -16,6 +16,10 @@ const (
 	dropBroadcast
 	dropTooBig
 	dropWriteError
+	dropVXLANMalformed
+	dropUnknownVNI
+	dropForgedSource
+	dropOverlayQueueFull
 	numDrops
 )
 
@@ -29,6 +33,8 @@ const (
 	ctrICMPRateLimited
 	ctrICMPWriteErrors
 	ctrReadErrors
+	ctrEncapsulated
+	ctrDecapsulated
 	numCounters
 )
 
@@ -42,6 +48,10 @@ var counterNames = [numCounters]string{
 	dropBroadcast:          "broadcast",
 	dropTooBig:             "too_big",
 	dropWriteError:         "write_error",
+	dropVXLANMalformed:     "vxlan_malformed",
+	dropUnknownVNI:         "unknown_vni",
+	dropForgedSource:       "forged_source",
+	dropOverlayQueueFull:   "overlay_queue_full",
 	ctrRxPackets:           "rx_packets",
 	ctrRxBytes:             "rx_bytes",
 	ctrForwarded:           "forwarded",
@@ -50,6 +60,8 @@ var counterNames = [numCounters]string{
 	ctrICMPRateLimited:     "icmp_rate_limited",
 	ctrICMPWriteErrors:     "icmp_write_errors",
 	ctrReadErrors:          "read_errors",
+	ctrEncapsulated:        "encapsulated",
+	ctrDecapsulated:        "decapsulated",
 }
 
 // DropReasons returns the names of every drop reason, in a stable order.
@@ -66,14 +78,17 @@ func DropReasons() []string {
 // Counters: rx_packets and rx_bytes (read from ports), forwarded and
 // forwarded_bytes (written to a destination port), icmp_sent,
 // icmp_rate_limited (errors suppressed by the per-port limit),
-// icmp_write_errors, read_errors.
+// icmp_write_errors, read_errors, encapsulated (forwarded packets queued
+// for another node) and decapsulated (packets from another node written to
+// a port; also counted as forwarded). rx_packets includes frames received
+// from the overlay, so the invariant holds for both directions.
 // Every packet read is either forwarded or counted under exactly one drop
 // reason: rx_packets == forwarded + sum(Drops).
 type Stats struct {
 	Counters map[string]uint64
 	Drops    map[string]uint64 // every reason of DropReasons, even when 0
 	Ports    int               // ports attached now
-	Networks int               // networks with at least one attached port
+	Networks int               // networks with at least one attached port or remote entry
 }
 
 // PortStats is a snapshot of one port's traffic. Rx counts packets the

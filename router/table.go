@@ -8,10 +8,11 @@ type entryKind uint8
 const (
 	// entryLocal is a port attached to this router.
 	entryLocal entryKind = iota + 1
-	// Later: entryRemote, a container on another node. Its entry will name
-	// the node's overlay peer, and forward will encapsulate the packet for
-	// that peer (packet path 2) instead of writing it to a port; the table,
-	// the lookup and the batching by destination stay as they are.
+	// entryRemote is a container on another node. forward encapsulates the
+	// packet for that node's overlay address (packet path 2) instead of
+	// writing it to a port; the overlay accepts packets from the address
+	// only when they come from that node.
+	entryRemote
 )
 
 // entry is one destination in a network's table. Entries are immutable
@@ -19,6 +20,7 @@ const (
 type entry struct {
 	kind entryKind
 	port *Attached // entryLocal: the destination port
+	node [4]byte   // entryRemote: overlay IPv4 address of the owner node
 }
 
 // table is the forwarding table of one private network: one slot per
@@ -28,10 +30,15 @@ type entry struct {
 // forwarding never looks a network up in a map and cannot reach another
 // network's slots: isolation between PNs is by construction.
 type table struct {
-	vni   uint32
-	slots [tableSize]atomic.Pointer[entry]
-	ports int // local ports in this table; guarded by Router.state
+	vni     uint32
+	slots   [tableSize]atomic.Pointer[entry]
+	ports   int // local ports in this table; guarded by Router.state
+	remotes int // remote entries in this table; guarded by Router.state
 }
+
+// empty reports whether the table holds no entry at all, so that it can be
+// dropped from the networks map. Callers hold Router.state.
+func (t *table) empty() bool { return t.ports == 0 && t.remotes == 0 }
 
 // lookup returns the entry for the address at offset i, or nil.
 func (t *table) lookup(i int) *entry { return t.slots[i].Load() }

@@ -93,3 +93,42 @@ func printCounters(w io.Writer, title string, m map[string]uint64) {
 		fmt.Fprintf(w, "  %-22s %d\n", k, m[k])
 	}
 }
+
+func cmdPeers(args []string, stdout io.Writer) error {
+	fs := newFlags("peers", "peers [--json] [flags]", stdout)
+	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	asJSON := fs.Bool("json", false, "print a JSON array")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("peers takes no arguments")
+	}
+	var ps []control.Peer
+	if err := call(control.SocketPath(*sock), &control.Request{Op: "peers"}, nil, &ps); err != nil {
+		return err
+	}
+	if ps == nil {
+		ps = []control.Peer{}
+	}
+	if *asJSON {
+		return writeJSON(stdout, ps)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tADDRESS\tSTATE\tOVERLAY\tPUBLIC KEY\tLAST HANDSHAKE")
+	for _, p := range ps {
+		name, hs := p.Name, "-"
+		if p.Self {
+			name += " (self)"
+		}
+		if p.LastHandshake != nil {
+			hs = p.LastHandshake.Format("15:04:05")
+		}
+		key := p.PublicKey
+		if key == "" {
+			key = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, p.Address, p.State, p.Overlay, key, hs)
+	}
+	return tw.Flush()
+}

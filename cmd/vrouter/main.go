@@ -39,10 +39,12 @@ var commands []command
 func init() {
 	commands = []command{
 		{"run", "run the router daemon", cmdRun},
+		{"keygen", "print a new cluster key", cmdKeygen},
 		{"attach", "attach a container's TUN device to a private network", cmdAttach},
 		{"detach", "detach a container", cmdDetach},
 		{"containers", "list attached containers", cmdContainers},
 		{"status", "show the daemon's state and counters", cmdStatus},
+		{"peers", "list the nodes of the cluster", cmdPeers},
 	}
 }
 

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/daemon"
 	"github.com/vrouter/vrouter/internal/tunnel"
 	"github.com/vrouter/vrouter/router"
@@ -22,6 +24,11 @@ func cmdRun(args []string, stdout io.Writer) error {
 	controlPath := fs.String("control", "", "control socket path (default STATE-DIR/control.sock)")
 	mtu := fs.Int("mtu", daemon.DefaultMTU, "MTU of container ports")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	keyFile := fs.String("cluster-key-file", "", "cluster key (from vrouter keygen); default STATE-DIR/cluster.key, generated on first start")
+	gossip := fs.String("gossip", "0.0.0.0:7946", "gossip (memberlist) listen ADDR:PORT")
+	advertise := fs.String("advertise", "", "address other nodes reach this one at (default: the gossip address, or the host's first global IPv4)")
+	join := fs.StringArray("join", nil, "ADDR:PORT of a node to join (repeatable); none bootstraps a new cluster")
+	timing := fs.String("gossip-timing", "lan", "failure-detection timings: lan (memberlist defaults, ~6 s) or fast (~1 s, more traffic)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -35,6 +42,20 @@ func cmdRun(args []string, stdout io.Writer) error {
 	if *mtu < 576 || *mtu > 65535 {
 		return usagef("--mtu %d: want 576-65535", *mtu)
 	}
+	var tm cluster.Timing
+	switch *timing {
+	case "lan":
+		tm = cluster.TimingLAN
+	case "fast":
+		tm = cluster.TimingFast
+	default:
+		return usagef("--gossip-timing %q: want lan or fast", *timing)
+	}
+	for _, a := range append([]string{*gossip}, *join...) {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return usagef("%q: want ADDR:PORT", a)
+		}
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	d, err := daemon.New(daemon.Config{
 		Name:     *name,
@@ -42,6 +63,12 @@ func cmdRun(args []string, stdout io.Writer) error {
 		Control:  *controlPath,
 		MTU:      *mtu,
 		Logger:   log,
+
+		ClusterKeyFile: *keyFile,
+		Gossip:         *gossip,
+		Advertise:      *advertise,
+		Join:           *join,
+		Timing:         tm,
 		OpenPort: func(f *os.File, mtu int) (router.Port, string, error) {
 			p, info, err := tunnel.OpenPort(f, mtu)
 			return p, info.Name, err
@@ -66,5 +93,21 @@ func cmdRun(args []string, stdout io.Writer) error {
 	}
 	<-served
 	log.Info("stopped")
+	return nil
+}
+
+func cmdKeygen(args []string, stdout io.Writer) error {
+	fs := newFlags("keygen", "keygen", stdout)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("keygen takes no arguments")
+	}
+	k, err := daemon.GenerateKey()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, k)
 	return nil
 }

@@ -56,7 +56,7 @@ func checkBody(req *Request) error {
 		wantAttach = true
 	case OpDetach:
 		wantDetach = true
-	case OpContainers, OpStatus:
+	case OpContainers, OpStatus, OpPeers:
 	case "":
 		return Errorf(CodeBadRequest, "request has no op")
 	default:

@@ -15,6 +15,7 @@ const (
 	OpDetach     = "detach"
 	OpContainers = "containers"
 	OpStatus     = "status"
+	OpPeers      = "peers"
 )
 
 // Request is the single message a client sends on a connection. Exactly the
@@ -82,4 +83,19 @@ type Status struct {
 	Networks      int               `json:"networks"`
 	Counters      map[string]uint64 `json:"counters"`
 	Drops         map[string]uint64 `json:"drops"`
+}
+
+// Peer describes one node of the cluster as this daemon sees it.
+type Peer struct {
+	Name      string    `json:"name"`
+	Address   string    `json:"address"` // gossip address
+	State     string    `json:"state"`   // alive, suspect, dead, left
+	Self      bool      `json:"self"`
+	Overlay   string    `json:"overlay"`
+	PublicKey string    `json:"public_key,omitempty"` // WireGuard, base64
+	Endpoint  string    `json:"endpoint,omitempty"`   // WireGuard
+	Since     time.Time `json:"since"`
+	// LastHandshake is the last WireGuard handshake with this node; absent
+	// for this node and for nodes never handshaken with.
+	LastHandshake *time.Time `json:"last_handshake,omitempty"`
 }

@@ -56,10 +56,10 @@ func (s *addrSet) lowestFree() (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// lowestFreeNumber returns the smallest positive integer not in used.
-func lowestFreeNumber(used map[int]bool) int {
+// lowestFreeNumber returns the smallest positive integer in neither set.
+func lowestFreeNumber(used, taken map[int]bool) int {
 	n := 1
-	for used[n] {
+	for used[n] || taken[n] {
 		n++
 	}
 	return n

@@ -43,10 +43,10 @@ func TestAddrSet(t *testing.T) {
 }
 
 func TestLowestFreeNumber(t *testing.T) {
-	if n := lowestFreeNumber(map[int]bool{}); n != 1 {
+	if n := lowestFreeNumber(map[int]bool{}, nil); n != 1 {
 		t.Fatal(n)
 	}
-	if n := lowestFreeNumber(map[int]bool{1: true, 2: true, 4: true}); n != 3 {
+	if n := lowestFreeNumber(map[int]bool{1: true, 4: true}, map[int]bool{2: true}); n != 3 {
 		t.Fatal(n)
 	}
 }

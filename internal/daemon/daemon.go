@@ -12,13 +12,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
 	"github.com/vrouter/vrouter/internal/ids"
 	"github.com/vrouter/vrouter/router"
@@ -38,6 +41,13 @@ type Config struct {
 	Logger   *slog.Logger
 	// OpenPort turns a received fd into a router port; tests replace it.
 	OpenPort func(f *os.File, mtu int) (router.Port, string, error)
+
+	// Cluster.
+	ClusterKeyFile string         // "" = STATE-DIR/cluster.key, created on first start
+	Gossip         string         // gossip bind ADDR:PORT; "" = 127.0.0.1:0 (tests)
+	Advertise      string         // address other nodes reach us at; "" = derived from Gossip
+	Join           []string       // seeds ADDR:PORT; none = bootstrap a new cluster
+	Timing         cluster.Timing // memberlist timings
 }
 
 // Daemon is one running vrouter node.
@@ -46,7 +56,12 @@ type Daemon struct {
 	log     *slog.Logger
 	router  *router.Router
 	server  *control.Server
+	cluster *cluster.Cluster
 	started time.Time
+
+	ctx    context.Context // cancelled by Close; ends the loops
+	cancel context.CancelFunc
+	loops  sync.WaitGroup // joinLoop
 
 	mu  sync.Mutex
 	reg *registry
@@ -83,20 +98,84 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	srv.Logger = cfg.Logger.With("component", "control")
+	cl, err := newCluster(&cfg)
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
 	d := &Daemon{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		router:  router.New(router.Config{Logger: cfg.Logger.With("component", "router")}),
 		server:  srv,
+		cluster: cl,
 		started: time.Now(),
 		reg:     newRegistry(),
 	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
 	return d, nil
+}
+
+// newCluster loads or creates the cluster key and starts gossip.
+func newCluster(cfg *Config) (*cluster.Cluster, error) {
+	var key []byte
+	if cfg.ClusterKeyFile != "" {
+		k, err := readKeyFile(cfg.ClusterKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster key: %w", err)
+		}
+		key = k
+	} else {
+		path := filepath.Join(cfg.StateDir, "cluster.key")
+		k, created, err := loadOrCreateKey(path)
+		if err != nil {
+			return nil, fmt.Errorf("cluster key: %w", err)
+		}
+		if created {
+			cfg.Logger.Info("generated a new cluster key; other nodes need it to join (--cluster-key-file)", "path", path)
+		}
+		key = k
+	}
+	gossip := cfg.Gossip
+	if gossip == "" {
+		gossip = "127.0.0.1:0"
+	}
+	host, portStr, err := net.SplitHostPort(gossip)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %q: %w", gossip, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, fmt.Errorf("gossip address %q: bad port", gossip)
+	}
+	adv := cfg.Advertise
+	if adv == "" {
+		adv = advertiseAddr(host)
+	}
+	cl, err := cluster.New(cluster.Config{
+		Name:          cfg.Name,
+		BindAddr:      host,
+		BindPort:      port,
+		AdvertiseAddr: adv,
+		Key:           key,
+		Meta:          cluster.NodeMeta{Overlay: overlayAddr(cfg.Name)},
+		Timing:        cfg.Timing,
+		Logger:        cfg.Logger.With("component", "cluster"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	return cl, nil
 }
 
 // Serve answers control requests until Close. It returns nil after Close.
 func (d *Daemon) Serve() error {
-	d.log.Info("vrouter running", "node", d.cfg.Name, "control", d.cfg.Control, "state_dir", d.cfg.StateDir, "mtu", d.cfg.MTU, "version", Version())
+	if len(d.cfg.Join) > 0 {
+		d.loops.Add(1)
+		go d.joinLoop(d.ctx, d.cfg.Join)
+	}
+	d.log.Info("vrouter running", "node", d.cfg.Name, "control", d.cfg.Control, "state_dir", d.cfg.StateDir,
+		"mtu", d.cfg.MTU, "gossip", d.cluster.LocalAddr(), "version", Version())
 	return d.server.Serve(d.handle)
 }
 
@@ -104,6 +183,8 @@ func (d *Daemon) Serve() error {
 // returns no goroutine of the daemon is left and every port fd is closed.
 func (d *Daemon) Close() error {
 	err := d.server.Close()
+	d.cancel()
+	d.loops.Wait()
 	d.mu.Lock()
 	var all []*container
 	for _, c := range d.reg.containers {
@@ -118,7 +199,7 @@ func (d *Daemon) Close() error {
 		wg.Go(func() { c.attached.Close() })
 	}
 	wg.Wait()
-	err = errors.Join(err, d.router.Close())
+	err = errors.Join(err, d.router.Close(), d.cluster.Close())
 	d.watchers.Wait()
 	return err
 }
@@ -130,13 +211,16 @@ func (d *Daemon) handle(ctx context.Context, req *control.Request, fd *os.File) 
 	}
 	switch req.Op {
 	case "attach":
-		return d.attach(req.Attach, fd)
+		return d.attach(ctx, req.Attach, fd)
 	case "detach":
 		return d.detach(req.Detach.ID)
 	case "containers":
 		d.mu.Lock()
-		defer d.mu.Unlock()
-		return d.reg.list(), nil
+		local := d.reg.list()
+		d.mu.Unlock()
+		return append(local, d.remoteContainers()...), nil
+	case "peers":
+		return d.peers(), nil
 	case "status":
 		return d.status(), nil
 	}
@@ -176,7 +260,11 @@ func ValidateAttach(req *control.AttachRequest) (netip.Addr, error) {
 	return addr, nil
 }
 
-func (d *Daemon) attach(req *control.AttachRequest, fd *os.File) (_ any, err error) {
+// maxClaimAttempts bounds how often attach picks another address or number
+// after losing a concurrent claim to another node.
+const maxClaimAttempts = 8
+
+func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.File) (_ any, err error) {
 	if fd == nil {
 		return nil, &control.Error{Code: "bad_request", Message: "attach needs a TUN file descriptor"}
 	}
@@ -198,28 +286,88 @@ func (d *Daemon) attach(req *control.AttachRequest, fd *os.File) (_ any, err err
 	if req.Interface != "" {
 		ifname = req.Interface
 	}
+	for attempt := 1; ; attempt++ {
+		c, retry, err := d.tryAttach(ctx, req, want, port, ifname)
+		if err == nil {
+			return c.info, nil
+		}
+		if !retry || attempt == maxClaimAttempts {
+			return nil, err
+		}
+		d.log.Debug("lost a concurrent claim; picking again", "network", req.Network, "attempt", attempt, "err", err)
+	}
+}
 
+// pendingKey holds a namespace's place in registry.byKey while its claims
+// settle, so that a concurrent attach of the same namespace is refused.
+var pendingKey = &container{}
+
+// tryAttach reserves an address and a number locally, claims them
+// cluster-wide (without holding d.mu: the claim waits for gossip to settle)
+// and attaches the port. retry is true when another node won a claim that
+// the caller did not pin (--ip/--number).
+func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want netip.Addr, port router.Port, ifname string) (_ *container, retry bool, err error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if req.ContainerKey != "" {
 		if c := d.reg.byKey[req.ContainerKey]; c != nil {
-			return nil, &control.Error{Code: "conflict", Message: fmt.Sprintf("this network namespace is already attached as %s (%s)", c.info.ID, c.info.IP)}
+			d.mu.Unlock()
+			if c == pendingKey {
+				return nil, false, &control.Error{Code: "conflict", Message: "this network namespace is being attached already"}
+			}
+			return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("this network namespace is already attached as %s (%s)", c.info.ID, c.info.IP)}
 		}
 	}
+	takenAddrs, takenNums := d.claimed(req.Network, req.App, req.Type)
+	if want.IsValid() && takenAddrs[want] {
+		d.mu.Unlock()
+		return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("address %s is already in use in network %s (on another node)", want, req.Network)}
+	}
+	if req.Number != 0 && takenNums[req.Number] {
+		d.mu.Unlock()
+		return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("container number %d of %s type %s is already in use (on another node)", req.Number, req.App, req.Type)}
+	}
 	n := d.reg.network(req.Network)
-	addr, number, err := d.reg.reserve(n, want, req.App, req.Type, req.Number)
+	addr, number, err := d.reg.reserve(n, want, req.App, req.Type, req.Number, takenAddrs, takenNums)
 	if err != nil {
 		d.reg.dropNetworkIfEmpty(n)
-		return nil, err
+		d.mu.Unlock()
+		return nil, false, err
+	}
+	if req.ContainerKey != "" {
+		d.reg.byKey[req.ContainerKey] = pendingKey
 	}
 	id := newID()
 	for d.reg.containers[id] != nil {
 		id = newID()
 	}
+	d.mu.Unlock()
+
+	rec := containerRecord{ID: id, App: req.App, Type: req.Type, Number: number, MTU: d.cfg.MTU, Interface: ifname, AttachedAt: time.Now().UTC().Truncate(time.Second)}
+	lostAddr, lostNum, err := d.claim(ctx, req.Network, rec, addr)
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if req.ContainerKey != "" && d.reg.byKey[req.ContainerKey] == pendingKey {
+		delete(d.reg.byKey, req.ContainerKey)
+	}
+	undo := func() { d.reg.release(n, addr, req.App, req.Type, number) }
+	switch {
+	case err != nil:
+		undo()
+		return nil, false, fmt.Errorf("claim %s in %s: %w", addr, req.Network, err)
+	case lostAddr:
+		undo()
+		return nil, !want.IsValid(), &control.Error{Code: "conflict", Message: fmt.Sprintf("address %s is already in use in network %s (claimed concurrently by another node)", addr, req.Network)}
+	case lostNum:
+		undo()
+		return nil, req.Number == 0, &control.Error{Code: "conflict", Message: fmt.Sprintf("container number %d of %s type %s is already in use (claimed concurrently by another node)", number, req.App, req.Type)}
+	}
 	att, err := d.router.AddPort(port, router.PortConfig{Network: n.vni, Addr: addr, MTU: d.cfg.MTU, Name: id})
 	if err != nil {
-		d.reg.release(n, addr, req.App, req.Type, number)
-		return nil, fmt.Errorf("attach %s: %w", id, err)
+		undo()
+		c := &container{addr: addr, info: control.Container{Network: req.Network, App: req.App, Type: req.Type, Number: number}}
+		d.release(c)
+		return nil, false, fmt.Errorf("attach %s: %w", id, err)
 	}
 	c := &container{
 		addr:     addr,
@@ -239,14 +387,14 @@ func (d *Daemon) attach(req *control.AttachRequest, fd *os.File) (_ any, err err
 			Netns:      req.Netns,
 			NetnsID:    req.ContainerKey,
 			Node:       d.cfg.Name,
-			AttachedAt: time.Now().UTC().Truncate(time.Second),
+			AttachedAt: rec.AttachedAt,
 		},
 	}
 	d.reg.add(c)
 	d.watchers.Add(1)
 	go d.watch(c)
 	d.log.Info("attached", "id", id, "network", req.Network, "app", req.App, "type", req.Type, "number", number, "ip", addr, "interface", ifname)
-	return c.info, nil
+	return c, false, nil
 }
 
 func (d *Daemon) detach(id string) (any, error) {
@@ -258,6 +406,7 @@ func (d *Daemon) detach(id string) (any, error) {
 	}
 	d.reg.remove(c)
 	d.mu.Unlock()
+	d.release(c)
 	if err := c.attached.Close(); err != nil {
 		d.log.Warn("closing port", "id", id, "err", err)
 	}
@@ -282,6 +431,7 @@ func (d *Daemon) watch(c *container) {
 	}
 	d.mu.Unlock()
 	if live {
+		d.release(c)
 		c.attached.Close()
 		d.log.Warn("container port died; detached", "id", c.info.ID, "ip", c.addr, "err", err)
 	}

@@ -73,16 +73,21 @@ func (r *registry) dropNetworkIfEmpty(n *network) {
 
 // reserve takes an address and a container number. It returns a *control.Error
 // the CLI can show as is; on error nothing stays reserved.
-func (r *registry) reserve(n *network, want netip.Addr, app, typ string, number int) (netip.Addr, int, error) {
+func (r *registry) reserve(n *network, want netip.Addr, app, typ string, number int, takenAddrs map[netip.Addr]bool, takenNums map[int]bool) (netip.Addr, int, error) {
 	addr := want
 	if addr.IsValid() {
 		if !n.addrs.take(addr) {
 			return netip.Addr{}, 0, &control.Error{Code: "conflict", Message: fmt.Sprintf("address %s is already in use in network %s", addr, n.id)}
 		}
 	} else {
+		// Addresses held by other nodes count as used: pick from a copy.
+		all := n.addrs
+		for a := range takenAddrs {
+			all.take(a)
+		}
 		var ok bool
-		if addr, ok = n.addrs.lowestFree(); !ok {
-			return netip.Addr{}, 0, &control.Error{Code: "full", Message: fmt.Sprintf("network %s is full (%d containers)", n.id, n.addrs.count)}
+		if addr, ok = all.lowestFree(); !ok {
+			return netip.Addr{}, 0, &control.Error{Code: "full", Message: fmt.Sprintf("network %s is full (%d containers)", n.id, all.count)}
 		}
 		n.addrs.take(addr)
 	}
@@ -93,7 +98,7 @@ func (r *registry) reserve(n *network, want netip.Addr, app, typ string, number 
 		r.numbers[k] = used
 	}
 	if number == 0 {
-		number = lowestFreeNumber(used)
+		number = lowestFreeNumber(used, takenNums)
 	} else if used[number] {
 		n.addrs.release(addr)
 		return netip.Addr{}, 0, &control.Error{Code: "conflict", Message: fmt.Sprintf("container number %d of %s type %s is already in use", number, app, typ)}

@@ -1,0 +1,350 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// Overlay sizing.
+const (
+	// overlayBatch is the tun.Device batch size: wireguard-go's bind batch
+	// (conn.IdealBatchSize) on Linux.
+	overlayBatch = 128
+	// overlayQueueLen bounds the packets waiting for wireguard-go. There
+	// are exactly this many overlay buffers, so a full queue is an empty
+	// free list: the sender drops (overlay_queue_full) rather than stall
+	// its read goroutine, which also serves local traffic. TCP sees a loss
+	// and backs off, as behind a full NIC ring.
+	overlayQueueLen = 1024
+	// overlayScratches is how many Write scratches are kept for reuse:
+	// wireguard-go calls Write from one goroutine per peer, and in the
+	// steady state a few of them run at once. (A sync.Pool would do, but
+	// the race detector makes it drop items, which breaks the alloc test.)
+	overlayScratches = 16
+)
+
+// ErrOverlayEnabled is returned by a second EnableOverlay.
+var ErrOverlayEnabled = errors.New("overlay already enabled")
+
+// Overlay is the in-process tun.Device between the router and wireguard-go
+// (packet path 2). Outbound, ports' read goroutines encapsulate packets
+// for remote destinations into overlay buffers and queue them; wireguard-go's
+// single TUN reader drains the queue with Read. Inbound, wireguard-go's
+// per-peer receivers call Write concurrently with decrypted VXLAN frames,
+// which are checked and written to the destination ports in place, without
+// copying: the Port contract forbids keeping the buffers, as does tun.Device.
+//
+// Ownership: the queue and free list are channels shared by the senders
+// (ports' read goroutines) and Read; the buffers belong to whoever took
+// them off a channel. Write uses a scratch from a free list, one per call. The
+// counters are atomics, folded in once per Write call.
+type Overlay struct {
+	r     *Router
+	local [4]byte
+	mtu   int // inner MTU: the largest packet sent to a remote container
+
+	queue  chan *overlayBuf // encapsulated frames for Read
+	free   chan *overlayBuf // unused buffers
+	events chan tun.Event
+
+	closing   atomic.Bool
+	closed    chan struct{}
+	closeOnce sync.Once
+
+	scratch chan *overlayScratch // free scratches for Write
+	ctr     counters             // inbound: rx, decapsulation drops and deliveries
+}
+
+// overlayBuf holds one encapsulated frame at b[Headroom-VXLANOverhead:]:
+// the inner packet is copied to b[Headroom:] and the outer headers are
+// written in front of it.
+type overlayBuf struct {
+	b     []byte
+	frame []byte
+}
+
+// overlayScratch is the per-Write state of the inbound path.
+type overlayScratch struct {
+	dests []*Attached
+	sizes []int
+	out   [][]byte
+}
+
+// EnableOverlay creates the router's overlay device; local is this node's
+// overlay IPv4 address, the outer source of what it sends and the outer
+// destination it accepts. Hand the device to wireguard-go (NewWireGuard),
+// which closes it; Router.Close closes it too. It can be called once.
+//
+// The inner MTU of the overlay is DefaultMTU: larger packets to remote
+// containers are dropped (too_big) with ICMP fragmentation-needed when DF
+// is set. The device's MTU is DefaultMTU+VXLANOverhead.
+func (r *Router) EnableOverlay(local netip.Addr) (tun.Device, error) {
+	if !local.Is4() {
+		return nil, fmt.Errorf("enable overlay: local address %s is not IPv4", local)
+	}
+	r.state.Lock()
+	defer r.state.Unlock()
+	if r.state.closed {
+		return nil, fmt.Errorf("enable overlay: %w", ErrClosed)
+	}
+	if r.overlay.Load() != nil {
+		return nil, fmt.Errorf("enable overlay %s: %w", local, ErrOverlayEnabled)
+	}
+	o := newOverlay(r, local.As4(), DefaultMTU)
+	r.overlay.Store(o)
+	r.log.Debug("overlay enabled", "local", local, "inner_mtu", o.mtu)
+	return o, nil
+}
+
+func newOverlay(r *Router, local [4]byte, mtu int) *Overlay {
+	o := &Overlay{
+		r:      r,
+		local:  local,
+		mtu:    mtu,
+		queue:  make(chan *overlayBuf, overlayQueueLen),
+		free:   make(chan *overlayBuf, overlayQueueLen),
+		events: make(chan tun.Event, 1),
+		closed: make(chan struct{}),
+
+		scratch: make(chan *overlayScratch, overlayScratches),
+	}
+	o.events <- tun.EventUp
+	size := Headroom + max(mtu, minBufferMTU)
+	slab := make([]byte, overlayQueueLen*size)
+	for i := range overlayQueueLen {
+		o.free <- &overlayBuf{b: slab[i*size : (i+1)*size : (i+1)*size]}
+	}
+	return o
+}
+
+// getScratch takes a Write scratch off the free list or makes one.
+func (o *Overlay) getScratch() *overlayScratch {
+	select {
+	case s := <-o.scratch:
+		return s
+	default:
+		return &overlayScratch{
+			dests: make([]*Attached, overlayBatch),
+			sizes: make([]int, overlayBatch),
+			out:   make([][]byte, 0, overlayBatch),
+		}
+	}
+}
+
+// putScratch returns s to the free list, or lets it go when the list is
+// full. s must hold no packet: dests is cleared as it is consumed.
+func (o *Overlay) putScratch(s *overlayScratch) {
+	select {
+	case o.scratch <- s:
+	default:
+	}
+}
+
+// send encapsulates pkt (a validated IPv4 packet no larger than o.mtu) for
+// node and queues it for wireguard-go. It runs on a port's read goroutine
+// and counts into that port's batch counters; it never blocks.
+func (o *Overlay) send(pkt []byte, vni uint32, node [4]byte, c *batchCounters) {
+	if o.closing.Load() {
+		c[dropWriteError]++
+		return
+	}
+	var ob *overlayBuf
+	select {
+	case ob = <-o.free:
+	default:
+		c[dropOverlayQueueFull]++
+		return
+	}
+	n := copy(ob.b[Headroom:], pkt)
+	ob.frame = ob.b[Headroom-VXLANOverhead : Headroom+n]
+	encodeVXLAN(ob.frame, o.local, node, vni)
+	o.queue <- ob // never blocks: the queue has room for every buffer
+	c[ctrForwarded]++
+	c[ctrForwardedBytes] += uint64(n)
+	c[ctrEncapsulated]++
+}
+
+// Read implements tun.Device for wireguard-go's single TUN reader: it
+// blocks for one frame, then takes whatever else is queued, up to
+// len(bufs). After Close it returns os.ErrClosed, and never another error
+// (any other error makes wireguard-go close the device).
+func (o *Overlay) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	var ob *overlayBuf
+	select {
+	case <-o.closed:
+		return 0, os.ErrClosed
+	case ob = <-o.queue:
+	}
+	n := 0
+	for ob != nil {
+		sizes[n] = copy(bufs[n][offset:], ob.frame)
+		o.free <- ob // never blocks
+		n++
+		ob = nil
+		if n < len(bufs) {
+			select {
+			case ob = <-o.queue:
+			default:
+			}
+		}
+	}
+	return n, nil
+}
+
+// Write implements tun.Device for wireguard-go's per-peer receivers, which
+// call it concurrently with decrypted frames at bufs[i][offset:].
+// wireguard-go has already checked that each frame's outer source is an
+// allowed IP of the sending peer, its overlay /32. Write decodes the
+// VXLAN frame, accepts it only if the inner source is a remote container
+// of that same node in the VNI's network (else forged_source) and the
+// inner destination a local port, and writes the inner packets in place,
+// one Port.Write per destination. offset must leave Headroom bytes in
+// front of the inner packet (wireguard-go's 16 does).
+func (o *Overlay) Write(bufs [][]byte, offset int) (int, error) {
+	if o.closing.Load() {
+		return 0, os.ErrClosed
+	}
+	if offset+VXLANOverhead < Headroom {
+		return 0, fmt.Errorf("overlay write: offset %d leaves less than %d bytes of headroom", offset, Headroom)
+	}
+	s := o.getScratch()
+	for start := 0; start < len(bufs); start += overlayBatch {
+		o.writeBatch(s, bufs[start:min(start+overlayBatch, len(bufs))], offset)
+	}
+	o.putScratch(s)
+	return len(bufs), nil
+}
+
+// writeBatch handles up to overlayBatch frames of one Write.
+func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
+	var c batchCounters
+	dests := s.dests[:len(bufs)]
+	for i, b := range bufs {
+		dests[i] = nil
+		c[ctrRxPackets]++
+		if offset > len(b) {
+			c[dropVXLANMalformed]++
+			continue
+		}
+		f, ok := decodeVXLAN(b[offset:])
+		if !ok || f.dst != o.local {
+			c[dropVXLANMalformed]++
+			continue
+		}
+		c[ctrRxBytes] += uint64(len(f.inner))
+		t := o.r.tableOf(f.vni)
+		if t == nil {
+			c[dropUnknownVNI]++
+			continue
+		}
+		pkt, reason, ok := parseIPv4(f.inner)
+		if !ok {
+			c[reason]++
+			continue
+		}
+		// Cryptokey routing for containers: the source must be a container
+		// the sending node owns in this network.
+		si, in := indexOf(pkt.src)
+		if !in {
+			c[dropForgedSource]++
+			continue
+		}
+		if se := t.lookup(si); se == nil || se.kind != entryRemote || se.node != f.src {
+			c[dropForgedSource]++
+			continue
+		}
+		if isBroadcastOrMulticast(pkt.dst) {
+			c[dropBroadcast]++
+			continue
+		}
+		di, in := indexOf(pkt.dst)
+		if !in {
+			c[dropUnknownDestination]++
+			continue
+		}
+		de := t.lookup(di)
+		if de == nil || de.kind != entryLocal {
+			c[dropUnknownDestination]++
+			continue
+		}
+		if pkt.totalLen() > de.port.mtu {
+			// The sender's node checks the same MTU before encapsulating;
+			// only a peer with a larger overlay MTU gets here.
+			c[dropTooBig]++
+			continue
+		}
+		dests[i] = de.port
+		s.sizes[i] = pkt.totalLen()
+	}
+
+	inner := offset + VXLANOverhead
+	for i := range dests {
+		d := dests[i]
+		if d == nil {
+			continue
+		}
+		out := s.out[:0]
+		var bytes uint64
+		for j := i; j < len(dests); j++ {
+			if dests[j] == d {
+				out = append(out, bufs[j][:inner+s.sizes[j]])
+				bytes += uint64(s.sizes[j])
+				dests[j] = nil
+			}
+		}
+		o.deliver(d, out, inner, bytes, &c)
+	}
+	o.ctr.add(&c)
+}
+
+// deliver writes one destination's decapsulated packets.
+func (o *Overlay) deliver(d *Attached, out [][]byte, offset int, bytes uint64, c *batchCounters) {
+	if d.closing.Load() {
+		c[dropUnknownDestination] += uint64(len(out))
+		return
+	}
+	if _, err := d.port.Write(out, offset); err != nil {
+		c[dropWriteError] += uint64(len(out))
+		o.r.log.Debug("overlay write to port failed", "to", d.cfg.Name, "packets", len(out), "err", err)
+		return
+	}
+	c[ctrForwarded] += uint64(len(out))
+	c[ctrForwardedBytes] += bytes
+	c[ctrDecapsulated] += uint64(len(out))
+	d.tx.packets.Add(uint64(len(out)))
+	d.tx.bytes.Add(bytes)
+}
+
+// BatchSize implements tun.Device.
+func (o *Overlay) BatchSize() int { return overlayBatch }
+
+// MTU implements tun.Device: the inner MTU plus the VXLAN overhead.
+// wireguard-go uses it only for padding.
+func (o *Overlay) MTU() (int, error) { return o.mtu + VXLANOverhead, nil }
+
+// Events implements tun.Device: EventUp once, closed by Close.
+func (o *Overlay) Events() <-chan tun.Event { return o.events }
+
+// Name implements tun.Device; wireguard-go never calls it.
+func (o *Overlay) Name() (string, error) { return "vrouter-overlay", nil }
+
+// File implements tun.Device; there is no file.
+func (o *Overlay) File() *os.File { return nil }
+
+// Close ends Read with os.ErrClosed, closes the events channel (ending
+// wireguard-go's event reader) and makes senders drop (write_error). It
+// is idempotent.
+func (o *Overlay) Close() error {
+	o.closeOnce.Do(func() {
+		o.closing.Store(true)
+		close(o.closed)
+		close(o.events)
+	})
+	return nil
+}

@@ -1,0 +1,63 @@
+package router
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// SetRemote records that addr in network is a container of the node whose
+// overlay IPv4 address is node: packets to addr are encapsulated for that
+// node, and packets from addr are accepted from the overlay only when they
+// come from that node. It replaces an existing remote entry for addr and
+// fails with ErrAddrInUse when a local port holds addr.
+func (r *Router) SetRemote(network uint32, addr netip.Addr, node netip.Addr) error {
+	if network > 1<<24-1 {
+		return fmt.Errorf("set remote %s: network %d is not a 24-bit VNI", addr, network)
+	}
+	idx, ok := HostIndex(addr)
+	if !ok {
+		return fmt.Errorf("set remote %s: not a host address of %s", addr, NetworkPrefix)
+	}
+	if !node.Is4() {
+		return fmt.Errorf("set remote %s: node overlay address %s is not IPv4", addr, node)
+	}
+	e := &entry{kind: entryRemote, node: node.As4()}
+
+	r.state.Lock()
+	defer r.state.Unlock()
+	if r.state.closed {
+		return fmt.Errorf("set remote %s: %w", addr, ErrClosed)
+	}
+	t := r.tableLocked(network)
+	old := t.lookup(idx)
+	if old != nil && old.kind != entryRemote {
+		return fmt.Errorf("set remote %s in network %d: %w", addr, network, ErrAddrInUse)
+	}
+	t.slots[idx].Store(e)
+	if old == nil {
+		t.remotes++
+	}
+	return nil
+}
+
+// RemoveRemote deletes the remote entry for addr in network. It does
+// nothing when there is none or when addr is a local port.
+func (r *Router) RemoveRemote(network uint32, addr netip.Addr) {
+	idx, ok := HostIndex(addr)
+	if !ok {
+		return
+	}
+	r.state.Lock()
+	defer r.state.Unlock()
+	t := r.state.networks[network]
+	if t == nil {
+		return
+	}
+	old := t.lookup(idx)
+	if old == nil || old.kind != entryRemote {
+		return
+	}
+	t.slots[idx].Store(nil)
+	t.remotes--
+	r.dropIfEmptyLocked(t)
+}

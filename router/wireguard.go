@@ -1,0 +1,262 @@
+package router
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/curve25519"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// persistentKeepalive keeps NAT mappings open and handshakes fresh, so
+// that a peer's last handshake tells whether it is alive (API-NOTES 1.5).
+const persistentKeepalive = 25
+
+// WireGuardConfig configures the embedded wireguard-go device.
+type WireGuardConfig struct {
+	PrivateKey [32]byte
+	ListenPort int          // UDP port on every address; 0: random (see ListenPort)
+	Logger     *slog.Logger // nil: discard
+}
+
+// WGPeer is another node as WireGuard sees it.
+type WGPeer struct {
+	PublicKey [32]byte
+	Endpoint  netip.AddrPort // zero: wait for the peer to reach us
+	Overlay   netip.Addr     // the node's overlay IPv4 address, its only allowed IP
+}
+
+// WGPeerStatus is a peer's state read from the device.
+type WGPeerStatus struct {
+	PublicKey     [32]byte
+	Endpoint      netip.AddrPort // current endpoint (roaming updates it); zero if none
+	LastHandshake time.Time      // zero if there was none
+	RxBytes       uint64
+	TxBytes       uint64
+}
+
+// WireGuard owns one wireguard-go device: the encryption between nodes for
+// the overlay (packet path 2). The device owns the tun.Device it was given
+// and closes it in Close.
+type WireGuard struct {
+	dev *device.Device
+	log *slog.Logger
+
+	mu     sync.Mutex // serialises SetPeers (read-modify-write of the peer set)
+	closed bool
+}
+
+// NewWireGuard starts a wireguard-go device on dev with the default UDP
+// bind (wildcard address, cfg.ListenPort) and brings it up. On error dev
+// has been closed.
+func NewWireGuard(dev tun.Device, cfg WireGuardConfig) (*WireGuard, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ListenPort < 0 || cfg.ListenPort > 65535 {
+		dev.Close()
+		return nil, fmt.Errorf("wireguard: listen port %d outside 0..65535", cfg.ListenPort)
+	}
+	// Both funcs must be set: wireguard-go calls them without nil checks.
+	wgLog := &device.Logger{
+		Verbosef: func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
+		Errorf:   func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
+	}
+	d := device.NewDevice(dev, conn.NewDefaultBind(), wgLog)
+	w := &WireGuard{dev: d, log: log}
+	conf := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(cfg.PrivateKey[:]), cfg.ListenPort)
+	if err := d.IpcSet(conf); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("wireguard: configure device: %w", err)
+	}
+	if err := d.Up(); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("wireguard: bring device up: %w", err)
+	}
+	return w, nil
+}
+
+// ListenPort returns the UDP port the device listens on (useful with
+// ListenPort 0).
+func (w *WireGuard) ListenPort() (int, error) {
+	s, err := w.dev.IpcGet()
+	if err != nil {
+		return 0, fmt.Errorf("wireguard: read config: %w", err)
+	}
+	for line := range strings.Lines(s) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "listen_port="); ok {
+			p, err := strconv.Atoi(v)
+			if err != nil {
+				return 0, fmt.Errorf("wireguard: listen_port %q: %w", v, err)
+			}
+			return p, nil
+		}
+	}
+	return 0, errors.New("wireguard: no listen_port in device config")
+}
+
+// SetPeers makes peers the device's peer set: new peers are added, known
+// ones updated in place (their sessions survive), others removed. Each
+// peer's only allowed IP is its overlay /32, so a frame from a peer can
+// carry only that peer's overlay address as outer source.
+func (w *WireGuard) SetPeers(peers []WGPeer) error {
+	var b strings.Builder
+	want := make(map[[32]byte]bool, len(peers))
+	for _, p := range peers {
+		if !p.Overlay.Is4() {
+			return fmt.Errorf("wireguard: peer %s: overlay address %s is not IPv4", keyHex(p.PublicKey), p.Overlay)
+		}
+		if want[p.PublicKey] {
+			return fmt.Errorf("wireguard: peer %s listed twice", keyHex(p.PublicKey))
+		}
+		want[p.PublicKey] = true
+		fmt.Fprintf(&b, "public_key=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\n", keyHex(p.PublicKey), p.Overlay)
+		if p.Endpoint.IsValid() {
+			fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint)
+		}
+		fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", persistentKeepalive)
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	current, err := w.peers()
+	if err != nil {
+		return err
+	}
+	for _, p := range current {
+		if !want[p.PublicKey] {
+			fmt.Fprintf(&b, "public_key=%s\nremove=true\n", keyHex(p.PublicKey))
+		}
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := w.dev.IpcSet(b.String()); err != nil {
+		return fmt.Errorf("wireguard: set %d peers: %w", len(peers), err)
+	}
+	return nil
+}
+
+// Peers returns the status of every configured peer.
+func (w *WireGuard) Peers() ([]WGPeerStatus, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.peers()
+}
+
+// peers parses IpcGet: a public_key= line starts each peer.
+func (w *WireGuard) peers() ([]WGPeerStatus, error) {
+	s, err := w.dev.IpcGet()
+	if err != nil {
+		return nil, fmt.Errorf("wireguard: read config: %w", err)
+	}
+	return parsePeers(s)
+}
+
+func parsePeers(s string) ([]WGPeerStatus, error) {
+	var (
+		out       []WGPeerStatus
+		cur       *WGPeerStatus
+		sec, nsec int64
+	)
+	flush := func() {
+		if cur != nil {
+			if sec != 0 || nsec != 0 {
+				cur.LastHandshake = time.Unix(sec, nsec)
+			}
+			out = append(out, *cur)
+		}
+	}
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			continue
+		}
+		if k == "public_key" {
+			flush()
+			cur, sec, nsec = &WGPeerStatus{}, 0, 0
+			key, err := hex.DecodeString(v)
+			if err != nil || len(key) != 32 {
+				return nil, fmt.Errorf("wireguard: bad public_key %q", v)
+			}
+			copy(cur.PublicKey[:], key)
+			continue
+		}
+		if cur == nil {
+			continue // device section
+		}
+		var err error
+		switch k {
+		case "endpoint":
+			cur.Endpoint, err = netip.ParseAddrPort(v)
+		case "last_handshake_time_sec":
+			sec, err = strconv.ParseInt(v, 10, 64)
+		case "last_handshake_time_nsec":
+			nsec, err = strconv.ParseInt(v, 10, 64)
+		case "rx_bytes":
+			cur.RxBytes, err = strconv.ParseUint(v, 10, 64)
+		case "tx_bytes":
+			cur.TxBytes, err = strconv.ParseUint(v, 10, 64)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("wireguard: peer %s: %s=%q: %w", keyHex(cur.PublicKey), k, v, err)
+		}
+	}
+	flush()
+	return out, nil
+}
+
+// Close shuts the device down: it closes the bind and the tun.Device and
+// waits for wireguard-go's goroutines. Later calls do nothing.
+func (w *WireGuard) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	w.dev.Close()
+	<-w.dev.Wait()
+	return nil
+}
+
+// GenerateKey returns a new clamped Curve25519 private key.
+func GenerateKey() ([32]byte, error) {
+	var k [32]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		return k, fmt.Errorf("generate key: %w", err)
+	}
+	k[0] &= 248
+	k[31] = k[31]&127 | 64
+	return k, nil
+}
+
+// PublicKey returns the public key of priv (clamped first, as WireGuard
+// does).
+func PublicKey(priv [32]byte) [32]byte {
+	priv[0] &= 248
+	priv[31] = priv[31]&127 | 64
+	var pub [32]byte
+	p, err := curve25519.X25519(priv[:], curve25519.Basepoint)
+	if err != nil {
+		// Only a low-order result fails, impossible with the base point.
+		panic(fmt.Sprintf("curve25519: %v", err))
+	}
+	copy(pub[:], p)
+	return pub
+}
+
+func keyHex(k [32]byte) string { return hex.EncodeToString(k[:]) }
