@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/vrouter/vrouter/cluster"
@@ -28,6 +29,7 @@ func cmdRun(args []string, stdout io.Writer) error {
 	gossip := fs.String("gossip", "0.0.0.0:7946", "gossip (memberlist) listen ADDR:PORT")
 	advertise := fs.String("advertise", "", "address other nodes reach this one at (default: the gossip address, or the host's first global IPv4)")
 	join := fs.StringArray("join", nil, "ADDR:PORT of a node to join (repeatable); none bootstraps a new cluster")
+	listen := fs.String("listen", "0.0.0.0:51820", "WireGuard UDP ADDR:PORT; the socket listens on every address, others reach it at the advertise address and PORT")
 	timing := fs.String("gossip-timing", "lan", "failure-detection timings: lan (memberlist defaults, ~6 s) or fast (~1 s, more traffic)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -51,10 +53,15 @@ func cmdRun(args []string, stdout io.Writer) error {
 	default:
 		return usagef("--gossip-timing %q: want lan or fast", *timing)
 	}
-	for _, a := range append([]string{*gossip}, *join...) {
+	for _, a := range append([]string{*gossip, *listen}, *join...) {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return usagef("%q: want ADDR:PORT", a)
 		}
+	}
+	_, lp, _ := net.SplitHostPort(*listen)
+	listenPort, err := strconv.Atoi(lp)
+	if err != nil || listenPort < 0 || listenPort > 65535 {
+		return usagef("--listen %q: bad port", *listen)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	d, err := daemon.New(daemon.Config{
@@ -69,6 +76,7 @@ func cmdRun(args []string, stdout io.Writer) error {
 		Advertise:      *advertise,
 		Join:           *join,
 		Timing:         tm,
+		Listen:         listenPort,
 		OpenPort: func(f *os.File, mtu int) (router.Port, string, error) {
 			p, info, err := tunnel.OpenPort(f, mtu)
 			return p, info.Name, err

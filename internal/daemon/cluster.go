@@ -212,6 +212,7 @@ func (d *Daemon) remoteContainers() []control.Container {
 
 func (d *Daemon) peers() []control.Peer {
 	var out []control.Peer
+	wg := d.wgStatus()
 	for _, n := range d.cluster.Nodes() {
 		p := control.Peer{
 			Name:    n.Name,
@@ -222,6 +223,14 @@ func (d *Daemon) peers() []control.Peer {
 		}
 		if n.Meta.Overlay.IsValid() {
 			p.Overlay = n.Meta.Overlay.String()
+		}
+		if n.Meta.WGPublicKey != ([32]byte{}) {
+			p.PublicKey = keyString(n.Meta.WGPublicKey)
+			p.Endpoint = n.Meta.WGEndpoint.String()
+		}
+		if st, ok := wg[n.Meta.WGPublicKey]; ok && !st.LastHandshake.IsZero() {
+			hs := st.LastHandshake.UTC()
+			p.LastHandshake = &hs
 		}
 		out = append(out, p)
 	}

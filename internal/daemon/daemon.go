@@ -48,6 +48,10 @@ type Config struct {
 	Advertise      string         // address other nodes reach us at; "" = derived from Gossip
 	Join           []string       // seeds ADDR:PORT; none = bootstrap a new cluster
 	Timing         cluster.Timing // memberlist timings
+	// Listen is the WireGuard UDP port (the socket listens on every
+	// address); the endpoint other nodes use is the advertise address
+	// with this port. 0 picks a free port (tests).
+	Listen int
 }
 
 // Daemon is one running vrouter node.
@@ -57,7 +61,11 @@ type Daemon struct {
 	router  *router.Router
 	server  *control.Server
 	cluster *cluster.Cluster
+	wg      *router.WireGuard
 	started time.Time
+	remotes map[remoteKey]netip.Addr // remote entries installed in the router; owned by reconcileLoop
+	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
+	firstSeen map[string]time.Time
 
 	ctx    context.Context // cancelled by Close; ends the loops
 	cancel context.CancelFunc
@@ -98,26 +106,37 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	srv.Logger = cfg.Logger.With("component", "control")
-	cl, err := newCluster(&cfg)
+	rt := router.New(router.Config{Logger: cfg.Logger.With("component", "router")})
+	wg, meta, err := newOverlay(&cfg, rt)
 	if err != nil {
+		rt.Close()
+		srv.Close()
+		return nil, err
+	}
+	cl, err := newCluster(&cfg, meta)
+	if err != nil {
+		wg.Close()
+		rt.Close()
 		srv.Close()
 		return nil, err
 	}
 	d := &Daemon{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		router:  router.New(router.Config{Logger: cfg.Logger.With("component", "router")}),
+		router:  rt,
 		server:  srv,
 		cluster: cl,
+		wg:      wg,
 		started: time.Now(),
 		reg:     newRegistry(),
+		remotes: make(map[remoteKey]netip.Addr),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	return d, nil
 }
 
 // newCluster loads or creates the cluster key and starts gossip.
-func newCluster(cfg *Config) (*cluster.Cluster, error) {
+func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 	var key []byte
 	if cfg.ClusterKeyFile != "" {
 		k, err := readKeyFile(cfg.ClusterKeyFile)
@@ -152,13 +171,18 @@ func newCluster(cfg *Config) (*cluster.Cluster, error) {
 	if adv == "" {
 		adv = advertiseAddr(host)
 	}
+	advIP, err := netip.ParseAddr(adv)
+	if err != nil {
+		return nil, fmt.Errorf("advertise address %q: %w", adv, err)
+	}
+	meta.WGEndpoint = netip.AddrPortFrom(advIP, meta.WGEndpoint.Port())
 	cl, err := cluster.New(cluster.Config{
 		Name:          cfg.Name,
 		BindAddr:      host,
 		BindPort:      port,
 		AdvertiseAddr: adv,
 		Key:           key,
-		Meta:          cluster.NodeMeta{Overlay: overlayAddr(cfg.Name)},
+		Meta:          meta,
 		Timing:        cfg.Timing,
 		Logger:        cfg.Logger.With("component", "cluster"),
 	})
@@ -174,6 +198,8 @@ func (d *Daemon) Serve() error {
 		d.loops.Add(1)
 		go d.joinLoop(d.ctx, d.cfg.Join)
 	}
+	d.loops.Add(1)
+	go d.reconcileLoop(d.ctx)
 	d.log.Info("vrouter running", "node", d.cfg.Name, "control", d.cfg.Control, "state_dir", d.cfg.StateDir,
 		"mtu", d.cfg.MTU, "gossip", d.cluster.LocalAddr(), "version", Version())
 	return d.server.Serve(d.handle)
@@ -199,7 +225,7 @@ func (d *Daemon) Close() error {
 		wg.Go(func() { c.attached.Close() })
 	}
 	wg.Wait()
-	err = errors.Join(err, d.router.Close(), d.cluster.Close())
+	err = errors.Join(err, d.cluster.Close(), d.wg.Close(), d.router.Close())
 	d.watchers.Wait()
 	return err
 }
@@ -327,6 +353,10 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 		return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("container number %d of %s type %s is already in use (on another node)", req.Number, req.App, req.Type)}
 	}
 	n := d.reg.network(req.Network)
+	if n == nil {
+		d.mu.Unlock()
+		return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("network %s: its VNI %d collides with another network on this node", req.Network, VNI(req.Network))}
+	}
 	addr, number, err := d.reg.reserve(n, want, req.App, req.Type, req.Number, takenAddrs, takenNums)
 	if err != nil {
 		d.reg.dropNetworkIfEmpty(n)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"slices"
 	"strings"
@@ -35,7 +36,6 @@ type registry struct {
 	byKey      map[string]*container // by netns identity
 	networks   map[string]*network   // by PN id
 	numbers    map[string]map[int]bool
-	nextVNI    uint32
 }
 
 func newRegistry() *registry {
@@ -44,23 +44,39 @@ func newRegistry() *registry {
 		byKey:      make(map[string]*container),
 		networks:   make(map[string]*network),
 		numbers:    make(map[string]map[int]bool),
-		nextVNI:    1,
 	}
 }
 
 func appTypeKey(app, typ string) string { return app + "/" + typ }
 
-// network returns the PN, creating it with a fresh VNI on first use.
-// Single-node for now: VNIs are unique on this node only; the cluster
-// milestone replaces this with cluster-wide assignment.
+// network returns the PN, creating it on first use. Its VNI is a hash of
+// the PN id, so every node derives the same VNI without coordination.
+// Two PNs whose ids hash alike would share a forwarding table, so the
+// second one is refused (nil) rather than mixed in.
 func (r *registry) network(id string) *network {
 	n := r.networks[id]
 	if n == nil {
-		n = &network{id: id, vni: r.nextVNI}
-		r.nextVNI++
+		vni := VNI(id)
+		for _, other := range r.networks {
+			if other.vni == vni {
+				return nil
+			}
+		}
+		n = &network{id: id, vni: vni}
 		r.networks[id] = n
 	}
 	return n
+}
+
+// VNI derives a PN's 24-bit VXLAN network identifier from its id.
+func VNI(pn string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(pn))
+	v := h.Sum32() & 0xffffff
+	if v == 0 {
+		v = 1
+	}
+	return v
 }
 
 // dropNetworkIfEmpty forgets a PN that has no container left, so that its

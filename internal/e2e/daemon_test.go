@@ -88,7 +88,7 @@ func launchDaemon(t *testing.T, dir string, extra ...string) *daemon {
 		h.bin, "run", "--state-dir", dir, "--control", d.sock, "--name", nodeName,
 		// A free loopback port: tests may run daemons side by side, and gossip
 		// must not listen beyond this machine.
-		"--gossip", "127.0.0.1:0",
+		"--gossip", "127.0.0.1:0", "--listen", "127.0.0.1:0",
 	}
 	d.cmd = exec.Command("setpriv", append(args, extra...)...)
 	d.cmd.Dir = dir
