@@ -74,14 +74,15 @@ type Attached struct {
 	entry *entry // what attach stored in table.slots[slot]
 
 	// Owned by the read goroutine.
-	bufs      [][]byte    // read buffers, each Headroom+bufMTU, capacity capped
-	sizes     []int       // packet sizes of the last Read
-	dests     []*Attached // destination of packet i in the current batch, nil if dropped
-	out       [][]byte    // scratch: the packets of one destination
-	icmpBufs  [][]byte    // preallocated ICMP error packets
-	icmpOut   [][]byte    // ICMP errors of the current batch
-	icmpLimit tokenBucket
-	icmpID    uint16
+	bufs       [][]byte    // read buffers, each Headroom+bufMTU, capacity capped
+	sizes      []int       // packet sizes of the last Read
+	dests      []*Attached // destination of packet i in the current batch, nil if dropped
+	out        [][]byte    // scratch: the packets of one destination
+	icmpBufs   [][]byte    // preallocated ICMP error packets
+	icmpOut    [][]byte    // ICMP errors of the current batch
+	icmpLimit  tokenBucket
+	icmpID     uint16
+	localLimit tokenBucket // packets to the network's Local
 
 	ctr counters // see counters: written by the read goroutine only
 	tx  struct {
@@ -98,17 +99,18 @@ type Attached struct {
 func newAttached(r *Router, p Port, cfg PortConfig, batch int) *Attached {
 	bufSize := Headroom + max(cfg.MTU, minBufferMTU)
 	a := &Attached{
-		r:         r,
-		port:      p,
-		cfg:       cfg,
-		addr:      cfg.Addr.As4(),
-		mtu:       cfg.MTU,
-		bufs:      make([][]byte, batch),
-		sizes:     make([]int, batch),
-		dests:     make([]*Attached, batch),
-		out:       make([][]byte, 0, batch),
-		icmpLimit: newTokenBucket(icmpInterval, icmpBurst, r.now()),
-		done:      make(chan struct{}),
+		r:          r,
+		port:       p,
+		cfg:        cfg,
+		addr:       cfg.Addr.As4(),
+		mtu:        cfg.MTU,
+		bufs:       make([][]byte, batch),
+		sizes:      make([]int, batch),
+		dests:      make([]*Attached, batch),
+		out:        make([][]byte, 0, batch),
+		icmpLimit:  newTokenBucket(icmpInterval, icmpBurst, r.now()),
+		localLimit: newTokenBucket(localInterval, localBurst, r.now()),
+		done:       make(chan struct{}),
 	}
 	slab := make([]byte, batch*bufSize)
 	for i := range a.bufs {

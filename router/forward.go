@@ -33,8 +33,8 @@ func (a *Attached) forward(n int, now int64) {
 			continue
 		}
 		if pkt.dst == a.r.resolver {
-			// Seam for DNS (packet path 3): hand the packet to the stack.
-			c[dropResolver]++
+			// Packet path 3: DNS is the network's Local (a netstack).
+			a.deliverLocal(pkt, &c, now)
 			continue
 		}
 		if isBroadcastOrMulticast(pkt.dst) {

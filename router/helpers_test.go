@@ -107,7 +107,7 @@ func WaitAccounted(t *testing.T, r *Router, rx uint64) Stats {
 		for _, v := range s.Drops {
 			drops += v
 		}
-		if s.Counters["rx_packets"] == rx && s.Counters["forwarded"]+drops == rx {
+		if s.Counters["rx_packets"] == rx && s.Counters["forwarded"]+s.Counters["to_stack"]+drops == rx {
 			return s
 		}
 		if time.Now().After(deadline) {

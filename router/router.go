@@ -11,7 +11,9 @@
 //	→ for each packet (forward, sequential, no allocation):
 //	    parse IPv4 header         else drop malformed / not_ipv4
 //	    src == port address       else drop spoofed_source
-//	    dst == resolver           → drop resolver          (seam: DNS, packet path 3)
+//	    dst == resolver           → the network's Local (DNS, packet path 3), at
+//	                                 most 50k packets/s per port (stack_rate_limited);
+//	                                 no Local: drop resolver
 //	    dst broadcast/multicast   → drop broadcast
 //	    dst outside 10.240.0.0/22 → drop outside_network   (seam: egress, paths 4 and 5)
 //	    table of the SENDER's PN  → no entry: drop unknown_destination,
@@ -124,6 +126,7 @@ type Router struct {
 	// path, republished under state whenever a table is created or dropped.
 	vnis    atomic.Pointer[map[uint32]*table]
 	overlay atomic.Pointer[Overlay] // set once by EnableOverlay
+	local   localCounters           // what Locals sent back (WriteLocal)
 
 	state struct {
 		sync.Mutex
@@ -277,6 +280,9 @@ func (r *Router) Stats() Stats {
 	r.state.Unlock()
 	s := sum.toStats()
 	s.Ports, s.Networks = ports, networks
+	s.Counters["from_stack"] = r.local.packets.Load()
+	s.Counters["from_stack_bytes"] = r.local.bytes.Load()
+	s.Counters["from_stack_dropped"] = r.local.dropped.Load()
 	return s
 }
 

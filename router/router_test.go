@@ -325,7 +325,7 @@ func TestRouterClose(t *testing.T) {
 func TestStatsKeys(t *testing.T) {
 	want := []string{"malformed", "not_ipv4", "spoofed_source", "unknown_destination", "outside_network",
 		"resolver", "broadcast", "too_big", "write_error", "vxlan_malformed", "unknown_vni", "forged_source",
-		"overlay_queue_full"}
+		"overlay_queue_full", "stack_rate_limited"}
 	if got := router.DropReasons(); !slices.Equal(got, want) {
 		t.Errorf("DropReasons() = %v, want %v", got, want)
 	}
@@ -342,7 +342,8 @@ func TestStatsKeys(t *testing.T) {
 			t.Errorf("Drops[%s] = %d, %v", k, v, ok)
 		}
 	}
-	for _, k := range []string{"forwarded", "icmp_sent", "rx_packets", "rx_bytes", "forwarded_bytes", "read_errors"} {
+	for _, k := range []string{"forwarded", "icmp_sent", "rx_packets", "rx_bytes", "forwarded_bytes", "read_errors",
+		"to_stack", "from_stack", "from_stack_bytes", "from_stack_dropped"} {
 		if _, ok := s.Counters[k]; !ok {
 			t.Errorf("Counters lacks %s", k)
 		}

@@ -20,6 +20,7 @@ const (
 	dropUnknownVNI
 	dropForgedSource
 	dropOverlayQueueFull
+	dropStackRateLimited
 	numDrops
 )
 
@@ -35,6 +36,7 @@ const (
 	ctrReadErrors
 	ctrEncapsulated
 	ctrDecapsulated
+	ctrToStack
 	numCounters
 )
 
@@ -52,6 +54,7 @@ var counterNames = [numCounters]string{
 	dropUnknownVNI:         "unknown_vni",
 	dropForgedSource:       "forged_source",
 	dropOverlayQueueFull:   "overlay_queue_full",
+	dropStackRateLimited:   "stack_rate_limited",
 	ctrRxPackets:           "rx_packets",
 	ctrRxBytes:             "rx_bytes",
 	ctrForwarded:           "forwarded",
@@ -62,6 +65,7 @@ var counterNames = [numCounters]string{
 	ctrReadErrors:          "read_errors",
 	ctrEncapsulated:        "encapsulated",
 	ctrDecapsulated:        "decapsulated",
+	ctrToStack:             "to_stack",
 }
 
 // DropReasons returns the names of every drop reason, in a stable order.
@@ -80,10 +84,13 @@ func DropReasons() []string {
 // icmp_rate_limited (errors suppressed by the per-port limit),
 // icmp_write_errors, read_errors, encapsulated (forwarded packets queued
 // for another node) and decapsulated (packets from another node written to
-// a port; also counted as forwarded). rx_packets includes frames received
-// from the overlay, so the invariant holds for both directions.
-// Every packet read is either forwarded or counted under exactly one drop
-// reason: rx_packets == forwarded + sum(Drops).
+// a port; also counted as forwarded), to_stack (handed to the network's
+// Local: DNS, egress). rx_packets includes frames received from the
+// overlay, so the invariant holds for both directions. Every packet read is
+// forwarded, handed to the stack or counted under exactly one drop reason:
+// rx_packets == forwarded + to_stack + sum(Drops). Packets the stack sends
+// back are counted apart: from_stack, from_stack_bytes and
+// from_stack_dropped.
 type Stats struct {
 	Counters map[string]uint64
 	Drops    map[string]uint64 // every reason of DropReasons, even when 0

@@ -34,11 +34,16 @@ type table struct {
 	slots   [tableSize]atomic.Pointer[entry]
 	ports   int // local ports in this table; guarded by Router.state
 	remotes int // remote entries in this table; guarded by Router.state
+
+	// local terminates the network's traffic to the node (see Local); the
+	// packet path loads it, SetLocal stores it under Router.state.
+	local    atomic.Pointer[localSink]
+	hasLocal bool // guarded by Router.state
 }
 
-// empty reports whether the table holds no entry at all, so that it can be
+// empty reports whether the table holds no entry and no Local, so that it can be
 // dropped from the networks map. Callers hold Router.state.
-func (t *table) empty() bool { return t.ports == 0 && t.remotes == 0 }
+func (t *table) empty() bool { return t.ports == 0 && t.remotes == 0 && !t.hasLocal }
 
 // lookup returns the entry for the address at offset i, or nil.
 func (t *table) lookup(i int) *entry { return t.slots[i].Load() }

@@ -1,0 +1,142 @@
+package router
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+// Local terminates the traffic of one network that is addressed to the node
+// rather than to a container: the resolver address (packet path 3) and,
+// later, destinations outside the network (egress, paths 4 and 5). The
+// daemon gives each network one (a gVisor netstack, package stack) with
+// SetLocal; packets back go through WriteLocal.
+type Local interface {
+	// Deliver takes one IPv4 packet a container of the network sent. It is
+	// called on the sender port's read goroutine: it must not block, and
+	// pkt is only valid during the call (copy what is kept). It may be
+	// called concurrently by several ports and after the Local was removed.
+	Deliver(pkt []byte)
+}
+
+// Per-port bound on packets handed to the network's Local, so that one
+// container's flood costs the stack a bounded amount of work. The rate is
+// far above what a well-behaved container sends to its resolver and leaves
+// headroom for resolver benchmarks (DESIGN.md, Performance).
+const (
+	localInterval = 20 * time.Microsecond // 50 000 packets/s sustained
+	localBurst    = 4096
+)
+
+// localSink wraps a Local so that a table slot can hold it atomically.
+type localSink struct{ l Local }
+
+// SetLocal makes l the terminator of network's non-container traffic; nil
+// removes it (packets to the resolver are then dropped as resolver). The
+// network's table lives while it has a Local, so SetLocal may precede the
+// first AddPort.
+func (r *Router) SetLocal(network uint32, l Local) error {
+	if network > 1<<24-1 {
+		return fmt.Errorf("set local: network %d is not a 24-bit VNI", network)
+	}
+	r.state.Lock()
+	defer r.state.Unlock()
+	if l == nil {
+		if t := r.state.networks[network]; t != nil && t.local.Load() != nil {
+			t.local.Store(nil)
+			t.hasLocal = false
+			r.dropIfEmptyLocked(t)
+		}
+		return nil
+	}
+	if r.state.closed {
+		return fmt.Errorf("set local: %w", ErrClosed)
+	}
+	t := r.tableLocked(network)
+	t.local.Store(&localSink{l: l})
+	t.hasLocal = true
+	return nil
+}
+
+// deliverLocal hands pkt to the sender's network's Local, if any.
+func (a *Attached) deliverLocal(pkt ipv4Packet, c *batchCounters, now int64) {
+	s := a.table.local.Load()
+	if s == nil {
+		c[dropResolver]++
+		return
+	}
+	if !a.localLimit.allow(now) {
+		c[dropStackRateLimited]++
+		return
+	}
+	s.l.Deliver(pkt.hdr)
+	c[ctrToStack]++
+}
+
+// localCounters count what Locals send back through WriteLocal. They are
+// outside the rx/forwarded/drops balance of Stats, which is about packets
+// read from ports.
+type localCounters struct {
+	packets, bytes atomic.Uint64 // written to a port
+	dropped        atomic.Uint64 // no such local container, malformed, or Write failed
+}
+
+// WriteLocal writes packets a network's Local produced to the network's
+// containers on this node. Packet i is bufs[i][offset:] (offset ≥
+// Headroom); its IPv4 destination picks the port. Packets for no local
+// port (the container left) or that fail are counted and dropped. It never
+// keeps the buffers and may be called concurrently.
+func (r *Router) WriteLocal(network uint32, bufs [][]byte, offset int) {
+	t := r.tableOf(network)
+	for i := 0; i < len(bufs); {
+		var d *Attached
+		if t != nil && offset >= Headroom && offset <= len(bufs[i]) {
+			d = localDest(t, bufs[i][offset:])
+		}
+		if d == nil {
+			r.local.dropped.Add(1)
+			i++
+			continue
+		}
+		// Group the run of packets for the same port into one Write.
+		j := i + 1
+		for j < len(bufs) && offset <= len(bufs[j]) && localDest(t, bufs[j][offset:]) == d {
+			j++
+		}
+		var bytes uint64
+		for _, b := range bufs[i:j] {
+			bytes += uint64(len(b) - offset)
+		}
+		if d.closing.Load() {
+			r.local.dropped.Add(uint64(j - i))
+		} else if _, err := d.port.Write(bufs[i:j], offset); err != nil {
+			r.local.dropped.Add(uint64(j - i))
+			r.log.Debug("write from local stack failed", "to", d.cfg.Name, "packets", j-i, "err", err)
+		} else {
+			r.local.packets.Add(uint64(j - i))
+			r.local.bytes.Add(bytes)
+			d.tx.packets.Add(uint64(j - i))
+			d.tx.bytes.Add(bytes)
+		}
+		i = j
+	}
+}
+
+// localDest returns the local port the packet is for, or nil.
+func localDest(t *table, b []byte) *Attached {
+	if len(b) < header.IPv4MinimumSize || header.IPVersion(b) != header.IPv4Version {
+		return nil
+	}
+	dst := header.IPv4(b).DestinationAddress().As4()
+	idx, ok := indexOf(dst)
+	if !ok {
+		return nil
+	}
+	e := t.lookup(idx)
+	if e == nil || e.kind != entryLocal {
+		return nil
+	}
+	return e.port
+}
