@@ -34,7 +34,7 @@ func (a *Attached) forward(n int, now int64) {
 		}
 		if pkt.dst == a.r.resolver {
 			// Packet path 3: DNS is the network's Local (a netstack).
-			a.deliverLocal(pkt, &c, now)
+			a.deliverResolver(pkt, &c, now)
 			continue
 		}
 		if isBroadcastOrMulticast(pkt.dst) {
@@ -43,8 +43,9 @@ func (a *Attached) forward(n int, now int64) {
 		}
 		idx, inNet := indexOf(pkt.dst)
 		if !inNet {
-			// Seam for egress (packet paths 4 and 5).
-			c[dropOutsideNetwork]++
+			// Node egress (packet path 4); dedicated egress (path 5) will
+			// choose a gateway here instead.
+			a.deliverEgress(pkt, &c)
 			continue
 		}
 		e := a.table.lookup(idx)

@@ -30,14 +30,24 @@ const (
 	localBurst    = 4096
 )
 
+// LocalOptions say what a Local takes besides the resolver's traffic.
+type LocalOptions struct {
+	// Egress: packets to destinations outside the network (node egress,
+	// packet path 4). Without it they are dropped as outside_network.
+	Egress bool
+}
+
 // localSink wraps a Local so that a table slot can hold it atomically.
-type localSink struct{ l Local }
+type localSink struct {
+	l      Local
+	egress bool
+}
 
 // SetLocal makes l the terminator of network's non-container traffic; nil
 // removes it (packets to the resolver are then dropped as resolver). The
 // network's table lives while it has a Local, so SetLocal may precede the
 // first AddPort.
-func (r *Router) SetLocal(network uint32, l Local) error {
+func (r *Router) SetLocal(network uint32, l Local, opts LocalOptions) error {
 	if network > 1<<24-1 {
 		return fmt.Errorf("set local: network %d is not a 24-bit VNI", network)
 	}
@@ -55,13 +65,14 @@ func (r *Router) SetLocal(network uint32, l Local) error {
 		return fmt.Errorf("set local: %w", ErrClosed)
 	}
 	t := r.tableLocked(network)
-	t.local.Store(&localSink{l: l})
+	t.local.Store(&localSink{l: l, egress: opts.Egress})
 	t.hasLocal = true
 	return nil
 }
 
-// deliverLocal hands pkt to the sender's network's Local, if any.
-func (a *Attached) deliverLocal(pkt ipv4Packet, c *batchCounters, now int64) {
+// deliverResolver hands a packet for the resolver to the sender's
+// network's Local, if any, within the port's rate.
+func (a *Attached) deliverResolver(pkt ipv4Packet, c *batchCounters, now int64) {
 	s := a.table.local.Load()
 	if s == nil {
 		c[dropResolver]++
@@ -69,6 +80,19 @@ func (a *Attached) deliverLocal(pkt ipv4Packet, c *batchCounters, now int64) {
 	}
 	if !a.localLimit.allow(now) {
 		c[dropStackRateLimited]++
+		return
+	}
+	s.l.Deliver(pkt.hdr)
+	c[ctrToStack]++
+}
+
+// deliverEgress hands a packet for outside the network to the network's
+// Local if it does egress. Not rate limited here: egress is bulk traffic,
+// and the stack bounds the flows and dials each container may hold.
+func (a *Attached) deliverEgress(pkt ipv4Packet, c *batchCounters) {
+	s := a.table.local.Load()
+	if s == nil || !s.egress {
+		c[dropOutsideNetwork]++
 		return
 	}
 	s.l.Deliver(pkt.hdr)

@@ -15,7 +15,8 @@
 //	                                 most 50k packets/s per port (stack_rate_limited);
 //	                                 no Local: drop resolver
 //	    dst broadcast/multicast   → drop broadcast
-//	    dst outside 10.240.0.0/22 → drop outside_network   (seam: egress, paths 4 and 5)
+//	    dst outside 10.240.0.0/22 → the network's Local if it does egress (path 4),
+//	                                 else drop outside_network
 //	    table of the SENDER's PN  → no entry: drop unknown_destination,
 //	                                 queue ICMP host unreachable for the sender
 //	    size > destination MTU    → drop too_big, ICMP fragmentation needed if DF

@@ -35,6 +35,11 @@ type WGPeer struct {
 	PublicKey [32]byte
 	Endpoint  netip.AddrPort // zero: wait for the peer to reach us
 	Overlay   netip.Addr     // the node's overlay IPv4 address, its only allowed IP
+	// Keepalive sends a keepalive every 25 s, which also starts the first
+	// handshake as soon as the peer is configured. Set it on the side that
+	// dials (has Endpoint): on the other side, a handshake attempt without
+	// an endpoint fails and wireguard-go waits 5 s before the next one.
+	Keepalive bool
 }
 
 // WGPeerStatus is a peer's state read from the device.
@@ -53,8 +58,9 @@ type WireGuard struct {
 	dev *device.Device
 	log *slog.Logger
 
-	mu     sync.Mutex // serialises SetPeers (read-modify-write of the peer set)
-	closed bool
+	mu      sync.Mutex          // serialises SetPeers (read-modify-write of the peer set)
+	applied map[[32]byte]WGPeer // what SetPeers last configured, under mu
+	closed  bool
 }
 
 // NewWireGuard starts a wireguard-go device on dev with the default UDP
@@ -108,25 +114,21 @@ func (w *WireGuard) ListenPort() (int, error) {
 }
 
 // SetPeers makes peers the device's peer set: new peers are added, known
-// ones updated in place (their sessions survive), others removed. Each
-// peer's only allowed IP is its overlay /32, so a frame from a peer can
-// carry only that peer's overlay address as outer source.
+// ones updated in place (their sessions survive), others removed. Only
+// what changed since the last call is written, so an endpoint the device
+// learned from the peer (roaming) stays until the wanted endpoint changes.
+// Each peer's only allowed IP is its overlay /32, so a frame from a peer
+// can carry only that peer's overlay address as outer source.
 func (w *WireGuard) SetPeers(peers []WGPeer) error {
-	var b strings.Builder
-	want := make(map[[32]byte]bool, len(peers))
+	want := make(map[[32]byte]WGPeer, len(peers))
 	for _, p := range peers {
 		if !p.Overlay.Is4() {
 			return fmt.Errorf("wireguard: peer %s: overlay address %s is not IPv4", keyHex(p.PublicKey), p.Overlay)
 		}
-		if want[p.PublicKey] {
+		if _, dup := want[p.PublicKey]; dup {
 			return fmt.Errorf("wireguard: peer %s listed twice", keyHex(p.PublicKey))
 		}
-		want[p.PublicKey] = true
-		fmt.Fprintf(&b, "public_key=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\n", keyHex(p.PublicKey), p.Overlay)
-		if p.Endpoint.IsValid() {
-			fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint)
-		}
-		fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", persistentKeepalive)
+		want[p.PublicKey] = p
 	}
 
 	w.mu.Lock()
@@ -135,17 +137,43 @@ func (w *WireGuard) SetPeers(peers []WGPeer) error {
 	if err != nil {
 		return err
 	}
+	var b strings.Builder
+	configured := make(map[[32]byte]bool, len(current))
 	for _, p := range current {
-		if !want[p.PublicKey] {
+		configured[p.PublicKey] = true
+		if _, ok := want[p.PublicKey]; !ok {
 			fmt.Fprintf(&b, "public_key=%s\nremove=true\n", keyHex(p.PublicKey))
 		}
 	}
-	if b.Len() == 0 {
-		return nil
+	for _, p := range peers {
+		old, ok := w.applied[p.PublicKey]
+		fresh := !ok || !configured[p.PublicKey]
+		if !fresh && old == p {
+			continue
+		}
+		fmt.Fprintf(&b, "public_key=%s\n", keyHex(p.PublicKey))
+		if fresh || old.Overlay != p.Overlay {
+			fmt.Fprintf(&b, "replace_allowed_ips=true\nallowed_ip=%s/32\n", p.Overlay)
+		}
+		if p.Endpoint.IsValid() && (fresh || old.Endpoint != p.Endpoint) {
+			fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint)
+		}
+		if fresh || old.Keepalive != p.Keepalive {
+			ka := 0
+			if p.Keepalive {
+				ka = persistentKeepalive
+			}
+			fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", ka)
+		}
 	}
-	if err := w.dev.IpcSet(b.String()); err != nil {
-		return fmt.Errorf("wireguard: set %d peers: %w", len(peers), err)
+	if b.Len() > 0 {
+		if err := w.dev.IpcSet(b.String()); err != nil {
+			// Unknown state: rewrite everything next time.
+			w.applied = nil
+			return fmt.Errorf("wireguard: set %d peers: %w", len(peers), err)
+		}
 	}
+	w.applied = want
 	return nil
 }
 

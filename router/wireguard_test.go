@@ -68,6 +68,7 @@ func (n *wgNode) peer() router.WGPeer {
 		PublicKey: n.pub,
 		Endpoint:  netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(n.port)),
 		Overlay:   n.overlay,
+		Keepalive: true,
 	}
 }
 
@@ -110,6 +111,7 @@ func TestWireGuardOverlay(t *testing.T) {
 	// cross each other also end in the 5 s retry.
 	pa := a.peer()
 	pa.Endpoint = netip.AddrPort{}
+	pa.Keepalive = false
 	if err := b.wg.SetPeers([]router.WGPeer{pa}); err != nil {
 		t.Fatal(err)
 	}

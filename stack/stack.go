@@ -71,6 +71,10 @@ type Config struct {
 	Output func(bufs [][]byte, offset int)
 	// DNS answers queries to Addr port 53 (UDP and TCP); nil: no resolver.
 	DNS mdns.Handler
+	// Egress, if set, makes the stack terminate the containers' TCP and
+	// UDP flows and pings to destinations outside the network and
+	// re-originate them from host sockets (packet path 4, see egress.go).
+	Egress *EgressConfig
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -84,6 +88,7 @@ type Stack struct {
 
 	servers []*mdns.Server
 	serving sync.WaitGroup
+	egress  *egress // nil without Config.Egress
 
 	// mu makes Close wait for deliveries in progress and refuse later ones:
 	// gVisor must not be torn down under a packet being injected.
@@ -134,6 +139,12 @@ func New(cfg Config) (*Stack, error) {
 		if err := s.serveDNS(cfg.Addr, cfg.DNS); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("stack %s: %w", cfg.Name, err)
+		}
+	}
+	if cfg.Egress != nil {
+		if err := s.enableEgress(*cfg.Egress); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("stack %s: egress: %w", cfg.Name, err)
 		}
 	}
 	return s, nil
@@ -238,6 +249,9 @@ func (s *Stack) Close() error {
 			errs = append(errs, fmt.Errorf("stack %s: dns shutdown: %w", s.name, err))
 		}
 	}
+	// Egress first: it stops taking flows and closes the host sockets, so
+	// that its proxy goroutines end when the endpoints are aborted below.
+	s.egress.close()
 	// Aborting the endpoints ends serve loops that did not start yet or
 	// that Shutdown gave up on.
 	s.stack.Close()

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -33,6 +34,7 @@ func cmdAttach(args []string, stdout io.Writer) error {
 	fl.IntVar(&req.Number, "number", 0, "container number (default: lowest free for the app and type)")
 	fl.StringVar(&req.IP, "ip", "", "address to use (default: lowest free in 10.240.0.0/22)")
 	ifname := fl.String("ifname", "vr0", "name of the TUN device created with --netns")
+	writeResolv := fl.Bool("write-resolv-conf", false, "with --netns /run/netns/NAME: point the namespace's resolv.conf (/etc/netns/NAME/resolv.conf, used by ip netns exec) at the private resolver")
 	asJSON := fl.Bool("json", false, "print the container as a JSON object")
 	sock := fl.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
 	if err := parse(fl, args); err != nil {
@@ -55,6 +57,17 @@ func cmdAttach(args []string, stdout io.Writer) error {
 	if _, err := daemon.ValidateAttach(&req); err != nil {
 		return usageError{err.Error()}
 	}
+	var resolvPath string
+	if *writeResolv {
+		if *netnsPath == "" {
+			return usagef("--write-resolv-conf needs --netns")
+		}
+		p, err := netnsResolvConf(*netnsPath)
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		resolvPath = p
+	}
 	if *netnsPath != "" {
 		if len(*ifname) == 0 || len(*ifname) > 15 || strings.ContainsAny(*ifname, "/ \t") {
 			return usagef("--ifname %q: want 1-15 characters without '/' or spaces", *ifname)
@@ -68,7 +81,7 @@ func cmdAttach(args []string, stdout io.Writer) error {
 	var c control.Container
 	var err error
 	if *netnsPath != "" {
-		c, err = attachNetns(path, *netnsPath, *ifname, req)
+		c, err = attachNetns(path, *netnsPath, *ifname, resolvPath, req)
 	} else {
 		c, err = attachFD(path, *fdNum, req)
 	}
@@ -86,7 +99,7 @@ func cmdAttach(args []string, stdout io.Writer) error {
 // then configures it. Until the daemon has it, the TUN lives only as our fd,
 // so any failure (ours or the daemon's, even a crash) removes it; after the
 // hand-over a configuration failure is undone by detaching.
-func attachNetns(sock, nsPath, ifname string, req control.AttachRequest) (control.Container, error) {
+func attachNetns(sock, nsPath, ifname, resolvPath string, req control.AttachRequest) (control.Container, error) {
 	key, err := tunnel.NetnsID(nsPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -128,14 +141,58 @@ func attachNetns(sock, nsPath, ifname string, req control.AttachRequest) (contro
 		DefaultRoute: true,
 		Routes:       []netip.Prefix{netip.PrefixFrom(netip.MustParseAddr(c.Resolver), 32)},
 	}
-	if err := tunnel.Configure(nsPath, ifname, cfg); err != nil {
+	undo := func(err error) error {
 		undoErr := call(sock, &control.Request{Op: "detach", Detach: &control.DetachRequest{ID: c.ID}}, nil, nil)
 		if rmErr := tunnel.Remove(nsPath, ifname); rmErr != nil && undoErr != nil {
 			err = fmt.Errorf("%w (cleanup failed too: %v; %v)", err, undoErr, rmErr)
 		}
-		return control.Container{}, fmt.Errorf("configure %s in %s: %w", ifname, nsPath, err)
+		return err
+	}
+	if err := tunnel.Configure(nsPath, ifname, cfg); err != nil {
+		return control.Container{}, undo(fmt.Errorf("configure %s in %s: %w", ifname, nsPath, err))
+	}
+	if resolvPath != "" {
+		if err := writeResolvConf(resolvPath, c.Resolver); err != nil {
+			return control.Container{}, undo(err)
+		}
 	}
 	return c, nil
+}
+
+// netnsResolvConf returns the resolv.conf that `ip netns exec NAME` binds
+// over /etc/resolv.conf, for a namespace named by ip netns. Other
+// namespaces (a container runtime's /proc/PID/ns/net) have their own mount
+// view, which attach cannot reach: the engine writes the container's
+// /etc/resolv.conf itself.
+func netnsResolvConf(nsPath string) (string, error) {
+	dir, name := filepath.Split(filepath.Clean(nsPath))
+	if (dir != "/run/netns/" && dir != "/var/run/netns/") || name == "" {
+		return "", fmt.Errorf("--write-resolv-conf: %s is not a namespace of ip netns (/run/netns/NAME); write the container's /etc/resolv.conf yourself: nameserver %s", nsPath, router.DefaultResolver)
+	}
+	return filepath.Join("/etc/netns", name, "resolv.conf"), nil
+}
+
+// writeResolvConf replaces path atomically.
+func writeResolvConf(path, resolver string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write resolv.conf: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".resolv.conf-*")
+	if err != nil {
+		return fmt.Errorf("write resolv.conf: %w", err)
+	}
+	content := "# written by vrouter attach: the private resolver of this container's network\nnameserver " + resolver + "\noptions edns0\n"
+	_, werr := tmp.WriteString(content)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), 0o644)); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write resolv.conf: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write resolv.conf: %w", err)
+	}
+	return nil
 }
 
 func attachFD(sock string, fdNum int, req control.AttachRequest) (control.Container, error) {

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/ids"
 )
 
 func cmdDetach(args []string, stdout io.Writer) error {
@@ -79,7 +81,70 @@ func cmdStatus(args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "containers: %d in %d networks\n", st.Containers, st.Networks)
 	printCounters(stdout, "counters:", st.Counters)
 	printCounters(stdout, "drops:", st.Drops)
+	if st.DNS != nil {
+		up := "none (names outside the private zone fail)"
+		if len(st.DNS.Upstreams) > 0 {
+			up = strings.Join(st.DNS.Upstreams, " ")
+		}
+		fmt.Fprintf(stdout, "dns:        %s, upstreams %s\n", st.DNS.Resolver, up)
+		printCounters(stdout, "dns responses:", st.DNS.Rcodes)
+		printCounters(stdout, "dns counters:", st.DNS.Counters)
+	}
 	return nil
+}
+
+func cmdNames(args []string, stdout io.Writer) error {
+	fs := newFlags("names", "names --app APP [--network PN] [--json] [flags]", stdout)
+	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	app := fs.String("app", "", "application id (ap-<uuid>), required")
+	network := fs.String("network", "", "only this private network (pn-<uuid>)")
+	asJSON := fs.Bool("json", false, "print a JSON array")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("names takes no arguments")
+	}
+	if *app == "" {
+		return usagef("names needs --app")
+	}
+	if err := ids.App(*app); err != nil {
+		return usagef("--app: %v", err)
+	}
+	if *network != "" {
+		if err := ids.Network(*network); err != nil {
+			return usagef("--network: %v", err)
+		}
+	}
+	var names []control.Name
+	req := &control.Request{Op: "names", Names: &control.NamesRequest{App: *app, Network: *network}}
+	if err := call(control.SocketPath(*sock), req, nil, &names); err != nil {
+		return err
+	}
+	if names == nil {
+		names = []control.Name{}
+	}
+	if *asJSON {
+		return writeJSON(stdout, names)
+	}
+	if len(names) == 0 {
+		where := "any network"
+		if *network != "" {
+			where = *network
+		}
+		fmt.Fprintf(stdout, "%s has no containers in %s\n", *app, where)
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tADDRESSES")
+	for _, n := range names {
+		addrs := strings.Join(n.Addresses, " ")
+		if addrs == "" {
+			addrs = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", n.Name, addrs)
+	}
+	return tw.Flush()
 }
 
 func printCounters(w io.Writer, title string, m map[string]uint64) {

@@ -45,6 +45,7 @@ func init() {
 		{"containers", "list attached containers", cmdContainers},
 		{"status", "show the daemon's state and counters", cmdStatus},
 		{"peers", "list the nodes of the cluster", cmdPeers},
+		{"names", "list the DNS names of an app and what they resolve to", cmdNames},
 	}
 }
 

@@ -45,6 +45,13 @@ func TestBadInput(t *testing.T) {
 		{"detach daemon missing", []string{"detach", "--control", missing, "c-1"}, exitFailure, "daemon not running"},
 		{"status daemon missing", []string{"status", "--control", missing}, exitFailure, "daemon not running"},
 		{"containers extra arg", []string{"containers", "x"}, exitUsage, "no arguments"},
+		{"names needs app", []string{"names"}, exitUsage, "--app"},
+		{"names malformed app", []string{"names", "--app", "ap-1"}, exitUsage, "malformed app id"},
+		{"names malformed network", []string{"names", "--app", ap, "--network", "x"}, exitUsage, "malformed network id"},
+		{"names daemon missing", []string{"names", "--control", missing, "--app", ap}, exitFailure, "daemon not running"},
+		{"run bad dns upstream", []string{"run", "--dns-upstream", "resolver.example:53"}, exitUsage, "--dns-upstream"},
+		{"resolv.conf without netns", []string{"attach", "--fd", "3", "--network", pn, "--app", ap, "--type", "web", "--write-resolv-conf"}, exitUsage, "needs --netns"},
+		{"resolv.conf of a foreign netns", []string{"attach", "--control", missing, "--netns", "/proc/1/ns/net", "--network", pn, "--app", ap, "--type", "web", "--write-resolv-conf"}, exitUsage, "not a namespace of ip netns"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,16 +6,21 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
 
 	"github.com/vrouter/vrouter/cluster"
+	"github.com/vrouter/vrouter/dns"
 	"github.com/vrouter/vrouter/internal/daemon"
 	"github.com/vrouter/vrouter/internal/tunnel"
 	"github.com/vrouter/vrouter/router"
 )
+
+// resolvConf is where the host's resolvers come from by default.
+const resolvConf = "/etc/resolv.conf"
 
 func cmdRun(args []string, stdout io.Writer) error {
 	fs := newFlags("run", "run [flags]", stdout)
@@ -30,6 +35,7 @@ func cmdRun(args []string, stdout io.Writer) error {
 	advertise := fs.String("advertise", "", "address other nodes reach this one at (default: the gossip address, or the host's first global IPv4)")
 	join := fs.StringArray("join", nil, "ADDR:PORT of a node to join (repeatable); none bootstraps a new cluster")
 	listen := fs.String("listen", "0.0.0.0:51820", "WireGuard UDP ADDR:PORT; the socket listens on every address, others reach it at the advertise address and PORT")
+	upstreams := fs.StringArray("dns-upstream", nil, "ADDR:PORT of a DNS server for names outside the private zone (repeatable, tried in order; default: the nameservers of /etc/resolv.conf)")
 	timing := fs.String("gossip-timing", "lan", "failure-detection timings: lan (memberlist defaults, ~6 s) or fast (~1 s, more traffic)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -58,12 +64,24 @@ func cmdRun(args []string, stdout io.Writer) error {
 			return usagef("%q: want ADDR:PORT", a)
 		}
 	}
+	for _, a := range *upstreams {
+		if _, err := netip.ParseAddrPort(a); err != nil {
+			return usagef("--dns-upstream %q: want IP:PORT", a)
+		}
+	}
 	_, lp, _ := net.SplitHostPort(*listen)
 	listenPort, err := strconv.Atoi(lp)
 	if err != nil || listenPort < 0 || listenPort > 65535 {
 		return usagef("--listen %q: bad port", *listen)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if len(*upstreams) == 0 {
+		up, err := dns.UpstreamsFromResolvConf(resolvConf)
+		if err != nil {
+			log.Warn("no DNS upstreams: names outside the private zone will fail (SERVFAIL); use --dns-upstream", "err", err)
+		}
+		*upstreams = up
+	}
 	d, err := daemon.New(daemon.Config{
 		Name:     *name,
 		StateDir: *stateDir,
@@ -77,6 +95,7 @@ func cmdRun(args []string, stdout io.Writer) error {
 		Join:           *join,
 		Timing:         tm,
 		Listen:         listenPort,
+		DNSUpstreams:   *upstreams,
 		OpenPort: func(f *os.File, mtu int) (router.Port, string, error) {
 			p, info, err := tunnel.OpenPort(f, mtu)
 			return p, info.Name, err

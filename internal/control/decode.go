@@ -50,12 +50,14 @@ func DecodeRequest(b []byte) (*Request, error) {
 
 // checkBody requires exactly the body that belongs to the op.
 func checkBody(req *Request) error {
-	var wantAttach, wantDetach bool
+	var wantAttach, wantDetach, wantNames bool
 	switch req.Op {
 	case OpAttach:
 		wantAttach = true
 	case OpDetach:
 		wantDetach = true
+	case OpNames:
+		wantNames = true
 	case OpContainers, OpStatus, OpPeers:
 	case "":
 		return Errorf(CodeBadRequest, "request has no op")
@@ -73,6 +75,12 @@ func checkBody(req *Request) error {
 			return Errorf(CodeBadRequest, "op %q needs a detach body", req.Op)
 		}
 		return Errorf(CodeBadRequest, "op %q takes no detach body", req.Op)
+	}
+	if (req.Names != nil) != wantNames {
+		if wantNames {
+			return Errorf(CodeBadRequest, "op %q needs a names body", req.Op)
+		}
+		return Errorf(CodeBadRequest, "op %q takes no names body", req.Op)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ const (
 	OpContainers = "containers"
 	OpStatus     = "status"
 	OpPeers      = "peers"
+	OpNames      = "names"
 )
 
 // Request is the single message a client sends on a connection. Exactly the
@@ -23,9 +24,27 @@ const (
 // SCM_RIGHTS ancillary data of the same message.
 type Request struct {
 	Version int            `json:"version"`
-	Op      string         `json:"op"` // "attach", "detach", "containers", "status"
+	Op      string         `json:"op"` // see the Op constants
 	Attach  *AttachRequest `json:"attach,omitempty"`
 	Detach  *DetachRequest `json:"detach,omitempty"`
+	Names   *NamesRequest  `json:"names,omitempty"`
+}
+
+// NamesRequest asks for the DNS names of an app, in one network or all.
+type NamesRequest struct {
+	App     string `json:"app"`
+	Network string `json:"network,omitempty"`
+}
+
+// Name is one DNS name of an app and the addresses it resolves to now.
+// Type and Number are empty for the app's own name (its web containers),
+// Number for a type's name.
+type Name struct {
+	Name      string   `json:"name"`
+	Network   string   `json:"network"`
+	Type      string   `json:"type,omitempty"`
+	Number    int      `json:"number,omitempty"`
+	Addresses []string `json:"addresses"`
 }
 
 // AttachRequest asks the daemon to attach the TUN passed with the request.
@@ -83,6 +102,15 @@ type Status struct {
 	Networks      int               `json:"networks"`
 	Counters      map[string]uint64 `json:"counters"`
 	Drops         map[string]uint64 `json:"drops"`
+	DNS           *DNSStatus        `json:"dns,omitempty"`
+}
+
+// DNSStatus is the resolver's part of Status.
+type DNSStatus struct {
+	Resolver  string            `json:"resolver"`  // the address containers query
+	Upstreams []string          `json:"upstreams"` // where other names are forwarded
+	Rcodes    map[string]uint64 `json:"rcodes"`    // responses sent, by rcode
+	Counters  map[string]uint64 `json:"counters"`  // local, forwarded, cache_hits, upstream_errors, tcp_retries, flood, truncated
 }
 
 // Peer describes one node of the cluster as this daemon sees it.

@@ -19,9 +19,11 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vrouter/vrouter/cluster"
+	"github.com/vrouter/vrouter/dns"
 	"github.com/vrouter/vrouter/internal/control"
 	"github.com/vrouter/vrouter/internal/ids"
 	"github.com/vrouter/vrouter/router"
@@ -52,6 +54,10 @@ type Config struct {
 	// address); the endpoint other nodes use is the advertise address
 	// with this port. 0 picks a free port (tests).
 	Listen int
+
+	// DNSUpstreams ("ADDR:PORT", tried in order) answer every name outside
+	// the private zone; none: such names get SERVFAIL.
+	DNSUpstreams []string
 }
 
 // Daemon is one running vrouter node.
@@ -63,7 +69,10 @@ type Daemon struct {
 	cluster *cluster.Cluster
 	wg      *router.WireGuard
 	started time.Time
-	remotes map[remoteKey]netip.Addr // remote entries installed in the router; owned by reconcileLoop
+
+	resolver *dns.Resolver
+	names    atomic.Pointer[nameIndex] // what DNS answers; see rebuildNames
+	remotes  map[remoteKey]netip.Addr  // remote entries installed in the router; owned by reconcileLoop
 	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
 	firstSeen map[string]time.Time
 
@@ -71,8 +80,9 @@ type Daemon struct {
 	cancel context.CancelFunc
 	loops  sync.WaitGroup // joinLoop
 
-	mu  sync.Mutex
-	reg *registry
+	mu     sync.Mutex
+	reg    *registry
+	stacks map[string]*netStack // by PN id: one per network with local containers
 
 	watchers sync.WaitGroup // one per container, see watch
 }
@@ -129,7 +139,17 @@ func New(cfg Config) (*Daemon, error) {
 		wg:      wg,
 		started: time.Now(),
 		reg:     newRegistry(),
+		stacks:  make(map[string]*netStack),
 		remotes: make(map[remoteKey]netip.Addr),
+	}
+	d.names.Store(&nameIndex{})
+	d.resolver, err = newResolver(&cfg, d)
+	if err != nil {
+		cl.Close()
+		wg.Close()
+		rt.Close()
+		srv.Close()
+		return nil, err
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	return d, nil
@@ -225,6 +245,13 @@ func (d *Daemon) Close() error {
 		wg.Go(func() { c.attached.Close() })
 	}
 	wg.Wait()
+	// The resolver first: it cancels forwarded queries in flight, so the
+	// stacks' DNS servers have nothing left to wait for.
+	err = errors.Join(err, d.resolver.Close())
+	d.mu.Lock()
+	stacks := d.staleStacksLocked() // every network is gone from the registry
+	d.mu.Unlock()
+	d.closeStacks(stacks)
 	err = errors.Join(err, d.cluster.Close(), d.wg.Close(), d.router.Close())
 	d.watchers.Wait()
 	return err
@@ -247,10 +274,20 @@ func (d *Daemon) handle(ctx context.Context, req *control.Request, fd *os.File) 
 		return append(local, d.remoteContainers()...), nil
 	case "peers":
 		return d.peers(), nil
+	case "names":
+		return d.listNames(req.Names)
 	case "status":
 		return d.status(), nil
 	}
 	return nil, &control.Error{Code: "bad_request", Message: fmt.Sprintf("unknown op %q", req.Op)}
+}
+
+// reapStacks closes the stacks of networks a failed attach left empty.
+func (d *Daemon) reapStacks() {
+	d.mu.Lock()
+	stale := d.staleStacksLocked()
+	d.mu.Unlock()
+	d.closeStacks(stale)
 }
 
 func invalid(format string, args ...any) error {
@@ -315,8 +352,10 @@ func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.
 	for attempt := 1; ; attempt++ {
 		c, retry, err := d.tryAttach(ctx, req, want, port, ifname)
 		if err == nil {
+			d.rebuildNames()
 			return c.info, nil
 		}
+		d.reapStacks()
 		if !retry || attempt == maxClaimAttempts {
 			return nil, err
 		}
@@ -392,6 +431,12 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 		undo()
 		return nil, req.Number == 0, &control.Error{Code: "conflict", Message: fmt.Sprintf("container number %d of %s type %s is already in use (claimed concurrently by another node)", number, req.App, req.Type)}
 	}
+	if err := d.ensureStackLocked(n); err != nil {
+		undo()
+		c := &container{addr: addr, info: control.Container{Network: req.Network, App: req.App, Type: req.Type, Number: number}}
+		d.release(c)
+		return nil, false, fmt.Errorf("attach %s: %w", id, err)
+	}
 	att, err := d.router.AddPort(port, router.PortConfig{Network: n.vni, Addr: addr, MTU: d.cfg.MTU, Name: id})
 	if err != nil {
 		undo()
@@ -435,11 +480,14 @@ func (d *Daemon) detach(id string) (any, error) {
 		return nil, &control.Error{Code: "not_found", Message: fmt.Sprintf("no container %s", id)}
 	}
 	d.reg.remove(c)
+	stale := d.staleStacksLocked()
 	d.mu.Unlock()
 	d.release(c)
 	if err := c.attached.Close(); err != nil {
 		d.log.Warn("closing port", "id", id, "err", err)
 	}
+	d.closeStacks(stale)
+	d.rebuildNames()
 	d.log.Info("detached", "id", id, "ip", c.addr)
 	return c.info, nil
 }
@@ -456,13 +504,17 @@ func (d *Daemon) watch(c *container) {
 	}
 	d.mu.Lock()
 	live := d.reg.containers[c.info.ID] == c
+	var stale []*netStack
 	if live {
 		d.reg.remove(c)
+		stale = d.staleStacksLocked()
 	}
 	d.mu.Unlock()
 	if live {
 		d.release(c)
 		c.attached.Close()
+		d.closeStacks(stale)
+		d.rebuildNames()
 		d.log.Warn("container port died; detached", "id", c.info.ID, "ip", c.addr, "err", err)
 	}
 }
@@ -481,6 +533,7 @@ func (d *Daemon) status() control.Status {
 		Networks:      len(d.reg.networks),
 		Counters:      st.Counters,
 		Drops:         st.Drops,
+		DNS:           d.dnsStatus(),
 	}
 }
 

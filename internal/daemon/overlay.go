@@ -83,6 +83,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 const dialDelay = time.Second
 
 func (d *Daemon) reconcile() {
+	d.rebuildNames()
 	overlays := make(map[string]netip.Addr)
 	var peers []router.WGPeer
 	seen := make(map[string]time.Time)
@@ -100,8 +101,16 @@ func (d *Daemon) reconcile() {
 		// Only the node with the lower name dials: when both sides know an
 		// endpoint, their handshakes cross and wireguard-go backs off for
 		// 5 s. The other side learns our endpoint from the first handshake.
-		if d.cfg.Name < n.Name && time.Since(first) >= dialDelay {
+		// The dialer configures the peer only once it has been alive for
+		// dialDelay, and then with endpoint and keepalive together: a peer
+		// configured without an endpoint makes wireguard-go try (and fail)
+		// a handshake at once, and the next try waits 5 s.
+		if d.cfg.Name < n.Name {
+			if time.Since(first) < dialDelay {
+				continue
+			}
 			p.Endpoint = n.Meta.WGEndpoint
+			p.Keepalive = true
 		}
 		peers = append(peers, p)
 	}

@@ -89,6 +89,9 @@ func launchDaemon(t *testing.T, dir string, extra ...string) *daemon {
 		// A free loopback port: tests may run daemons side by side, and gossip
 		// must not listen beyond this machine.
 		"--gossip", "127.0.0.1:0", "--listen", "127.0.0.1:0",
+		// Never the host's resolvers: names outside the private zone go to
+		// the tier's own fake upstream.
+		"--dns-upstream", h.upstream.addr,
 	}
 	d.cmd = exec.Command("setpriv", append(args, extra...)...)
 	d.cmd.Dir = dir

@@ -26,7 +26,7 @@ const (
 )
 
 // tools are the programs the tier runs; .ci/run installs them.
-var tools = []string{"setpriv", "ip", "ss", "ping", "nc", "iperf3"}
+var tools = []string{"setpriv", "ip", "ss", "ping", "nc", "iperf3", "dig", "getent"}
 
 // harness is what TestMain found out about this machine. Tests reach it
 // through need, which skips or fails them when the tier cannot run.
@@ -35,6 +35,7 @@ type harness struct {
 	uid, gid int    // of daemonUser and daemonGroup
 	ci       bool
 	problem  error // why the tier cannot run here; nil when it can
+	upstream *fakeUpstream
 }
 
 var h harness
@@ -77,7 +78,7 @@ func prepare() (cleanup func(), err error) {
 		}
 	}
 	if len(missing) > 0 {
-		return cleanup, fmt.Errorf("missing tools %s (apt-get install iproute2 iputils-ping netcat-openbsd iperf3 util-linux)", strings.Join(missing, ", "))
+		return cleanup, fmt.Errorf("missing tools %s (apt-get install iproute2 iputils-ping netcat-openbsd iperf3 util-linux bind9-dnsutils)", strings.Join(missing, ", "))
 	}
 	if h.uid, h.gid, err = daemonIDs(); err != nil {
 		return cleanup, err
@@ -93,6 +94,13 @@ func prepare() (cleanup func(), err error) {
 		return cleanup, fmt.Errorf("binary dir: %w", err)
 	}
 	cleanup = func() { os.RemoveAll(dir) }
+	if h.upstream, err = startUpstream(); err != nil {
+		return cleanup, fmt.Errorf("fake upstream DNS: %w", err)
+	}
+	cleanup = func() {
+		h.upstream.close()
+		os.RemoveAll(dir)
+	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return cleanup, fmt.Errorf("binary dir: %w", err)
 	}

@@ -172,6 +172,11 @@ func TestMultiNode(t *testing.T) {
 		return nil
 	})
 
+	// DNS on every node knows the containers of every node.
+	workers := "worker." + app + "." + pn1 + ".private-network.internal."
+	wantA(t, ns1, workers, c3.IP)
+	wantA(t, ns2, "web."+app+"."+pn1+".private-network.internal.", c1.IP, c2.IP)
+
 	// Across nodes, encrypted by the embedded WireGuard.
 	mustPing(t, ns1, c2.IP)
 	mustPing(t, ns1, c3.IP)
@@ -219,6 +224,8 @@ func TestMultiNode(t *testing.T) {
 		}
 		return nil
 	})
+	// Its DNS records went with it.
+	wantStatus(t, ns1, workers, "A", "NXDOMAIN")
 	if st := n1.peerStates(t); st["n3"] != "dead" {
 		t.Fatalf("n3 state on n1 = %q, want dead", st["n3"])
 	}

@@ -51,6 +51,11 @@ func newNetns(t *testing.T) *netns {
 		if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
 			t.Errorf("ip netns del %s: %v: %s", n.name, err, out)
 		}
+		// attach --write-resolv-conf may have written the namespace's
+		// resolv.conf; ip netns del leaves /etc/netns/NAME behind.
+		if err := os.RemoveAll("/etc/netns/" + n.name); err != nil {
+			t.Errorf("remove /etc/netns/%s: %v", n.name, err)
+		}
 	})
 	return n
 }

@@ -1,0 +1,67 @@
+package dns
+
+import (
+	"net"
+	"testing"
+
+	mdns "github.com/miekg/dns"
+)
+
+// nestedView is shaped like the daemon's index (network → app → records):
+// two map lookups, no allocation.
+type nestedView map[string]map[string][]Record
+
+func (v nestedView) Containers(pn, app string) []Record { return v[pn][app] }
+
+// discardWriter drops responses; packWriter packs them like the server.
+type discardWriter struct{ remote net.Addr }
+
+func (w *discardWriter) LocalAddr() net.Addr         { return w.remote }
+func (w *discardWriter) RemoteAddr() net.Addr        { return w.remote }
+func (w *discardWriter) WriteMsg(m *mdns.Msg) error  { return nil }
+func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *discardWriter) Close() error                { return nil }
+func (w *discardWriter) TsigStatus() error           { return nil }
+func (w *discardWriter) TsigTimersOnly(bool)         {}
+func (w *discardWriter) Hijack()                     {}
+
+type packWriter struct {
+	discardWriter
+	buf []byte
+}
+
+func (w *packWriter) WriteMsg(m *mdns.Msg) error {
+	b, err := m.PackBuffer(w.buf)
+	w.buf = b[:0]
+	return err
+}
+
+// BenchmarkLocalQuery measures a private A query (two web containers)
+// through ServeDNS, as the server calls it: "handler" stops at WriteMsg,
+// "pack" also packs the response as the UDP writer does.
+func BenchmarkLocalQuery(b *testing.B) {
+	tv := testView()
+	v := nestedView{pnA: {app1: tv[pnA+"/"+app1]}}
+	r, err := New(Config{View: v})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	h := r.Handler(pnA)
+	req := wireQuery(b, webName, mdns.TypeA)
+	remote := &net.UDPAddr{IP: net.IPv4(10, 240, 0, 5), Port: 40000}
+	for _, bc := range []struct {
+		name string
+		w    mdns.ResponseWriter
+	}{
+		{"handler", &discardWriter{remote: remote}},
+		{"pack", &packWriter{discardWriter: discardWriter{remote: remote}}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				h.ServeDNS(bc.w, req)
+			}
+		})
+	}
+}

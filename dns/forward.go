@@ -1,0 +1,174 @@
+package dns
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+
+	mdns "github.com/miekg/dns"
+)
+
+// A forwarded query goes: cache → join a flight (in-flight bounds) → the
+// flight's leader exchanges with the upstreams while the others wait →
+// relay a copy of the shared reply. The shared reply is read-only once the
+// flight is done (it is also the cached copy).
+
+var (
+	errFlood  = errors.New("in-flight bound reached")
+	errClosed = errors.New("resolver closed")
+)
+
+// clientKey identifies a client for the per-client bound: addresses of
+// different networks overlap, so the network is part of it.
+type clientKey struct {
+	pn string
+	ip netip.Addr
+}
+
+// flight is one forward in progress; identical queries wait for it.
+type flight struct {
+	done chan struct{} // closed by the leader once msg and err are set
+	msg  *mdns.Msg
+	err  error
+}
+
+// forward answers a query for a name outside our zones through send. A
+// query that joined a flight sends its answer before it leaves, so that
+// Close returns only once every in-flight query has been answered.
+func (r *Resolver) forward(pn string, w mdns.ResponseWriter, req *mdns.Msg, send func(*mdns.Msg)) {
+	key := keyOf(req)
+	if r.cache != nil {
+		if m := r.cache.get(key, r.now()); m != nil {
+			r.stats.cacheHits.Add(1)
+			send(relay(m, req))
+			return
+		}
+	}
+	if len(r.upstreams) == 0 {
+		send(servfail(req))
+		return
+	}
+	client := clientKey{pn: pn, ip: remoteIP(w)}
+	f, leader, err := r.join(key, client)
+	if err != nil {
+		if errors.Is(err, errFlood) {
+			r.stats.flood.Add(1)
+			r.log.Debug("dns: query refused", "network", pn, "client", client.ip, "err", err)
+		}
+		send(servfail(req))
+		return
+	}
+	defer r.leave(client)
+
+	ctx, cancel := context.WithTimeout(r.ctx, r.timeout)
+	defer cancel()
+	if leader {
+		f.msg, f.err = r.exchangeAll(ctx, req)
+		if f.err == nil && r.cache != nil {
+			// Stored before the flight lands, so that no identical query
+			// falls between the two and starts a second exchange.
+			if ttl, ok := cacheTTL(f.msg); ok {
+				r.cache.put(key, f.msg, ttl, r.now())
+			}
+		}
+		r.land(key)
+		close(f.done)
+	} else {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			send(servfail(req))
+			return
+		}
+	}
+	if f.err != nil {
+		send(servfail(req))
+		return
+	}
+	send(relay(f.msg.Copy(), req))
+}
+
+// join registers a forwarded query of client: it becomes the leader of a
+// new flight for key or waits for the flight in progress. It refuses the
+// query when the client, or everybody, has too much in flight.
+func (r *Resolver) join(key cacheKey, client clientKey) (f *flight, leader bool, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return nil, false, errClosed
+	}
+	if r.clients[client] >= r.maxClient {
+		return nil, false, errFlood
+	}
+	f, ok := r.flights[key]
+	if !ok {
+		if r.exchanges >= r.maxTotal {
+			return nil, false, errFlood
+		}
+		f = &flight{done: make(chan struct{})}
+		r.flights[key] = f
+		r.exchanges++
+		leader = true
+	}
+	r.clients[client]++
+	r.wg.Add(1)
+	return f, leader, nil
+}
+
+// leave undoes join's per-client count; the map keeps no idle client.
+func (r *Resolver) leave(client clientKey) {
+	r.mu.Lock()
+	if r.clients[client] <= 1 {
+		delete(r.clients, client)
+	} else {
+		r.clients[client]--
+	}
+	r.mu.Unlock()
+	r.wg.Done()
+}
+
+// land ends the flight of key.
+func (r *Resolver) land(key cacheKey) {
+	r.mu.Lock()
+	delete(r.flights, key)
+	r.exchanges--
+	r.mu.Unlock()
+}
+
+// relay turns a copy of an upstream (or cached) reply into the answer to
+// req: the client's id, flags and question (its case), not authoritative.
+// The client's OPT is added back by finish.
+func relay(m, req *mdns.Msg) *mdns.Msg {
+	m.Id = req.Id
+	m.Response = true
+	m.Opcode = mdns.OpcodeQuery
+	m.Authoritative = false
+	m.Truncated = false
+	m.RecursionDesired = req.RecursionDesired
+	m.CheckingDisabled = req.CheckingDisabled
+	m.Question = req.Question[:1:1]
+	return m
+}
+
+func servfail(req *mdns.Msg) *mdns.Msg {
+	return new(mdns.Msg).SetRcode(req, mdns.RcodeServerFailure)
+}
+
+// remoteIP is the client's address; the zero Addr when the writer has none
+// (direct calls), which makes all such callers one client.
+func remoteIP(w mdns.ResponseWriter) netip.Addr {
+	var ip net.IP
+	switch a := w.RemoteAddr().(type) {
+	case *net.UDPAddr:
+		if a != nil {
+			ip = a.IP
+		}
+	case *net.TCPAddr:
+		if a != nil {
+			ip = a.IP
+		}
+	}
+	addr, _ := netip.AddrFromSlice(ip)
+	return addr.Unmap()
+}

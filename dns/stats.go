@@ -1,0 +1,70 @@
+package dns
+
+import (
+	"strconv"
+	"sync/atomic"
+
+	mdns "github.com/miekg/dns"
+)
+
+// Stats are cumulative counters.
+type Stats struct {
+	Rcodes         map[string]uint64 // by rcode name as mdns.RcodeToString ("NOERROR", "NXDOMAIN", "SERVFAIL", …), every response sent
+	Local          uint64            // queries answered from the private zones
+	Forwarded      uint64            // upstream exchanges started
+	CacheHits      uint64
+	UpstreamErrors uint64 // failed or timed-out upstream exchanges
+	TCPRetries     uint64 // truncated UDP upstream replies retried over TCP
+	Flood          uint64 // queries refused by the in-flight bounds
+	Truncated      uint64 // responses truncated to the client's size
+}
+
+// maxRcode bounds the rcode table: rcodes are 12 bits with EDNS0.
+const maxRcode = 0xFFF
+
+// counters are updated lock-free on the query path. The rcode table is
+// indexed directly (32 KiB) so that counting needs no map and no lock.
+type counters struct {
+	local, forwarded, cacheHits, upstreamErrors atomic.Uint64
+	tcpRetries, flood, truncated                atomic.Uint64
+	rcodes                                      [maxRcode + 1]atomic.Uint64
+}
+
+func (c *counters) rcode(rc int) {
+	if rc >= 0 && rc <= maxRcode {
+		c.rcodes[rc].Add(1)
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (r *Resolver) Stats() Stats {
+	c := &r.stats
+	s := Stats{
+		Rcodes:         make(map[string]uint64),
+		Local:          c.local.Load(),
+		Forwarded:      c.forwarded.Load(),
+		CacheHits:      c.cacheHits.Load(),
+		UpstreamErrors: c.upstreamErrors.Load(),
+		TCPRetries:     c.tcpRetries.Load(),
+		Flood:          c.flood.Load(),
+		Truncated:      c.truncated.Load(),
+	}
+	for rc := range c.rcodes {
+		if n := c.rcodes[rc].Load(); n != 0 {
+			s.Rcodes[rcodeName(rc)] += n
+		}
+	}
+	return s
+}
+
+func rcodeName(rc int) string {
+	if rc == mdns.RcodeBadVers {
+		// miekg names 16 BADSIG (its TSIG meaning); in a response to a
+		// query, which is never signed here, 16 is always BADVERS.
+		return "BADVERS"
+	}
+	if name, ok := mdns.RcodeToString[rc]; ok {
+		return name
+	}
+	return "RCODE" + strconv.Itoa(rc)
+}
