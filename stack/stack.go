@@ -124,9 +124,13 @@ func New(cfg Config) (*Stack, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	// IPv4 only: the router carries nothing else.
+	// IPv4 only: the router carries nothing else. gVisor drops packets to
+	// and from 127/8 that arrive on a link as martians; with egress the
+	// policy (EgressConfig.AllowLoopback) decides about them instead, so
+	// that a refused loopback destination gets a RST, not silence.
+	ipv4Proto := ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: cfg.Egress != nil})
 	gs := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4Proto},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
 	})
 	l := newLink(uint32(cfg.MTU), cfg.Headroom, cfg.Output)

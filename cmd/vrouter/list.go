@@ -90,6 +90,9 @@ func cmdStatus(args []string, stdout io.Writer) error {
 		printCounters(stdout, "dns responses:", st.DNS.Rcodes)
 		printCounters(stdout, "dns counters:", st.DNS.Counters)
 	}
+	if st.Egress != nil {
+		printCounters(stdout, "egress:", st.Egress)
+	}
 	return nil
 }
 

@@ -36,6 +36,8 @@ func cmdRun(args []string, stdout io.Writer) error {
 	join := fs.StringArray("join", nil, "ADDR:PORT of a node to join (repeatable); none bootstraps a new cluster")
 	listen := fs.String("listen", "0.0.0.0:51820", "WireGuard UDP ADDR:PORT; the socket listens on every address, others reach it at the advertise address and PORT")
 	upstreams := fs.StringArray("dns-upstream", nil, "ADDR:PORT of a DNS server for names outside the private zone (repeatable, tried in order; default: the nameservers of /etc/resolv.conf)")
+	egressIPs := fs.StringArray("egress-ip", nil, "an address of this host that dedicated egress may use; makes the node a gateway (repeatable)")
+	allowLoopback := fs.Bool("egress-allow-loopback", false, "let containers reach loopback and link-local destinations through the node (tests, demos)")
 	timing := fs.String("gossip-timing", "lan", "failure-detection timings: lan (memberlist defaults, ~6 s) or fast (~1 s, more traffic)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -69,6 +71,14 @@ func cmdRun(args []string, stdout io.Writer) error {
 			return usagef("--dns-upstream %q: want IP:PORT", a)
 		}
 	}
+	var egress []netip.Addr
+	for _, a := range *egressIPs {
+		ip, err := netip.ParseAddr(a)
+		if err != nil || !ip.Is4() {
+			return usagef("--egress-ip %q: want an IPv4 address", a)
+		}
+		egress = append(egress, ip)
+	}
 	_, lp, _ := net.SplitHostPort(*listen)
 	listenPort, err := strconv.Atoi(lp)
 	if err != nil || listenPort < 0 || listenPort > 65535 {
@@ -96,6 +106,9 @@ func cmdRun(args []string, stdout io.Writer) error {
 		Timing:         tm,
 		Listen:         listenPort,
 		DNSUpstreams:   *upstreams,
+
+		EgressIPs:           egress,
+		EgressAllowLoopback: *allowLoopback,
 		OpenPort: func(f *os.File, mtu int) (router.Port, string, error) {
 			p, info, err := tunnel.OpenPort(f, mtu)
 			return p, info.Name, err

@@ -103,6 +103,9 @@ type Status struct {
 	Counters      map[string]uint64 `json:"counters"`
 	Drops         map[string]uint64 `json:"drops"`
 	DNS           *DNSStatus        `json:"dns,omitempty"`
+	// Egress sums node egress over the networks with local containers
+	// (closed networks' counts are gone with their netstacks).
+	Egress map[string]uint64 `json:"egress,omitempty"`
 }
 
 // DNSStatus is the resolver's part of Status.
@@ -122,6 +125,7 @@ type Peer struct {
 	Overlay   string    `json:"overlay"`
 	PublicKey string    `json:"public_key,omitempty"` // WireGuard, base64
 	Endpoint  string    `json:"endpoint,omitempty"`   // WireGuard
+	EgressIPs []string  `json:"egress_ips,omitempty"` // a gateway's dedicated egress addresses
 	Since     time.Time `json:"since"`
 	// LastHandshake is the last WireGuard handshake with this node; absent
 	// for this node and for nodes never handshaken with.

@@ -228,6 +228,9 @@ func (d *Daemon) peers() []control.Peer {
 			p.PublicKey = keyString(n.Meta.WGPublicKey)
 			p.Endpoint = n.Meta.WGEndpoint.String()
 		}
+		for _, ip := range n.Meta.EgressIPs {
+			p.EgressIPs = append(p.EgressIPs, ip.String())
+		}
 		if st, ok := wg[n.Meta.WGPublicKey]; ok && !st.LastHandshake.IsZero() {
 			hs := st.LastHandshake.UTC()
 			p.LastHandshake = &hs

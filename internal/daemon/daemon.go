@@ -58,6 +58,13 @@ type Config struct {
 	// DNSUpstreams ("ADDR:PORT", tried in order) answer every name outside
 	// the private zone; none: such names get SERVFAIL.
 	DNSUpstreams []string
+
+	// EgressAllowLoopback lets containers reach loopback and link-local
+	// destinations through the node (tests and demos).
+	EgressAllowLoopback bool
+	// EgressIPs make the node a gateway: addresses of this host that
+	// dedicated egress may use. Checked at start.
+	EgressIPs []netip.Addr
 }
 
 // Daemon is one running vrouter node.
@@ -72,7 +79,9 @@ type Daemon struct {
 
 	resolver *dns.Resolver
 	names    atomic.Pointer[nameIndex] // what DNS answers; see rebuildNames
-	remotes  map[remoteKey]netip.Addr  // remote entries installed in the router; owned by reconcileLoop
+	// hostAddrs are the host's addresses at start: egress never dials them.
+	hostAddrs []netip.Addr
+	remotes   map[remoteKey]netip.Addr // remote entries installed in the router; owned by reconcileLoop
 	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
 	firstSeen map[string]time.Time
 
@@ -105,6 +114,13 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.OpenPort == nil {
 		return nil, errors.New("no port opener configured")
 	}
+	if err := checkEgressIPs(cfg.EgressIPs); err != nil {
+		return nil, err
+	}
+	addrs, err := hostAddrs()
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -131,16 +147,17 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		router:  rt,
-		server:  srv,
-		cluster: cl,
-		wg:      wg,
-		started: time.Now(),
-		reg:     newRegistry(),
-		stacks:  make(map[string]*netStack),
-		remotes: make(map[remoteKey]netip.Addr),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		router:    rt,
+		server:    srv,
+		cluster:   cl,
+		wg:        wg,
+		started:   time.Now(),
+		reg:       newRegistry(),
+		stacks:    make(map[string]*netStack),
+		hostAddrs: addrs,
+		remotes:   make(map[remoteKey]netip.Addr),
 	}
 	d.names.Store(&nameIndex{})
 	d.resolver, err = newResolver(&cfg, d)
@@ -196,6 +213,8 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 		return nil, fmt.Errorf("advertise address %q: %w", adv, err)
 	}
 	meta.WGEndpoint = netip.AddrPortFrom(advIP, meta.WGEndpoint.Port())
+	meta.Gateway = len(cfg.EgressIPs) > 0
+	meta.EgressIPs = cfg.EgressIPs
 	cl, err := cluster.New(cluster.Config{
 		Name:          cfg.Name,
 		BindAddr:      host,
@@ -534,6 +553,7 @@ func (d *Daemon) status() control.Status {
 		Counters:      st.Counters,
 		Drops:         st.Drops,
 		DNS:           d.dnsStatus(),
+		Egress:        d.egressStatusLocked(),
 	}
 }
 

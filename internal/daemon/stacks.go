@@ -33,12 +33,13 @@ func (d *Daemon) ensureStackLocked(n *network) error {
 		Headroom: router.Headroom,
 		Output:   func(bufs [][]byte, offset int) { rt.WriteLocal(vni, bufs, offset) },
 		DNS:      d.resolver.Handler(n.id),
+		Egress:   d.egressConfig(),
 		Logger:   d.log.With("component", "stack", "network", n.id),
 	})
 	if err != nil {
 		return fmt.Errorf("network %s: %w", n.id, err)
 	}
-	if err := rt.SetLocal(vni, st, router.LocalOptions{}); err != nil {
+	if err := rt.SetLocal(vni, st, router.LocalOptions{Egress: true}); err != nil {
 		st.Close()
 		return fmt.Errorf("network %s: %w", n.id, err)
 	}

@@ -118,7 +118,9 @@ func New(cfg Config) (*Container, error) {
 	// not_ipv4. No promiscuous mode and no spoofing: a container behaves
 	// like a host that owns exactly one address.
 	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
+		// Replies from the loopback "internet" of egress tests come from
+		// 127/8 addresses, which gVisor would drop as martians.
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true})},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
 	})
 	l := newLink(cfg.QueueLen, uint32(cfg.MTU))

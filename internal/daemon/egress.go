@@ -1,0 +1,103 @@
+package daemon
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vrouter/vrouter/stack"
+)
+
+// hostAddrs returns the addresses of the host's interfaces.
+func hostAddrs() ([]netip.Addr, error) {
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("list host addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range ifaddrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
+}
+
+// checkEgressIPs refuses egress IPs that are not IPv4 addresses of this
+// host: a gateway could not bind its NAT sockets to them.
+func checkEgressIPs(ips []netip.Addr) error {
+	if len(ips) == 0 {
+		return nil
+	}
+	have, err := hostAddrs()
+	if err != nil {
+		return err
+	}
+	seen := make(map[netip.Addr]bool)
+	for _, ip := range ips {
+		if !ip.Is4() {
+			return fmt.Errorf("egress IP %s: not an IPv4 address", ip)
+		}
+		if seen[ip] {
+			return fmt.Errorf("egress IP %s given twice", ip)
+		}
+		seen[ip] = true
+		found := false
+		for _, h := range have {
+			if h == ip {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("egress IP %s is not an address of this host (add it first, e.g. ip addr add %s/32 dev lo)", ip, ip)
+		}
+	}
+	return nil
+}
+
+// egressConfig is the node egress (packet path 4) of every network's
+// stack: flows leave from host sockets with the node's own address; the
+// node's own addresses are never destinations (they would reach the
+// node's services as if from the node itself).
+func (d *Daemon) egressConfig() *stack.EgressConfig {
+	var deny []netip.Addr
+	for _, a := range d.hostAddrs {
+		if !a.IsLoopback() {
+			deny = append(deny, a)
+		}
+	}
+	return &stack.EgressConfig{
+		AllowLoopback: d.cfg.EgressAllowLoopback,
+		DenyAddrs:     deny,
+		Logger:        d.log.With("component", "egress"),
+	}
+}
+
+// egressStatusLocked sums the egress counters of the networks' stacks.
+// Callers hold d.mu.
+func (d *Daemon) egressStatusLocked() map[string]uint64 {
+	var sum stack.EgressStats
+	for _, ns := range d.stacks {
+		e := ns.stack.EgressStats()
+		sum.TCPDials += e.TCPDials
+		sum.TCPRefused += e.TCPRefused
+		sum.TCPFailed += e.TCPFailed
+		sum.TCPActive += e.TCPActive
+		sum.UDPFlows += e.UDPFlows
+		sum.UDPActive += e.UDPActive
+		sum.PingsSent += e.PingsSent
+		sum.PingReplies += e.PingReplies
+		sum.PingErrors += e.PingErrors
+		sum.Denied += e.Denied
+		sum.Limited += e.Limited
+	}
+	return map[string]uint64{
+		"tcp_dials": sum.TCPDials, "tcp_refused": sum.TCPRefused, "tcp_failed": sum.TCPFailed,
+		"tcp_active": sum.TCPActive, "udp_flows": sum.UDPFlows, "udp_active": sum.UDPActive,
+		"pings_sent": sum.PingsSent, "ping_replies": sum.PingReplies, "ping_errors": sum.PingErrors,
+		"denied": sum.Denied, "limited": sum.Limited,
+	}
+}
