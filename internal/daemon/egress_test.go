@@ -11,8 +11,8 @@ func TestCheckEgressIPs(t *testing.T) {
 	if err := checkEgressIPs(nil); err != nil {
 		t.Fatalf("no egress IPs: %v", err)
 	}
-	if err := checkEgressIPs([]netip.Addr{lo}); err != nil {
-		t.Fatalf("127.0.0.1: %v", err)
+	if err := checkEgressIPs([]netip.Addr{lo, netip.MustParseAddr("127.0.0.2")}); err != nil {
+		t.Fatalf("127.0.0.1 and 127.0.0.2: %v", err)
 	}
 	for _, tc := range []struct {
 		ips  []netip.Addr
