@@ -50,7 +50,7 @@ func DecodeRequest(b []byte) (*Request, error) {
 
 // checkBody requires exactly the body that belongs to the op.
 func checkBody(req *Request) error {
-	var wantAttach, wantDetach, wantNames bool
+	var wantAttach, wantDetach, wantNames, wantEgress, wantGateway bool
 	switch req.Op {
 	case OpAttach:
 		wantAttach = true
@@ -58,6 +58,10 @@ func checkBody(req *Request) error {
 		wantDetach = true
 	case OpNames:
 		wantNames = true
+	case OpEgress:
+		wantEgress = true
+	case OpGateway:
+		wantGateway = true
 	case OpContainers, OpStatus, OpPeers:
 	case "":
 		return Errorf(CodeBadRequest, "request has no op")
@@ -81,6 +85,18 @@ func checkBody(req *Request) error {
 			return Errorf(CodeBadRequest, "op %q needs a names body", req.Op)
 		}
 		return Errorf(CodeBadRequest, "op %q takes no names body", req.Op)
+	}
+	if (req.Egress != nil) != wantEgress {
+		if wantEgress {
+			return Errorf(CodeBadRequest, "op %q needs an egress body", req.Op)
+		}
+		return Errorf(CodeBadRequest, "op %q takes no egress body", req.Op)
+	}
+	if (req.Gateway != nil) != wantGateway {
+		if wantGateway {
+			return Errorf(CodeBadRequest, "op %q needs a gateway body", req.Op)
+		}
+		return Errorf(CodeBadRequest, "op %q takes no gateway body", req.Op)
 	}
 	return nil
 }

@@ -17,17 +17,21 @@ const (
 	OpStatus     = "status"
 	OpPeers      = "peers"
 	OpNames      = "names"
+	OpEgress     = "egress"
+	OpGateway    = "gateway"
 )
 
 // Request is the single message a client sends on a connection. Exactly the
 // body matching Op is present. An "attach" request carries the TUN fd as
 // SCM_RIGHTS ancillary data of the same message.
 type Request struct {
-	Version int            `json:"version"`
-	Op      string         `json:"op"` // see the Op constants
-	Attach  *AttachRequest `json:"attach,omitempty"`
-	Detach  *DetachRequest `json:"detach,omitempty"`
-	Names   *NamesRequest  `json:"names,omitempty"`
+	Version int             `json:"version"`
+	Op      string          `json:"op"` // see the Op constants
+	Attach  *AttachRequest  `json:"attach,omitempty"`
+	Detach  *DetachRequest  `json:"detach,omitempty"`
+	Names   *NamesRequest   `json:"names,omitempty"`
+	Egress  *EgressRequest  `json:"egress,omitempty"`
+	Gateway *GatewayRequest `json:"gateway,omitempty"`
 }
 
 // NamesRequest asks for the DNS names of an app, in one network or all.

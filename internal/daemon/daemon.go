@@ -237,6 +237,7 @@ func (d *Daemon) Serve() error {
 		d.loops.Add(1)
 		go d.joinLoop(d.ctx, d.cfg.Join)
 	}
+	d.loadEgress()
 	d.loops.Add(1)
 	go d.reconcileLoop(d.ctx)
 	d.log.Info("vrouter running", "node", d.cfg.Name, "control", d.cfg.Control, "state_dir", d.cfg.StateDir,
@@ -295,6 +296,10 @@ func (d *Daemon) handle(ctx context.Context, req *control.Request, fd *os.File) 
 		return d.peers(), nil
 	case "names":
 		return d.listNames(req.Names)
+	case "egress":
+		return d.egressOp(ctx, req.Egress)
+	case "gateway":
+		return d.gatewayOp(req.Gateway)
 	case "status":
 		return d.status(), nil
 	}
