@@ -82,7 +82,10 @@ type Attached struct {
 	icmpOut    [][]byte    // ICMP errors of the current batch
 	icmpLimit  tokenBucket
 	icmpID     uint16
-	localLimit tokenBucket // packets to the network's Local
+	localLimit tokenBucket         // packets to the network's Local
+	flows      map[flowKey]flowPin // dedicated egress: each flow's gateway
+
+	egress atomic.Pointer[egressRoute] // dedicated egress; nil: node egress
 
 	ctr counters // see counters: written by the read goroutine only
 	tx  struct {
@@ -110,6 +113,7 @@ func newAttached(r *Router, p Port, cfg PortConfig, batch int) *Attached {
 		out:        make([][]byte, 0, batch),
 		icmpLimit:  newTokenBucket(icmpInterval, icmpBurst, r.now()),
 		localLimit: newTokenBucket(localInterval, localBurst, r.now()),
+		flows:      make(map[flowKey]flowPin),
 		done:       make(chan struct{}),
 	}
 	slab := make([]byte, batch*bufSize)

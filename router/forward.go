@@ -45,7 +45,7 @@ func (a *Attached) forward(n int, now int64) {
 		if !inNet {
 			// Node egress (packet path 4); dedicated egress (path 5) will
 			// choose a gateway here instead.
-			a.deliverEgress(pkt, &c)
+			a.deliverEgress(pkt, &c, now)
 			continue
 		}
 		e := a.table.lookup(idx)

@@ -89,7 +89,11 @@ func (a *Attached) deliverResolver(pkt ipv4Packet, c *batchCounters, now int64) 
 // deliverEgress hands a packet for outside the network to the network's
 // Local if it does egress. Not rate limited here: egress is bulk traffic,
 // and the stack bounds the flows and dials each container may hold.
-func (a *Attached) deliverEgress(pkt ipv4Packet, c *batchCounters) {
+func (a *Attached) deliverEgress(pkt ipv4Packet, c *batchCounters, now int64) {
+	if er := a.egress.Load(); er != nil {
+		a.sendEgress(er, pkt, c, now)
+		return
+	}
 	s := a.table.local.Load()
 	if s == nil || !s.egress {
 		c[dropOutsideNetwork]++
@@ -117,7 +121,12 @@ func (r *Router) WriteLocal(network uint32, bufs [][]byte, offset int) {
 	for i := 0; i < len(bufs); {
 		var d *Attached
 		if t != nil && offset >= Headroom && offset <= len(bufs[i]) {
-			d = localDest(t, bufs[i][offset:])
+			var sent bool
+			d, sent = r.localDest(t, bufs[i][offset:])
+			if sent {
+				i++
+				continue
+			}
 		}
 		if d == nil {
 			r.local.dropped.Add(1)
@@ -126,7 +135,7 @@ func (r *Router) WriteLocal(network uint32, bufs [][]byte, offset int) {
 		}
 		// Group the run of packets for the same port into one Write.
 		j := i + 1
-		for j < len(bufs) && offset <= len(bufs[j]) && localDest(t, bufs[j][offset:]) == d {
+		for j < len(bufs) && offset <= len(bufs[j]) && localPort(t, bufs[j][offset:]) == d {
 			j++
 		}
 		var bytes uint64
@@ -148,8 +157,46 @@ func (r *Router) WriteLocal(network uint32, bufs [][]byte, offset int) {
 	}
 }
 
-// localDest returns the local port the packet is for, or nil.
-func localDest(t *table, b []byte) *Attached {
+// localDest returns the local port the packet is for. A packet for a
+// container of another node (a gateway's NAT answering a worker's
+// container, packet path 5) is encapsulated for that node at once: sent
+// is then true.
+func (r *Router) localDest(t *table, b []byte) (d *Attached, sent bool) {
+	e := lookupDst(t, b)
+	if e == nil {
+		return nil, false
+	}
+	switch e.kind {
+	case entryLocal:
+		return e.port, false
+	case entryRemote:
+		o := r.overlay.Load()
+		pkt, _, ok := parseIPv4(b)
+		if o == nil || !ok || pkt.totalLen() > o.mtu {
+			return nil, false
+		}
+		var c batchCounters
+		o.send(pkt.hdr, t.vni, e.node, &c)
+		if c[ctrEncapsulated] == 1 {
+			r.local.packets.Add(1)
+			r.local.bytes.Add(uint64(pkt.totalLen()))
+		} else {
+			r.local.dropped.Add(1)
+		}
+		return nil, true
+	}
+	return nil, false
+}
+
+// localPort returns the local port the packet is for, or nil.
+func localPort(t *table, b []byte) *Attached {
+	if e := lookupDst(t, b); e != nil && e.kind == entryLocal {
+		return e.port
+	}
+	return nil
+}
+
+func lookupDst(t *table, b []byte) *entry {
 	if len(b) < header.IPv4MinimumSize || header.IPVersion(b) != header.IPv4Version {
 		return nil
 	}
@@ -158,9 +205,5 @@ func localDest(t *table, b []byte) *Attached {
 	if !ok {
 		return nil
 	}
-	e := t.lookup(idx)
-	if e == nil || e.kind != entryLocal {
-		return nil
-	}
-	return e.port
+	return t.lookup(idx)
 }

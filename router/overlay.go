@@ -239,11 +239,26 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 		}
 		c[ctrRxBytes] += uint64(len(f.inner))
 		t := o.r.tableOf(f.vni)
+		pkt, reason, ok := parseIPv4(f.inner)
 		if t == nil {
-			c[dropUnknownVNI]++
+			if !ok {
+				c[dropUnknownVNI]++
+				continue
+			}
+			// Maybe a gateway's answer to one of our containers (path 5).
+			d, why := o.r.returnDest(f.vni, f.src, pkt)
+			if d == nil {
+				c[why]++
+				continue
+			}
+			if pkt.totalLen() > d.mtu {
+				c[dropTooBig]++
+				continue
+			}
+			dests[i] = d
+			s.sizes[i] = pkt.totalLen()
 			continue
 		}
-		pkt, reason, ok := parseIPv4(f.inner)
 		if !ok {
 			c[reason]++
 			continue
@@ -265,6 +280,13 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 		}
 		di, in := indexOf(pkt.dst)
 		if !in {
+			// At a gateway: a worker's container going out through the
+			// app's NAT (path 5).
+			if ls := t.local.Load(); ls != nil && ls.egress {
+				ls.l.Deliver(pkt.hdr)
+				c[ctrToStack]++
+				continue
+			}
 			c[dropUnknownDestination]++
 			continue
 		}

@@ -128,13 +128,17 @@ type Router struct {
 	vnis    atomic.Pointer[map[uint32]*table]
 	overlay atomic.Pointer[Overlay] // set once by EnableOverlay
 	local   localCounters           // what Locals sent back (WriteLocal)
+	// returns is a read-only copy of state.returns for the overlay's
+	// receive path (see SetEgressReturn).
+	returns atomic.Pointer[map[uint32]*egressReturn]
 
 	state struct {
 		sync.Mutex
 		closed   bool
 		networks map[uint32]*table
 		ports    map[*Attached]struct{}
-		retired  batchCounters // counters of ports already closed
+		returns  map[uint32]*egressReturn // by egress VNI
+		retired  batchCounters            // counters of ports already closed
 	}
 }
 
@@ -155,7 +159,9 @@ func New(cfg Config) *Router {
 	r := &Router{log: log, resolver: res.As4(), epoch: time.Now()}
 	r.state.networks = make(map[uint32]*table)
 	r.state.ports = make(map[*Attached]struct{})
+	r.state.returns = make(map[uint32]*egressReturn)
 	r.publishNetworks()
+	r.publishReturns()
 	return r
 }
 

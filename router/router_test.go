@@ -325,7 +325,7 @@ func TestRouterClose(t *testing.T) {
 func TestStatsKeys(t *testing.T) {
 	want := []string{"malformed", "not_ipv4", "spoofed_source", "unknown_destination", "outside_network",
 		"resolver", "broadcast", "too_big", "write_error", "vxlan_malformed", "unknown_vni", "forged_source",
-		"overlay_queue_full", "stack_rate_limited"}
+		"overlay_queue_full", "stack_rate_limited", "no_gateway"}
 	if got := router.DropReasons(); !slices.Equal(got, want) {
 		t.Errorf("DropReasons() = %v, want %v", got, want)
 	}

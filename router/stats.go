@@ -21,6 +21,7 @@ const (
 	dropForgedSource
 	dropOverlayQueueFull
 	dropStackRateLimited
+	dropNoGateway
 	numDrops
 )
 
@@ -55,6 +56,7 @@ var counterNames = [numCounters]string{
 	dropForgedSource:       "forged_source",
 	dropOverlayQueueFull:   "overlay_queue_full",
 	dropStackRateLimited:   "stack_rate_limited",
+	dropNoGateway:          "no_gateway",
 	ctrRxPackets:           "rx_packets",
 	ctrRxBytes:             "rx_bytes",
 	ctrForwarded:           "forwarded",
