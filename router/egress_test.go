@@ -1,8 +1,10 @@
 package router_test
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +15,7 @@ import (
 )
 
 // fakeNAT stands in for a gateway's NAT: it answers every UDP datagram
-// with its own name, from the address the datagram was sent to.
+// with its own name and the datagram, from the address it was sent to.
 type fakeNAT struct {
 	r    *router.Router
 	vni  uint32
@@ -28,7 +30,7 @@ func (f *fakeNAT) Deliver(pkt []byte) {
 	u := header.UDP(ip.Payload())
 	src := netip.AddrPortFrom(netip.AddrFrom4(ip.DestinationAddress().As4()), u.DestinationPort())
 	dst := netip.AddrPortFrom(netip.AddrFrom4(ip.SourceAddress().As4()), u.SourcePort())
-	reply := stacktest.UDPPacket(src, dst, []byte(f.name))
+	reply := stacktest.UDPPacket(src, dst, []byte(f.name+":"+string(u.Payload())))
 	f.r.WriteLocal(f.vni, [][]byte{append(make([]byte, router.Headroom), reply...)}, router.Headroom)
 }
 
@@ -91,25 +93,37 @@ func TestDedicatedEgress(t *testing.T) {
 	// The "internet" address is never reached: the fake NATs answer in
 	// process.
 	dst := netip.MustParseAddrPort("192.0.2.1:7")
+	seq := 0
 	ask := func(conn net.Conn, want string) {
 		t.Helper()
-		// The first datagrams may wait for the WireGuard handshake.
+		// The first datagrams may wait for the WireGuard handshake, so the
+		// question is repeated; each ask has its own token, and answers to
+		// earlier questions still in the socket are skipped.
+		seq++
+		token := fmt.Sprintf("q%d", seq)
 		deadline := time.Now().Add(10 * time.Second)
 		buf := make([]byte, 64)
 		for {
-			if _, err := conn.Write([]byte("who")); err != nil {
+			if _, err := conn.Write([]byte(token)); err != nil {
 				t.Fatal(err)
 			}
 			conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			n, err := conn.Read(buf)
-			if err == nil {
-				if got := string(buf[:n]); got != want {
-					t.Fatalf("answered by %q, want %q", got, want)
+			for {
+				n, err := conn.Read(buf)
+				if err != nil {
+					break
+				}
+				name, tok, _ := strings.Cut(string(buf[:n]), ":")
+				if tok != token {
+					continue
+				}
+				if name != want {
+					t.Fatalf("answered by %q, want %q", name, want)
 				}
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("no answer (want %s): %v; worker stats %v", want, err, w.r.Stats().Drops)
+				t.Fatalf("no answer (want %s); worker stats %v", want, w.r.Stats().Drops)
 			}
 		}
 	}

@@ -132,8 +132,13 @@ func TestEgressPingReply(t *testing.T) {
 	if err := cs[0].Ping(ctx, inet); err != nil {
 		t.Fatal(err)
 	}
-	if st := s.EgressStats(); st.PingsSent == 0 || st.PingReplies == 0 {
-		t.Errorf("stats %+v", st)
+	// The reply reaches the container before the counter moves.
+	deadline := time.Now().Add(5 * time.Second)
+	for st := s.EgressStats(); st.PingsSent == 0 || st.PingReplies == 0; st = s.EgressStats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -46,6 +46,8 @@ func init() {
 		{"status", "show the daemon's state and counters", cmdStatus},
 		{"peers", "list the nodes of the cluster", cmdPeers},
 		{"names", "list the DNS names of an app and what they resolve to", cmdNames},
+		{"egress", "enable, disable or show an app's dedicated egress IPs", cmdEgress},
+		{"gateway", "drain this gateway for maintenance, or undrain it", cmdGateway},
 	}
 }
 

@@ -130,6 +130,7 @@ type Peer struct {
 	PublicKey string    `json:"public_key,omitempty"` // WireGuard, base64
 	Endpoint  string    `json:"endpoint,omitempty"`   // WireGuard
 	EgressIPs []string  `json:"egress_ips,omitempty"` // a gateway's dedicated egress addresses
+	Draining  bool      `json:"draining,omitempty"`   // a gateway in maintenance: no new egress flows
 	Since     time.Time `json:"since"`
 	// LastHandshake is the last WireGuard handshake with this node; absent
 	// for this node and for nodes never handshaken with.

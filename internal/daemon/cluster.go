@@ -228,6 +228,7 @@ func (d *Daemon) peers() []control.Peer {
 			p.PublicKey = keyString(n.Meta.WGPublicKey)
 			p.Endpoint = n.Meta.WGEndpoint.String()
 		}
+		p.Draining = n.Meta.Draining
 		for _, ip := range n.Meta.EgressIPs {
 			p.EgressIPs = append(p.EgressIPs, ip.String())
 		}

@@ -81,6 +81,8 @@ type Daemon struct {
 	names    atomic.Pointer[nameIndex] // what DNS answers; see rebuildNames
 	// hostAddrs are the host's addresses at start: egress never dials them.
 	hostAddrs []netip.Addr
+	egress    *egressPath              // dedicated egress data path
+	assign    *egressState             // dedicated egress assignments
 	remotes   map[remoteKey]netip.Addr // remote entries installed in the router; owned by reconcileLoop
 	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
 	firstSeen map[string]time.Time
@@ -157,6 +159,8 @@ func New(cfg Config) (*Daemon, error) {
 		reg:       newRegistry(),
 		stacks:    make(map[string]*netStack),
 		hostAddrs: addrs,
+		assign:    newEgressState(),
+		egress:    newEgressPath(),
 		remotes:   make(map[remoteKey]netip.Addr),
 	}
 	d.names.Store(&nameIndex{})
@@ -272,6 +276,7 @@ func (d *Daemon) Close() error {
 	stacks := d.staleStacksLocked() // every network is gone from the registry
 	d.mu.Unlock()
 	d.closeStacks(stacks)
+	d.closeEgressPath()
 	err = errors.Join(err, d.cluster.Close(), d.wg.Close(), d.router.Close())
 	d.watchers.Wait()
 	return err
@@ -377,6 +382,7 @@ func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.
 		c, retry, err := d.tryAttach(ctx, req, want, port, ifname)
 		if err == nil {
 			d.rebuildNames()
+			d.reconcileEgressPath()
 			return c.info, nil
 		}
 		d.reapStacks()

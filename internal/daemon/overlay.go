@@ -85,6 +85,7 @@ const dialDelay = time.Second
 func (d *Daemon) reconcile() {
 	d.rebuildNames()
 	d.reconcileEgress()
+	d.reconcileEgressPath()
 	overlays := make(map[string]netip.Addr)
 	var peers []router.WGPeer
 	seen := make(map[string]time.Time)

@@ -1,0 +1,308 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/vrouter/vrouter/cluster"
+	"github.com/vrouter/vrouter/internal/control"
+)
+
+// The requester's side of dedicated egress: any node serves `egress
+// enable|disable|show`.
+
+// egressOpTimeout bounds an enable or disable: gateways answer within a
+// gossip round or two, so this only runs out when one is stuck. A variable
+// for tests.
+var egressOpTimeout = 10 * time.Second
+
+const (
+	// egressRollbackTimeout bounds the release of what a failed enable
+	// got.
+	egressRollbackTimeout = 5 * time.Second
+	// maxEgressAttempts bounds how often enable picks again after a
+	// gateway refused an IP that a concurrent enable took first.
+	maxEgressAttempts = 4
+	// egressRecheck: waiters re-check at least this often (they are also
+	// woken after every reconcile).
+	egressRecheck = 100 * time.Millisecond
+)
+
+// egressInputs reads the cluster's gateways and live assignments now.
+func (d *Daemon) egressInputs() ([]cluster.Node, []gatewayCandidate, []egressAssignment) {
+	nodes := d.cluster.Nodes()
+	var gws []gatewayCandidate
+	for _, n := range nodes {
+		if !n.Meta.Gateway || len(n.Meta.EgressIPs) == 0 {
+			continue
+		}
+		gws = append(gws, gatewayCandidate{
+			Name:     n.Name,
+			Alive:    n.State == cluster.StateAlive,
+			Draining: n.Meta.Draining,
+			IPs:      n.Meta.EgressIPs,
+		})
+	}
+	return nodes, gws, liveAssignments(nodes, d.cluster.Store().List(eipPrefix))
+}
+
+// egressEnable gives app its IPs (or returns those it has). If it fails
+// after some gateway granted an IP to an app that had none, the grants are
+// released again: a failed enable leaves nothing behind.
+func (d *Daemon) egressEnable(ctx context.Context, app string) (any, error) {
+	unlock, err := d.egressAssign().lockApp(ctx, app)
+	if err != nil {
+		return nil, fmt.Errorf("enable egress of %s: %w", app, err)
+	}
+	defer unlock()
+	ctx, cancel := context.WithTimeout(ctx, egressOpTimeout)
+	defer cancel()
+	hadAny, granted := false, false
+	for attempt := 1; ; attempt++ {
+		_, gws, assigned := d.egressInputs()
+		have, picks, err := chooseEgress(app, gws, assigned)
+		if attempt == 1 {
+			hadAny = len(have) > 0
+		}
+		if err == nil && len(picks) == 0 {
+			if granted {
+				d.log.Info("dedicated egress enabled", "app", app, "ips", len(have))
+			}
+			return d.egressRow(app, have), nil
+		}
+		if err == nil && attempt > maxEgressAttempts {
+			err = &control.Error{Code: control.CodeConflict, Message: fmt.Sprintf(
+				"could not assign dedicated egress to %s: concurrent enables took the chosen IPs %d times; try again", app, maxEgressAttempts)}
+		}
+		if err == nil {
+			var n int
+			n, err = d.askGateways(ctx, app, picks)
+			granted = granted || n > 0
+			if err == nil {
+				if n < len(picks) {
+					d.log.Debug("egress IPs refused (taken concurrently); picking again", "app", app, "attempt", attempt)
+				}
+				continue // re-read: every pick is granted or refused
+			}
+		}
+		if granted && !hadAny {
+			d.rollbackEgress(app)
+		}
+		return nil, err
+	}
+}
+
+// askGateways puts the request for picks and waits until each named gateway
+// has answered. It returns how many picks the app now holds.
+func (d *Daemon) askGateways(ctx context.Context, app string, picks []egressPick) (int, error) {
+	req := egressRequest{Action: reqEnable, ID: newRequestID(), IPs: picks}
+	if err := d.putRequest(app, req); err != nil {
+		return 0, err
+	}
+	defer d.cluster.Store().Delete(ereqKey(app))
+	granted := 0
+	var pending []egressPick
+	err := d.waitEgress(ctx, func() bool {
+		nodes, _, assigned := d.egressInputs()
+		granted, pending = 0, pending[:0]
+		for _, p := range picks {
+			switch pickState(p, app, nodes, assigned) {
+			case pickGranted:
+				granted++
+			case pickPending:
+				pending = append(pending, p)
+			}
+		}
+		return len(pending) == 0
+	})
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && len(pending) > 0 {
+			return granted, &control.Error{Code: control.CodeUnavailable, Message: fmt.Sprintf(
+				"gateway %s did not confirm egress IP %s for %s in time", pending[0].Gateway, pending[0].IP, app)}
+		}
+		return granted, fmt.Errorf("enable egress of %s: %w", app, err)
+	}
+	return granted, nil
+}
+
+type pickResult int
+
+const (
+	pickPending pickResult = iota
+	pickGranted
+	pickRefused
+)
+
+// pickState tells what became of one pick: granted when its gateway now
+// serves the app (through that IP, or another one a concurrent enable of
+// the same app got), refused when the IP went to another app or the
+// gateway is no longer alive.
+func pickState(p egressPick, app string, nodes []cluster.Node, assigned []egressAssignment) pickResult {
+	for _, a := range assigned {
+		if a.Gateway == p.Gateway && a.App == app {
+			return pickGranted
+		}
+	}
+	alive := false
+	for _, n := range nodes {
+		if n.Name == p.Gateway {
+			alive = n.State == cluster.StateAlive
+		}
+	}
+	if !alive {
+		return pickRefused
+	}
+	for _, a := range assigned {
+		if a.IP == p.IP {
+			return pickRefused
+		}
+	}
+	return pickPending
+}
+
+// rollbackEgress releases what a failed enable got, bounded in time and
+// independent of the caller, who may be gone.
+func (d *Daemon) rollbackEgress(app string) {
+	ctx, cancel := context.WithTimeout(d.ctx, egressRollbackTimeout)
+	defer cancel()
+	if err := d.releaseEgress(ctx, app); err != nil {
+		d.log.Warn("could not release the IPs of a failed dedicated egress enable", "app", app, "err", err)
+	}
+}
+
+func (d *Daemon) egressDisable(ctx context.Context, app string) (any, error) {
+	unlock, err := d.egressAssign().lockApp(ctx, app)
+	if err != nil {
+		return nil, fmt.Errorf("disable egress of %s: %w", app, err)
+	}
+	defer unlock()
+	ctx, cancel := context.WithTimeout(ctx, egressOpTimeout)
+	defer cancel()
+	_, _, assigned := d.egressInputs()
+	var have []egressAssignment
+	for _, a := range assigned {
+		if a.App == app {
+			have = append(have, a)
+		}
+	}
+	if len(have) == 0 {
+		return nil, &control.Error{Code: control.CodeNotFound, Message: fmt.Sprintf("app %s has no dedicated egress", app)}
+	}
+	row := d.egressRow(app, have)
+	if err := d.releaseEgress(ctx, app); err != nil {
+		return nil, err
+	}
+	st := d.egressAssign()
+	st.mu.Lock()
+	for ip, a := range st.lastKnown {
+		if a.App == app {
+			delete(st.lastKnown, ip)
+		}
+	}
+	st.mu.Unlock()
+	d.refreshEgressView()
+	d.log.Info("dedicated egress disabled", "app", app, "ips", len(have))
+	return row, nil
+}
+
+// releaseEgress asks every gateway to release app's IPs and waits until no
+// live gateway holds one.
+func (d *Daemon) releaseEgress(ctx context.Context, app string) error {
+	if err := d.putRequest(app, egressRequest{Action: reqDisable, ID: newRequestID()}); err != nil {
+		return err
+	}
+	defer d.cluster.Store().Delete(ereqKey(app))
+	var holders []string
+	err := d.waitEgress(ctx, func() bool {
+		_, _, assigned := d.egressInputs()
+		holders = holders[:0]
+		for _, a := range assigned {
+			if a.App == app {
+				holders = append(holders, a.Gateway)
+			}
+		}
+		return len(holders) == 0
+	})
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && len(holders) > 0 {
+			return &control.Error{Code: control.CodeUnavailable, Message: fmt.Sprintf(
+				"gateway %s did not release the egress IP of %s in time", holders[0], app)}
+		}
+		return fmt.Errorf("disable egress of %s: %w", app, err)
+	}
+	return nil
+}
+
+func (d *Daemon) putRequest(app string, req egressRequest) error {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encode egress request: %w", err)
+	}
+	if err := cluster.CheckEntry(ereqKey(app), b); err != nil {
+		return fmt.Errorf("egress request: %w", err)
+	}
+	d.cluster.Store().Put(ereqKey(app), b)
+	return nil
+}
+
+// waitEgress re-checks done after every reconcile (and every
+// egressRecheck) until it holds or ctx ends.
+func (d *Daemon) waitEgress(ctx context.Context, done func() bool) error {
+	st := d.egressAssign()
+	t := time.NewTicker(egressRecheck)
+	defer t.Stop()
+	for {
+		wake := st.changed()
+		if done() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		case <-t.C:
+		}
+	}
+}
+
+// egressRow returns app's row of a fresh snapshot; have (the app's live
+// assignments) stands in if the snapshot lost them meanwhile.
+func (d *Daemon) egressRow(app string, have []egressAssignment) control.EgressApp {
+	for _, r := range d.refreshEgressView().rows {
+		if r.App == app {
+			return r
+		}
+	}
+	row := control.EgressApp{App: app, IPs: []control.EgressIP{}}
+	for i, a := range have {
+		row.IPs = append(row.IPs, control.EgressIP{IP: a.IP.String(), Gateway: a.Gateway, Health: control.HealthDead, Primary: i == 0})
+	}
+	return row
+}
+
+func (d *Daemon) egressShow(app string) (any, error) {
+	rows := d.refreshEgressView().rows
+	if app == "" {
+		if rows == nil {
+			rows = []control.EgressApp{}
+		}
+		return rows, nil
+	}
+	for _, r := range rows {
+		if r.App == app {
+			return []control.EgressApp{r}, nil
+		}
+	}
+	return nil, &control.Error{Code: control.CodeNotFound, Message: fmt.Sprintf("app %s has no dedicated egress", app)}
+}
+
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

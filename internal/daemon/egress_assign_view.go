@@ -1,0 +1,172 @@
+package daemon
+
+import (
+	"net/netip"
+	"slices"
+	"sort"
+
+	"github.com/vrouter/vrouter/cluster"
+	"github.com/vrouter/vrouter/internal/control"
+)
+
+// egressTarget is one of an app's dedicated IPs as the data path sees it.
+type egressTarget struct {
+	IP      netip.Addr
+	Gateway string     // node name
+	Overlay netip.Addr // the gateway's overlay address (from its NodeMeta)
+	Healthy bool       // alive and not draining
+	Primary bool
+}
+
+// egressView is an immutable snapshot of every app's dedicated egress,
+// rebuilt by refreshEgressView (on every reconcile and before answering
+// show) and read without locks by the data path.
+type egressView struct {
+	apps  map[string][]egressTarget // primary first
+	rows  []control.EgressApp       // sorted by app; IPs primary first
+	local map[string]netip.Addr     // this gateway's assignments: app → IP
+}
+
+var emptyEgressView = &egressView{}
+
+// egressTargets returns app's dedicated IPs, primary first; nil if the app
+// has no dedicated egress. Cheap (called on every reconcile and attach): it
+// is served from the snapshot that reconcileEgress rebuilds.
+func (d *Daemon) egressTargets(app string) []egressTarget {
+	return slices.Clone(d.egressAssign().loadView().apps[app])
+}
+
+// localEgress returns the app → IP map of the assignments this gateway
+// holds.
+func (d *Daemon) localEgress() map[string]netip.Addr {
+	v := d.egressAssign().loadView()
+	out := make(map[string]netip.Addr, len(v.local))
+	for app, ip := range v.local {
+		out[app] = ip
+	}
+	return out
+}
+
+// refreshEgressView rebuilds and publishes the snapshot from the cluster's
+// current state.
+func (d *Daemon) refreshEgressView() *egressView {
+	st := d.egressAssign()
+	// Read under st.mu, so that a snapshot never replaces a newer one.
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	nodes := d.cluster.Nodes()
+	entries := d.cluster.Store().List(eipPrefix)
+	v := buildEgressView(d.cfg.Name, nodes, entries, st.lastKnown)
+	st.view.Store(v)
+	return v
+}
+
+// liveAssignments decodes the eip records of live gateways (the store
+// hides those of dead ones). A record is believed only if its owner
+// advertises the IP: a node cannot hand out another gateway's address.
+func liveAssignments(nodes []cluster.Node, entries []cluster.Entry) []egressAssignment {
+	byName := make(map[string]cluster.Node, len(nodes))
+	for _, n := range nodes {
+		byName[n.Name] = n
+	}
+	seen := make(map[netip.Addr]bool)
+	var out []egressAssignment
+	for _, e := range entries {
+		ip, rec, err := parseEIP(e.Key, e.Value)
+		if err != nil || seen[ip] {
+			continue
+		}
+		n, ok := byName[e.Owner]
+		if !ok || !slices.Contains(n.Meta.EgressIPs, ip) {
+			continue
+		}
+		seen[ip] = true
+		out = append(out, egressAssignment{IP: ip, App: rec.App, Gateway: e.Owner, AssignedAt: rec.AssignedAt})
+	}
+	return out
+}
+
+// buildEgressView turns the live assignments into the snapshot. lastKnown
+// (updated in place) remembers assignments of gateways that died: the
+// store hides their records, but the apps still own those IPs and show
+// must say "dead" rather than drop the row. An assignment is forgotten
+// when its gateway is up again without it (released, or the gateway came
+// back without that IP) or is no longer known at all (reaped).
+func buildEgressView(self string, nodes []cluster.Node, entries []cluster.Entry, lastKnown map[netip.Addr]egressAssignment) *egressView {
+	byName := make(map[string]cluster.Node, len(nodes))
+	for _, n := range nodes {
+		byName[n.Name] = n
+	}
+	all := liveAssignments(nodes, entries)
+	live := make(map[netip.Addr]bool, len(all))
+	for _, a := range all {
+		live[a.IP] = true
+		lastKnown[a.IP] = a
+	}
+	for ip, a := range lastKnown {
+		if live[ip] {
+			continue
+		}
+		if n, ok := byName[a.Gateway]; ok && (n.State == cluster.StateDead || n.State == cluster.StateLeft) {
+			all = append(all, a)
+			continue
+		}
+		delete(lastKnown, ip)
+	}
+
+	byApp := make(map[string][]egressAssignment)
+	for _, a := range all {
+		byApp[a.App] = append(byApp[a.App], a)
+	}
+	v := &egressView{
+		apps:  make(map[string][]egressTarget, len(byApp)),
+		local: make(map[string]netip.Addr),
+	}
+	for app, as := range byApp {
+		sortAssignments(as)
+		row := control.EgressApp{App: app}
+		targets := make([]egressTarget, 0, len(as))
+		active := false
+		for i, a := range as {
+			n, known := byName[a.Gateway]
+			health := gatewayHealth(n, known)
+			ip := control.EgressIP{IP: a.IP.String(), Gateway: a.Gateway, Health: health, Primary: i == 0}
+			if health == control.HealthHealthy && !active {
+				ip.Active, active = true, true
+			}
+			row.IPs = append(row.IPs, ip)
+			targets = append(targets, egressTarget{
+				IP:      a.IP,
+				Gateway: a.Gateway,
+				Overlay: n.Meta.Overlay,
+				Healthy: health == control.HealthHealthy,
+				Primary: i == 0,
+			})
+			if a.Gateway == self && !v.local[app].IsValid() {
+				v.local[app] = a.IP
+			}
+		}
+		v.apps[app] = targets
+		v.rows = append(v.rows, row)
+	}
+	sort.Slice(v.rows, func(i, j int) bool { return v.rows[i].App < v.rows[j].App })
+	return v
+}
+
+// gatewayHealth: healthy means alive and not draining; a suspect gateway
+// is not healthy (it may be dead), a dead or unknown one is dead.
+func gatewayHealth(n cluster.Node, known bool) string {
+	if !known {
+		return control.HealthDead
+	}
+	switch n.State {
+	case cluster.StateAlive:
+		if n.Meta.Draining {
+			return control.HealthDraining
+		}
+		return control.HealthHealthy
+	case cluster.StateSuspect:
+		return control.HealthSuspect
+	}
+	return control.HealthDead
+}

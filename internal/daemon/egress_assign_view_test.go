@@ -1,0 +1,141 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vrouter/vrouter/cluster"
+	"github.com/vrouter/vrouter/internal/control"
+)
+
+func gwNode(name string, state cluster.NodeState, draining bool, addrs ...string) cluster.Node {
+	return cluster.Node{Name: name, State: state, Meta: cluster.NodeMeta{
+		Gateway: true, EgressIPs: mustAddrs(addrs...), Draining: draining, Overlay: overlayAddr(name),
+	}}
+}
+
+func eipEntry(owner, ip, app string, minute int) cluster.Entry {
+	a := assignment(ip, app, owner, minute)
+	b, _ := json.Marshal(eipRecord{App: app, AssignedAt: a.AssignedAt})
+	return cluster.Entry{Key: eipKey(a.IP), Owner: owner, Value: b}
+}
+
+// rowString renders one app's row as "IP@GATEWAY:health[:active][:primary] …".
+func rowString(r control.EgressApp) string {
+	var parts []string
+	for _, ip := range r.IPs {
+		s := fmt.Sprintf("%s@%s:%s", ip.IP, ip.Gateway, ip.Health)
+		if ip.Active {
+			s += ":active"
+		}
+		if ip.Primary {
+			s += ":primary"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}
+
+func viewRow(v *egressView, app string) string {
+	for _, r := range v.rows {
+		if r.App == app {
+			return rowString(r)
+		}
+	}
+	return ""
+}
+
+// TestEgressView: health per IP, the primary (oldest assignment) and the
+// active IP (primary if healthy, else the healthy standby, else none), and
+// the memory of a dead gateway's assignments.
+func TestEgressView(t *testing.T) {
+	entries := []cluster.Entry{
+		eipEntry("g1", "127.0.0.2", egressAppA, 1),
+		eipEntry("g2", "127.0.0.4", egressAppA, 0),
+		eipEntry("g1", "127.0.0.3", egressAppB, 0),
+		eipEntry("g2", "127.0.0.5", egressAppB, 0),
+		eipEntry("w", "127.0.0.9", egressAppC, 0),   // not a gateway: ignored
+		eipEntry("g1", "127.0.0.4", egressAppC, 0),  // another gateway's IP: ignored
+		eipEntry("g2", "127.0.0.77", egressAppC, 0), // not its IP: ignored
+	}
+	worker := cluster.Node{Name: "w", State: cluster.StateAlive, Self: true}
+	tests := []struct {
+		name   string
+		g1, g2 cluster.Node
+		a, b   string
+	}{
+		{"both healthy",
+			gwNode("g1", cluster.StateAlive, false, "127.0.0.2", "127.0.0.3"), gwNode("g2", cluster.StateAlive, false, "127.0.0.4", "127.0.0.5"),
+			"127.0.0.4@g2:healthy:active:primary 127.0.0.2@g1:healthy",
+			// Same assigned_at: the lower IP is primary.
+			"127.0.0.3@g1:healthy:active:primary 127.0.0.5@g2:healthy"},
+		{"primary draining: standby active",
+			gwNode("g1", cluster.StateAlive, false, "127.0.0.2", "127.0.0.3"), gwNode("g2", cluster.StateAlive, true, "127.0.0.4", "127.0.0.5"),
+			"127.0.0.4@g2:draining:primary 127.0.0.2@g1:healthy:active",
+			"127.0.0.3@g1:healthy:active:primary 127.0.0.5@g2:draining"},
+		{"suspect and draining: none active",
+			gwNode("g1", cluster.StateSuspect, false, "127.0.0.2", "127.0.0.3"), gwNode("g2", cluster.StateAlive, true, "127.0.0.4", "127.0.0.5"),
+			"127.0.0.4@g2:draining:primary 127.0.0.2@g1:suspect",
+			"127.0.0.3@g1:suspect:primary 127.0.0.5@g2:draining"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := buildEgressView("w", []cluster.Node{tt.g1, tt.g2, worker}, entries, map[netip.Addr]egressAssignment{})
+			if got := viewRow(v, egressAppA); got != tt.a {
+				t.Errorf("app A: %s\n            want %s", got, tt.a)
+			}
+			if got := viewRow(v, egressAppB); got != tt.b {
+				t.Errorf("app B: %s\n            want %s", got, tt.b)
+			}
+			if len(v.rows) != 2 || v.rows[0].App != egressAppA {
+				t.Errorf("rows %+v, want A then B only", v.rows)
+			}
+			if len(v.local) != 0 {
+				t.Errorf("worker holds %v", v.local)
+			}
+		})
+	}
+
+	// The gateways' own view: its local assignments; data path targets.
+	g1, g2 := gwNode("g1", cluster.StateAlive, false, "127.0.0.2", "127.0.0.3"), gwNode("g2", cluster.StateAlive, false, "127.0.0.4", "127.0.0.5")
+	g1.Self = true
+	v := buildEgressView("g1", []cluster.Node{g1, g2}, entries, map[netip.Addr]egressAssignment{})
+	if v.local[egressAppA] != netip.MustParseAddr("127.0.0.2") || v.local[egressAppB] != netip.MustParseAddr("127.0.0.3") || len(v.local) != 2 {
+		t.Errorf("g1's local = %v", v.local)
+	}
+	ts := v.apps[egressAppA]
+	if len(ts) != 2 || ts[0].IP != netip.MustParseAddr("127.0.0.4") || !ts[0].Primary || ts[1].Primary ||
+		ts[0].Overlay != overlayAddr("g2") || !ts[0].Healthy || !ts[1].Healthy {
+		t.Errorf("targets of A = %+v", ts)
+	}
+
+	// g2 dies: the store hides its records, the view remembers them as dead.
+	mem := map[netip.Addr]egressAssignment{}
+	buildEgressView("w", []cluster.Node{g1, g2, worker}, entries, mem)
+	g2.State = cluster.StateDead
+	var alive []cluster.Entry
+	for _, e := range entries {
+		if e.Owner != "g2" {
+			alive = append(alive, e)
+		}
+	}
+	v = buildEgressView("w", []cluster.Node{g1, g2, worker}, alive, mem)
+	if got, want := viewRow(v, egressAppA), "127.0.0.4@g2:dead:primary 127.0.0.2@g1:healthy:active"; got != want {
+		t.Errorf("after g2's death: %s, want %s", got, want)
+	}
+	if ts := v.apps[egressAppA]; len(ts) != 2 || ts[0].Healthy || !ts[1].Healthy {
+		t.Errorf("targets after g2's death = %+v", ts)
+	}
+	// g2 back without its records (they were released meanwhile): forgotten.
+	g2.State = cluster.StateAlive
+	v = buildEgressView("w", []cluster.Node{g1, g2, worker}, alive, mem)
+	if got, want := viewRow(v, egressAppA), "127.0.0.2@g1:healthy:active:primary"; got != want {
+		t.Errorf("after g2's return: %s, want %s", got, want)
+	}
+	if len(mem) != 2 {
+		t.Errorf("memory holds %v, want g1's two", mem)
+	}
+}

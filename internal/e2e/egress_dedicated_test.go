@@ -1,0 +1,189 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+type egressShow struct {
+	App string `json:"app"`
+	IPs []struct {
+		IP      string `json:"ip"`
+		Gateway string `json:"gateway"`
+		Health  string `json:"health"`
+		Active  bool   `json:"active"`
+		Primary bool   `json:"primary"`
+	} `json:"ips"`
+}
+
+func (d *daemon) egressShow(t *testing.T, app string) egressShow {
+	t.Helper()
+	var out []egressShow
+	r := d.cli(t, "egress", "show", "--app", app, "--json")
+	if r.code != 0 {
+		t.Fatalf("egress show: %v", r)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || len(out) != 1 {
+		t.Fatalf("egress show --json: %v\n%s", err, r.stdout)
+	}
+	return out[0]
+}
+
+// activeIP returns the IP egress show marks active, "" if none.
+func (e egressShow) activeIP() string {
+	for _, ip := range e.IPs {
+		if ip.Active {
+			return ip.IP
+		}
+	}
+	return ""
+}
+
+// seenFrom connects from ns to the internet's TCP server and returns the
+// source address the server saw, or an error.
+func seenFrom(ns *netns, in *internet) (string, error) {
+	host, port, _ := net.SplitHostPort(in.tcp)
+	out, err := ns.run(10*time.Second, "sh", "-c", fmt.Sprintf("echo x | nc -N -w 3 %s %s", host, port))
+	if err != nil {
+		return "", fmt.Errorf("%v: %s", err, out)
+	}
+	f := strings.Fields(out)
+	if len(f) < 2 || f[0] != "from" {
+		return "", fmt.Errorf("unexpected answer %q", out)
+	}
+	return f[1], nil
+}
+
+// TestDedicatedEgress: an app with dedicated egress leaves through one of
+// its two IPs on two gateways, others through their node; a killed
+// gateway is failed away from; a drained one gets no new flows and a
+// connection loop sees no failure.
+func TestDedicatedEgress(t *testing.T) {
+	need(t)
+	allowPing(t)
+	in := startInternet(t)
+	keyFile := filepath.Join(newStateDir(t), "cluster.key")
+	if err := os.WriteFile(keyFile, []byte(runCLI(t, nil, nil, "keygen").stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(keyFile, h.uid, h.gid); err != nil {
+		t.Fatal(err)
+	}
+	start := func(name, join string, extra ...string) (*daemon, int) {
+		port := freePort(t)
+		args := append([]string{"--name", name, "--gossip", fmt.Sprintf("127.0.0.1:%d", port),
+			"--cluster-key-file", keyFile, "--gossip-timing", "fast", "--egress-allow-loopback"}, extra...)
+		if join != "" {
+			args = append(args, "--join", join)
+		}
+		d := launchDaemon(t, newStateDir(t), args...)
+		d.waitRunning(t)
+		return d, port
+	}
+	w, wp := start("w", "")
+	seed := fmt.Sprintf("127.0.0.1:%d", wp)
+	g1, _ := start("g1", seed, "--egress-ip", "127.0.0.2", "--egress-ip", "127.0.0.3")
+	g2, _ := start("g2", seed, "--egress-ip", "127.0.0.4", "--egress-ip", "127.0.0.5")
+	eventually(t, 15*time.Second, "three alive nodes", func() error {
+		for _, d := range []*daemon{w, g1, g2} {
+			if st := d.peerStates(t); st["w"] != "alive" || st["g1"] != "alive" || st["g2"] != "alive" {
+				return fmt.Errorf("peers %v", st)
+			}
+		}
+		return nil
+	})
+
+	pn, appA, appB := newID("pn"), newID("ap"), newID("ap")
+	w.mustCLI(t, "egress", "enable", "--app", appA)
+	ea := w.egressShow(t, appA)
+	if len(ea.IPs) != 2 || ea.IPs[0].Gateway == ea.IPs[1].Gateway {
+		t.Fatalf("app A's egress: %+v", ea)
+	}
+	mine := map[string]string{ea.IPs[0].IP: ea.IPs[0].Gateway, ea.IPs[1].IP: ea.IPs[1].Gateway}
+
+	nsA, nsB := newNetns(t), newNetns(t)
+	w.attachOn(t, nsA, pn, appA, "web")
+	w.attachOn(t, nsB, pn, appB, "web")
+	loopbackOut(t, nsA)
+	loopbackOut(t, nsB)
+
+	// B has no dedicated egress: the node's address.
+	if src, err := seenFrom(nsB, in); err != nil || src != "127.0.0.1" {
+		t.Fatalf("app B left as %q (%v), want the node's 127.0.0.1", src, err)
+	}
+	// A: its active IP, once the WireGuard sessions to the gateways are up.
+	var src string
+	eventually(t, 20*time.Second, "app A through its gateway", func() error {
+		var err error
+		src, err = seenFrom(nsA, in)
+		return err
+	})
+	if _, ok := mine[src]; !ok || src != w.egressShow(t, appA).activeIP() {
+		t.Fatalf("app A left as %s; its IPs %v, active %s", src, mine, w.egressShow(t, appA).activeIP())
+	}
+	active := map[string]*daemon{"g1": g1, "g2": g2}[mine[src]]
+
+	// A refused port through the gateway's NAT is a RST in the container.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, closed, _ := net.SplitHostPort(l.Addr().String())
+	l.Close()
+	if out, err := nsA.run(15*time.Second, "nc", "-v", "-z", "-w", "5", "127.0.0.1", closed); err == nil || !strings.Contains(out, "refused") {
+		t.Fatalf("closed port through the gateway: %v\n%s", err, out)
+	}
+
+	// Drain the active gateway: a loop of short connections sees no
+	// failure, and ends on the other IP.
+	active.mustCLI(t, "gateway", "drain")
+	failures, last := 0, ""
+	for i := 0; i < 20; i++ {
+		s, err := seenFrom(nsA, in)
+		if err != nil {
+			failures++
+			t.Logf("connection %d during drain: %v", i, err)
+			continue
+		}
+		last = s
+		time.Sleep(100 * time.Millisecond)
+	}
+	if failures != 0 || last == src {
+		t.Fatalf("during drain: %d failed connections, last source %s (drained %s)", failures, last, src)
+	}
+	active.mustCLI(t, "gateway", "undrain")
+
+	// Kill -9 the gateway now carrying A: new connections succeed through
+	// the other within a bounded time.
+	cur, err := seenFrom(nsA, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := map[string]*daemon{"g1": g1, "g2": g2}[mine[cur]]
+	victim.kill(t)
+	killed := time.Now()
+	var after string
+	eventually(t, 10*time.Second, "a new connection after the gateway died", func() error {
+		s, err := seenFrom(nsA, in)
+		if err != nil {
+			return err
+		}
+		if s == cur {
+			return fmt.Errorf("still through the dead gateway's %s", s)
+		}
+		after = s
+		return nil
+	})
+	t.Logf("failover: new connections through %s %v after kill -9 of the gateway of %s", after, time.Since(killed).Round(10*time.Millisecond), cur)
+	if _, ok := mine[after]; !ok {
+		t.Fatalf("after failover app A left as %s, not one of its IPs %v", after, mine)
+	}
+}
