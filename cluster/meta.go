@@ -17,9 +17,10 @@ const MetaMaxSize = 512
 const metaVersion = 1
 
 const (
-	metaFlagGateway  = 1 << 0
-	metaFlagDraining = 1 << 1
-	metaFlagsKnown   = metaFlagGateway | metaFlagDraining
+	metaFlagGateway   = 1 << 0
+	metaFlagDraining  = 1 << 1
+	metaFlagUnhealthy = 1 << 2
+	metaFlagsKnown    = metaFlagGateway | metaFlagDraining | metaFlagUnhealthy
 )
 
 // Address family tags inside the metadata encoding.
@@ -40,6 +41,7 @@ type NodeMeta struct {
 	Gateway     bool       // has egress IPs
 	EgressIPs   []netip.Addr
 	Draining    bool
+	Unhealthy   bool // a gateway whose probe of the outside fails (--egress-probe)
 }
 
 var errMetaTooLarge = errors.New("node metadata exceeds 512 bytes")
@@ -90,6 +92,9 @@ func (m NodeMeta) flags() byte {
 	if m.Draining {
 		f |= metaFlagDraining
 	}
+	if m.Unhealthy {
+		f |= metaFlagUnhealthy
+	}
 	return f
 }
 
@@ -131,6 +136,7 @@ func (m *NodeMeta) UnmarshalBinary(b []byte) error {
 	var out NodeMeta
 	out.Gateway = flags&metaFlagGateway != 0
 	out.Draining = flags&metaFlagDraining != 0
+	out.Unhealthy = flags&metaFlagUnhealthy != 0
 	out.BootID = r.u64()
 	copy(out.WGPublicKey[:], r.bytes(32))
 	ep := r.addr()

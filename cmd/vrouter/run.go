@@ -37,6 +37,7 @@ func cmdRun(args []string, stdout io.Writer) error {
 	listen := fs.String("listen", "0.0.0.0:51820", "WireGuard UDP ADDR:PORT; the socket listens on every address, others reach it at the advertise address and PORT")
 	upstreams := fs.StringArray("dns-upstream", nil, "ADDR:PORT of a DNS server for names outside the private zone (repeatable, tried in order; default: the nameservers of /etc/resolv.conf)")
 	egressIPs := fs.StringArray("egress-ip", nil, "an address of this host that dedicated egress may use; makes the node a gateway (repeatable)")
+	probe := fs.String("egress-probe", "", "on a gateway: TCP IP:PORT outside that must be reachable from the first egress IP for the gateway to take new flows")
 	allowLoopback := fs.Bool("egress-allow-loopback", false, "let containers reach loopback and link-local destinations through the node (tests, demos)")
 	timing := fs.String("gossip-timing", "lan", "failure-detection timings: lan (memberlist defaults, ~6 s) or fast (~1 s, more traffic)")
 	if err := parse(fs, args); err != nil {
@@ -79,6 +80,14 @@ func cmdRun(args []string, stdout io.Writer) error {
 		}
 		egress = append(egress, ip)
 	}
+	var probeAddr netip.AddrPort
+	if *probe != "" {
+		a, err := netip.ParseAddrPort(*probe)
+		if err != nil {
+			return usagef("--egress-probe %q: want IP:PORT", *probe)
+		}
+		probeAddr = a
+	}
 	_, lp, _ := net.SplitHostPort(*listen)
 	listenPort, err := strconv.Atoi(lp)
 	if err != nil || listenPort < 0 || listenPort > 65535 {
@@ -109,6 +118,7 @@ func cmdRun(args []string, stdout io.Writer) error {
 
 		EgressIPs:           egress,
 		EgressAllowLoopback: *allowLoopback,
+		EgressProbe:         probeAddr,
 		OpenPort: func(f *os.File, mtu int) (router.Port, string, error) {
 			p, info, err := tunnel.OpenPort(f, mtu)
 			return p, info.Name, err

@@ -23,8 +23,11 @@ const CodeUnavailable = "unavailable"
 const (
 	HealthHealthy  = "healthy"  // gateway alive and not draining
 	HealthDraining = "draining" // gateway alive but drained: no new flows
-	HealthSuspect  = "suspect"  // gateway failing its probes
-	HealthDead     = "dead"     // gateway dead or gone (its last known assignment)
+	// HealthUnhealthy: gateway alive but its probe of the outside fails
+	// (--egress-probe): no new flows.
+	HealthUnhealthy = "unhealthy"
+	HealthSuspect   = "suspect" // gateway failing its probes
+	HealthDead      = "dead"    // gateway dead or gone (its last known assignment)
 )
 
 // EgressRequest is the body of the "egress" op (vrouter egress

@@ -131,6 +131,7 @@ type Peer struct {
 	Endpoint  string    `json:"endpoint,omitempty"`   // WireGuard
 	EgressIPs []string  `json:"egress_ips,omitempty"` // a gateway's dedicated egress addresses
 	Draining  bool      `json:"draining,omitempty"`   // a gateway in maintenance: no new egress flows
+	Unhealthy bool      `json:"unhealthy,omitempty"`  // a gateway whose probe of the outside fails
 	Since     time.Time `json:"since"`
 	// LastHandshake is the last WireGuard handshake with this node; absent
 	// for this node and for nodes never handshaken with.

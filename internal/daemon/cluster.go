@@ -229,6 +229,7 @@ func (d *Daemon) peers() []control.Peer {
 			p.Endpoint = n.Meta.WGEndpoint.String()
 		}
 		p.Draining = n.Meta.Draining
+		p.Unhealthy = n.Meta.Unhealthy
 		for _, ip := range n.Meta.EgressIPs {
 			p.EgressIPs = append(p.EgressIPs, ip.String())
 		}

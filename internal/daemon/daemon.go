@@ -65,6 +65,9 @@ type Config struct {
 	// EgressIPs make the node a gateway: addresses of this host that
 	// dedicated egress may use. Checked at start.
 	EgressIPs []netip.Addr
+	// EgressProbe, on a gateway, is a TCP ADDR:PORT outside that the
+	// gateway must reach from its first egress IP to take new flows.
+	EgressProbe netip.AddrPort
 }
 
 // Daemon is one running vrouter node.
@@ -118,6 +121,9 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	if err := checkEgressIPs(cfg.EgressIPs); err != nil {
 		return nil, err
+	}
+	if cfg.EgressProbe.IsValid() && len(cfg.EgressIPs) == 0 {
+		return nil, errors.New("an egress probe needs egress IPs (--egress-ip): only gateways probe")
 	}
 	addrs, err := hostAddrs()
 	if err != nil {
@@ -242,6 +248,10 @@ func (d *Daemon) Serve() error {
 		go d.joinLoop(d.ctx, d.cfg.Join)
 	}
 	d.loadEgress()
+	if d.cfg.EgressProbe.IsValid() && len(d.cfg.EgressIPs) > 0 {
+		d.loops.Add(1)
+		go d.probeLoop(d.ctx, d.cfg.EgressProbe)
+	}
 	d.loops.Add(1)
 	go d.reconcileLoop(d.ctx)
 	d.log.Info("vrouter running", "node", d.cfg.Name, "control", d.cfg.Control, "state_dir", d.cfg.StateDir,

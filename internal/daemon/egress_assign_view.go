@@ -153,7 +153,8 @@ func buildEgressView(self string, nodes []cluster.Node, entries []cluster.Entry,
 	return v
 }
 
-// gatewayHealth: healthy means alive and not draining; a suspect gateway
+// gatewayHealth: healthy means alive, not draining and able to reach the
+// outside (its own probe, --egress-probe); a suspect gateway
 // is not healthy (it may be dead), a dead or unknown one is dead.
 func gatewayHealth(n cluster.Node, known bool) string {
 	if !known {
@@ -163,6 +164,9 @@ func gatewayHealth(n cluster.Node, known bool) string {
 	case cluster.StateAlive:
 		if n.Meta.Draining {
 			return control.HealthDraining
+		}
+		if n.Meta.Unhealthy {
+			return control.HealthUnhealthy
 		}
 		return control.HealthHealthy
 	case cluster.StateSuspect:
