@@ -187,3 +187,54 @@ func waitStat(t *testing.T, r *router.Router, cond func(router.Stats) bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestOverlayProbe: a node answers probes over the overlay; a closed one
+// does not; probes touch no counter of the traffic balance.
+func TestOverlayProbe(t *testing.T) {
+	router.GoroutineLeakCheck(t)
+	a := newWGNode(t, "100.64.0.1")
+	b := newWGNode(t, "100.64.0.2")
+	pa := a.peer()
+	pa.Endpoint, pa.Keepalive = netip.AddrPort{}, false
+	if err := b.wg.SetPeers([]router.WGPeer{pa}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.wg.SetPeers([]router.WGPeer{b.peer()}); err != nil {
+		t.Fatal(err)
+	}
+	if !a.r.OverlaySeen(b.overlay).IsZero() {
+		t.Fatal("seen before any probe")
+	}
+	start := time.Now()
+	deadline := start.Add(10 * time.Second)
+	for a.r.OverlaySeen(b.overlay).IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no probe answer; a %v, b %v", a.r.Stats().Counters, b.r.Stats().Counters)
+		}
+		a.r.ProbeOverlay([]netip.Addr{b.overlay})
+		time.Sleep(50 * time.Millisecond)
+	}
+	if seen := a.r.OverlaySeen(b.overlay); seen.Before(start) || seen.After(time.Now()) {
+		t.Fatalf("seen at %v, probing since %v", seen, start)
+	}
+	sa, sb := a.r.Stats(), b.r.Stats()
+	if sa.Counters["probes_sent"] == 0 || sa.Counters["probe_replies"] == 0 || sb.Counters["probes_answered"] == 0 {
+		t.Fatalf("probe counters: a %v, b %v", sa.Counters, sb.Counters)
+	}
+	if sa.Counters["rx_packets"] != 0 || sb.Counters["rx_packets"] != 0 {
+		t.Fatalf("probes counted as traffic: a %v, b %v", sa.Counters, sb.Counters)
+	}
+	if err := a.r.SetRemote(0, netip.MustParseAddr("10.240.0.1"), b.overlay); err == nil {
+		t.Fatal("SetRemote accepted network 0, the probe VNI")
+	}
+	// b gone: its last answer stays where it was.
+	b.wg.Close()
+	last := a.r.OverlaySeen(b.overlay)
+	for range 5 {
+		a.r.ProbeOverlay([]netip.Addr{b.overlay})
+		time.Sleep(20 * time.Millisecond)
+	}
+	if a.r.OverlaySeen(b.overlay) != last {
+		t.Fatal("a closed node answered")
+	}
+}

@@ -237,6 +237,11 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 			c[dropVXLANMalformed]++
 			continue
 		}
+		if f.vni == probeVNI {
+			c[ctrRxPackets]-- // not traffic: outside the rx balance
+			o.handleProbe(f.src, f.inner)
+			continue
+		}
 		c[ctrRxBytes] += uint64(len(f.inner))
 		t := o.r.tableOf(f.vni)
 		pkt, reason, ok := parseIPv4(f.inner)

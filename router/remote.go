@@ -11,8 +11,8 @@ import (
 // come from that node. It replaces an existing remote entry for addr and
 // fails with ErrAddrInUse when a local port holds addr.
 func (r *Router) SetRemote(network uint32, addr netip.Addr, node netip.Addr) error {
-	if network > 1<<24-1 {
-		return fmt.Errorf("set remote %s: network %d is not a 24-bit VNI", addr, network)
+	if network == probeVNI || network > 1<<24-1 {
+		return fmt.Errorf("set remote %s: network %d is not a 24-bit VNI other than 0 (overlay probes)", addr, network)
 	}
 	idx, ok := HostIndex(addr)
 	if !ok {

@@ -131,6 +131,7 @@ type Router struct {
 	// returns is a read-only copy of state.returns for the overlay's
 	// receive path (see SetEgressReturn).
 	returns atomic.Pointer[map[uint32]*egressReturn]
+	probe   probeState // overlay probes (probe.go)
 
 	state struct {
 		sync.Mutex
@@ -160,6 +161,7 @@ func New(cfg Config) *Router {
 	r.state.networks = make(map[uint32]*table)
 	r.state.ports = make(map[*Attached]struct{})
 	r.state.returns = make(map[uint32]*egressReturn)
+	r.probe.lastSeen = make(map[[4]byte]int64)
 	r.publishNetworks()
 	r.publishReturns()
 	return r
@@ -287,6 +289,9 @@ func (r *Router) Stats() Stats {
 	r.state.Unlock()
 	s := sum.toStats()
 	s.Ports, s.Networks = ports, networks
+	s.Counters["probes_sent"] = r.probe.sent.Load()
+	s.Counters["probes_answered"] = r.probe.answered.Load()
+	s.Counters["probe_replies"] = r.probe.replies.Load()
 	s.Counters["from_stack"] = r.local.packets.Load()
 	s.Counters["from_stack_bytes"] = r.local.bytes.Load()
 	s.Counters["from_stack_dropped"] = r.local.dropped.Load()

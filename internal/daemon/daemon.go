@@ -252,8 +252,9 @@ func (d *Daemon) Serve() error {
 		d.loops.Add(1)
 		go d.probeLoop(d.ctx, d.cfg.EgressProbe)
 	}
-	d.loops.Add(1)
+	d.loops.Add(2)
 	go d.reconcileLoop(d.ctx)
+	go d.overlayProbeLoop(d.ctx)
 	d.log.Info("vrouter running", "node", d.cfg.Name, "control", d.cfg.Control, "state_dir", d.cfg.StateDir,
 		"mtu", d.cfg.MTU, "gossip", d.cluster.LocalAddr(), "version", Version())
 	return d.server.Serve(d.handle)

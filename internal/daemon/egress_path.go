@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"context"
 	"hash/fnv"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/router"
@@ -47,6 +49,7 @@ type gwKey struct {
 // reconcileEgressPath (serialised by mu).
 type egressPath struct {
 	mu      sync.Mutex
+	probes  map[netip.Addr]*gwProbe          // worker: overlay probes of gateways
 	returns map[uint32]bool                  // egress VNIs with a return entry (worker)
 	stacks  map[gwKey]*stack.Stack           // gateway NATs
 	remotes map[gwKey]map[netip.Addr][4]byte // gateway: remote entries per NAT
@@ -54,6 +57,7 @@ type egressPath struct {
 
 func newEgressPath() *egressPath {
 	return &egressPath{
+		probes:  make(map[netip.Addr]*gwProbe),
 		returns: make(map[uint32]bool),
 		stacks:  make(map[gwKey]*stack.Stack),
 		remotes: make(map[gwKey]map[netip.Addr][4]byte),
@@ -96,8 +100,12 @@ func (d *Daemon) reconcileEgressPath() {
 			if route == nil {
 				route = &router.EgressRoute{VNI: EgressVNI(c.info.App, c.info.Network)}
 			}
+			answers := true
+			if pr := p.probes[tg.Overlay]; pr != nil {
+				answers = pr.ok
+			}
 			route.Gateways = append(route.Gateways, router.EgressGateway{
-				Overlay: tg.Overlay, New: tg.Healthy && alive[tg.Gateway], Existing: alive[tg.Gateway],
+				Overlay: tg.Overlay, New: tg.Healthy && alive[tg.Gateway] && answers, Existing: alive[tg.Gateway],
 			})
 		}
 		if targets != nil && route == nil {
@@ -238,4 +246,97 @@ func (d *Daemon) closeEgressPath() {
 	for _, st := range stacks {
 		st.Close()
 	}
+}
+
+// Workers probe their apps' gateways over the overlay (router.ProbeOverlay)
+// so that a gateway that stops answering gets no new flows within about
+// overlayProbeTimeout, without waiting for memberlist to declare it dead
+// (seconds with the LAN timings). Existing flows stay while memberlist
+// says the gateway is alive: a short loss must not move them.
+const (
+	overlayProbeInterval = 200 * time.Millisecond
+	overlayProbeTimeout  = 700 * time.Millisecond
+	// overlayProbeGrace covers the WireGuard handshake with a gateway
+	// probed for the first time.
+	overlayProbeGrace = 2 * time.Second
+)
+
+type gwProbe struct {
+	first time.Time // first probed
+	ok    bool      // answered within overlayProbeTimeout (or in grace)
+}
+
+func (d *Daemon) overlayProbeLoop(ctx context.Context) {
+	defer d.loops.Done()
+	tick := time.NewTicker(overlayProbeInterval)
+	defer tick.Stop()
+	for {
+		gws := d.gatewaysToProbe()
+		d.router.ProbeOverlay(gws)
+		if d.updateProbes(gws, time.Now()) {
+			d.reconcileEgressPath()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// gatewaysToProbe returns the overlay addresses of the gateways of the
+// apps of this node's containers (not this node).
+func (d *Daemon) gatewaysToProbe() []netip.Addr {
+	d.mu.Lock()
+	apps := make(map[string]bool)
+	for _, c := range d.reg.containers {
+		apps[c.info.App] = true
+	}
+	d.mu.Unlock()
+	var out []netip.Addr
+	seen := make(map[netip.Addr]bool)
+	for app := range apps {
+		for _, tg := range d.egressTargets(app) {
+			if tg.Gateway != d.cfg.Name && tg.Overlay.IsValid() && !seen[tg.Overlay] {
+				seen[tg.Overlay] = true
+				out = append(out, tg.Overlay)
+			}
+		}
+	}
+	return out
+}
+
+// updateProbes records which gateways answer and reports whether any
+// changed.
+func (d *Daemon) updateProbes(gws []netip.Addr, now time.Time) bool {
+	p := d.egress
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	changed := false
+	keep := make(map[netip.Addr]bool, len(gws))
+	for _, gw := range gws {
+		keep[gw] = true
+		pr := p.probes[gw]
+		if pr == nil {
+			pr = &gwProbe{first: now, ok: true}
+			p.probes[gw] = pr
+		}
+		seen := d.router.OverlaySeen(gw)
+		ok := now.Sub(pr.first) < overlayProbeGrace || (!seen.IsZero() && now.Sub(seen) < overlayProbeTimeout)
+		if ok != pr.ok {
+			pr.ok = ok
+			changed = true
+			if ok {
+				d.log.Info("gateway answers over the overlay again", "overlay", gw)
+			} else {
+				d.log.Warn("gateway does not answer over the overlay: no new egress flows to it", "overlay", gw, "last_answer", seen)
+			}
+		}
+	}
+	for gw := range p.probes {
+		if !keep[gw] {
+			delete(p.probes, gw)
+		}
+	}
+	return changed
 }
