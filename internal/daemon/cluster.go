@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vrouter/vrouter/cluster"
@@ -188,8 +189,8 @@ func (d *Daemon) remoteContainers() []control.Container {
 		if !ok {
 			continue
 		}
-		var rec containerRecord
-		if err := json.Unmarshal(e.Value, &rec); err != nil {
+		rec, ok := d.records.decode(e)
+		if !ok {
 			continue
 		}
 		out = append(out, control.Container{
@@ -241,3 +242,41 @@ func (d *Daemon) peers() []control.Peer {
 	}
 	return out
 }
+
+// recordCache keeps decoded container records by key, owner and version:
+// every reconcile (each cluster change, and every second) and every
+// attach read all of them, and decoding JSON dominated that cost with a
+// full network.
+type recordCache struct {
+	mu sync.Mutex
+	m  map[[2]string]cachedRecord
+}
+
+type cachedRecord struct {
+	version uint64
+	rec     containerRecord
+	ok      bool
+}
+
+// decode returns e's container record, from the cache if e's version was
+// decoded before.
+func (rc *recordCache) decode(e cluster.Entry) (containerRecord, bool) {
+	k := [2]string{e.Key, e.Owner}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if c, hit := rc.m[k]; hit && c.version == e.Version {
+		return c.rec, c.ok
+	}
+	var rec containerRecord
+	ok := json.Unmarshal(e.Value, &rec) == nil
+	if rc.m == nil || len(rc.m) > 4*maxContainersHint {
+		// Entries of containers long gone: start over rather than track.
+		rc.m = make(map[[2]string]cachedRecord)
+	}
+	rc.m[k] = cachedRecord{version: e.Version, rec: rec, ok: ok}
+	return rec, ok
+}
+
+// maxContainersHint sizes the record cache: a cluster of a few full
+// networks.
+const maxContainersHint = 16 * 1022

@@ -86,6 +86,7 @@ type Daemon struct {
 	hostAddrs []netip.Addr
 	egress    *egressPath              // dedicated egress data path
 	assign    *egressState             // dedicated egress assignments
+	records   recordCache              // decoded container records
 	remotes   map[remoteKey]netip.Addr // remote entries installed in the router; owned by reconcileLoop
 	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
 	firstSeen map[string]time.Time

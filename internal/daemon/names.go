@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"encoding/json"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -51,8 +50,8 @@ func (d *Daemon) rebuildNames() {
 		if err != nil {
 			continue
 		}
-		var rec containerRecord
-		if err := json.Unmarshal(e.Value, &rec); err != nil {
+		rec, ok := d.records.decode(e)
+		if !ok {
 			continue
 		}
 		apps := x.byNet[pn]
