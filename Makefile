@@ -3,9 +3,10 @@
 #   make build   bin/vrouter
 #   make run     the daemon with embedded defaults (state in ./.vrouter, any user)
 #   make test    vet, gofmt check, unit + in-process tiers (-race), then the
-#                end-to-end tier (internal/e2e, build tag e2e): it needs root
-#                and skips without it, except with CI=true, where it fails
-#   make bench   benchmarks (placeholder, see below)
+#                end-to-end tier (internal/e2e, build tag e2e) and the bench
+#                suite in quick mode: both need root and skip without it,
+#                except with CI=true, where they fail
+#   make bench   the bench suite (root; QUICK=1 for seconds per scenario), see below
 #   make fuzz    every fuzz target for FUZZTIME each (default 10s)
 #   make lint    gofmt + go vet
 #   make clean   remove bin/
@@ -22,7 +23,7 @@ UNIT_TIMEOUT ?= 8m
 # more, and nothing listens beyond this machine. Override to join others.
 RUNFLAGS ?= --gossip 127.0.0.1:7946 --listen 127.0.0.1:51820
 
-.PHONY: all build run test test-unit test-e2e bench fuzz lint vet fmt-check clean
+.PHONY: all build run test test-unit test-e2e test-bench bench fuzz lint vet fmt-check clean
 
 all: build
 
@@ -33,13 +34,22 @@ build:
 run: build
 	./$(BIN) run $(RUNFLAGS)
 
-test: build vet fmt-check test-unit test-e2e
+test: build vet fmt-check test-unit test-e2e test-bench
 
 test-unit:
 	$(GO) test -race -count=1 -timeout $(UNIT_TIMEOUT) ./...
 
 test-e2e: build
 	$(GO) test -count=1 -tags e2e -v -timeout $(E2E_TIMEOUT) ./internal/e2e/ -args -vrouter=$(abspath $(BIN))
+
+# The bench suite in quick mode: proves it runs (never judges speed). Like
+# the e2e tier it needs root; without it, it is skipped except in CI.
+test-bench:
+	@if [ "$$(id -u)" != 0 ] && [ "$$CI" != true ]; then \
+		echo "test-bench: skipped (needs root; run make bench QUICK=1 as root)"; \
+	else \
+		$(MAKE) bench QUICK=1; \
+	fi
 
 vet:
 	$(GO) vet ./...
@@ -51,10 +61,23 @@ fmt-check:
 
 lint: fmt-check vet
 
-# Placeholder until the bench milestone replaces it with the system
-# benchmark suite (bench/) and its report; for now the Go micro-benchmarks.
-bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./...
+# The bench suite (bench/README.md): every scenario of issue 6, each vrouter
+# figure beside its baseline measured in the same run. Prints the table and
+# writes bench/results/<timestamp>.json, .svg and -micro.txt. Root, Linux.
+# QUICK=1 runs each scenario for seconds (CI: proves the suite runs, judges
+# nothing); BENCH_ONLY=1,5 runs only those scenarios (micro, 1 … 8).
+# wireguard-go, the baseline of scenario 2, is built from the module
+# version in go.mod.
+QUICK ?=
+BENCH_ONLY ?=
+bench: build
+	$(GO) build -o bin/vrbench ./bench/cmd/vrbench
+	$(GO) build -o bin/dnsload ./bench/cmd/dnsload
+	$(GO) build -o bin/connload ./bench/cmd/connload
+	$(GO) build -o bin/wireguard-go golang.zx2c4.com/wireguard
+	./bin/vrbench $(if $(filter-out 0 no false,$(QUICK)),-quick) $(if $(BENCH_ONLY),-only $(BENCH_ONLY)) \
+		-go $(GO) -vrouter $(BIN) -dnsload bin/dnsload -connload bin/connload \
+		-wireguard-go bin/wireguard-go -out bench/results
 
 # Discovers the fuzz targets of every package with `go test -list`, so new
 # targets are picked up without editing this file. Packages whose tests

@@ -53,11 +53,26 @@ func (td *testDaemon) egressCall(t *testing.T, action, app string) (control.Egre
 
 func (td *testDaemon) mustEnable(t *testing.T, app string) control.EgressApp {
 	t.Helper()
-	r, err := td.egressCall(t, "enable", app)
+	r, err := td.enableRetry(t, app)
 	if err != nil {
 		t.Fatalf("enable %s on %s: %v", app, td.cfg.Name, err)
 	}
 	return r
+}
+
+// enableRetry enables app, retrying for a while on "unavailable": with the
+// fast timings a loaded machine (the race detector, parallel packages) can
+// make a gateway suspect for a moment, and enable rightly refuses a
+// suspect one. Safe to call from any goroutine.
+func (td *testDaemon) enableRetry(t *testing.T, app string) (control.EgressApp, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := td.egressCall(t, "enable", app)
+		if err == nil || errCode(err) != control.CodeUnavailable || time.Now().After(deadline) {
+			return r, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // showRows returns the node's show listing as app → rowString.
@@ -241,7 +256,7 @@ func TestEgressConcurrentEnables(t *testing.T) {
 		errs := make([]error, 2)
 		for i, n := range []*testDaemon{w, g2} {
 			app := []string{egressAppA, egressAppB}[i]
-			wg.Go(func() { res[i], errs[i] = n.egressCall(t, "enable", app) })
+			wg.Go(func() { res[i], errs[i] = n.enableRetry(t, app) })
 		}
 		wg.Wait()
 		seen := map[string]string{}

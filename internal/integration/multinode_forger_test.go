@@ -1,10 +1,13 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,7 +38,19 @@ type forger struct {
 // of its own WireGuard device, so the daemons configure it as a peer.
 func startForger(t *testing.T, name string, key []byte, seed netip.AddrPort) *forger {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", name)
+	// Not t.Output(): memberlist's goroutines may log between the end of
+	// the subtest and the cleanup that stops them, which the race
+	// detector reports. The log is shown if the test fails.
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", name)
+	t.Cleanup(func() {
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("forger %s log:\n%s", name, buf.String())
+			mu.Unlock()
+		}
+	})
 	f := &forger{name: name, overlay: daemon.OverlayAddr(name)}
 	f.router = router.New(router.Config{Logger: log.With("component", "router")})
 	t.Cleanup(func() {
@@ -164,4 +179,16 @@ func (f *forger) announce(t *testing.T, pn string, addr netip.Addr) {
 		t.Fatal(err)
 	}
 	f.cl.Store().Put("c/"+pn+"/"+addr.String(), rec)
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -1,0 +1,136 @@
+package harness
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vrouter/vrouter/bench/report"
+	"github.com/vrouter/vrouter/bench/stats"
+	"github.com/vrouter/vrouter/cluster"
+)
+
+// scenGossip: N clusters in this process on loopback; one node puts a
+// container-sized record and the time until every other node's store
+// shows it is measured, beside Serf's formula for the configured gossip
+// interval and fanout.
+func (s *Suite) scenGossip(ctx context.Context, sc *scope, out *report.Scenario) error {
+	for _, timing := range []cluster.Timing{cluster.TimingFast, cluster.TimingLAN} {
+		interval, fanout := gossipParams(timing)
+		for _, n := range s.p.gossipSizes {
+			rounds := serfRounds(n, fanout, serfConverged)
+			formula := report.Figure{
+				Name:  fmt.Sprintf("Serf formula: %d rounds × %v (fanout %d, 99.99%%)", rounds, interval, fanout),
+				Value: float64(time.Duration(rounds)*interval) / float64(time.Millisecond),
+				// The same curve where less than half a node is left
+				// without the record: "all N" in expectation.
+				Detail: map[string]float64{"all_but_half_a_node_ms": float64(time.Duration(
+					serfRounds(n, fanout, (float64(n)-0.5)/float64(n)))*interval) / float64(time.Millisecond)},
+			}
+			f := report.Figure{Name: "vrouter cluster"}
+			ms, err := s.gossipTrials(ctx, timing, n)
+			if err != nil {
+				f.Error = err.Error()
+			} else {
+				f.Samples = ms
+				f.Value = stats.Median(ms)
+				sum := stats.Summarize(append([]float64(nil), ms...))
+				f.Detail = map[string]float64{"p90_ms": sum.P90, "max_ms": sum.Max, "min_ms": sum.Min}
+			}
+			out.Rows = append(out.Rows, report.Row{
+				Metric: fmt.Sprintf("N=%d, %s timing: record on all nodes, median", n, timing),
+				Unit:   "ms", Better: "lower", Chart: "latency", Subject: f, Baseline: &formula,
+			})
+		}
+	}
+	out.Notes = append(out.Notes,
+		fmt.Sprintf("%d puts per size, each by the next node in turn; a record counts as visible when Store().Get on every other node returns it (polled every millisecond)", s.p.gossipTrials),
+		"formula: Serf's convergence simulator (logistic epidemic, no loss), rounds until 99.99% of the nodes have the broadcast, times memberlist's GossipInterval; see bench/README.md")
+	return nil
+}
+
+// gossipTrials starts n cluster nodes in this process, waits until all see
+// all alive, and times s.p.gossipTrials puts, in milliseconds.
+func (s *Suite) gossipTrials(ctx context.Context, timing cluster.Timing, n int) ([]float64, error) {
+	key := make([]byte, cluster.KeySize)
+	_, _ = rand.Read(key)
+	nodes := make([]*cluster.Cluster, 0, n)
+	defer func() {
+		var wg sync.WaitGroup
+		for _, c := range nodes {
+			wg.Go(c.Kill)
+		}
+		wg.Wait()
+	}()
+	for i := range n {
+		c, err := cluster.New(cluster.Config{
+			Name: fmt.Sprintf("vrb-%s-g%d", s.runID, i), BindAddr: "127.0.0.1", Key: key, Timing: timing,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("node %d: %w", i, err)
+		}
+		nodes = append(nodes, c)
+	}
+	seed := []string{nodes[0].LocalAddr().String()}
+	for i, c := range nodes[1:] {
+		jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := c.Join(jctx, seed)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("node %d join: %w", i+1, err)
+		}
+	}
+	err := waitFor(ctx, 90*time.Second, fmt.Sprintf("%d nodes see each other alive", n), func() error {
+		for i, c := range nodes {
+			alive := 0
+			for _, nd := range c.Nodes() {
+				if nd.State == cluster.StateAlive {
+					alive++
+				}
+			}
+			if alive != n {
+				return fmt.Errorf("node %d sees %d alive", i, alive)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	value := []byte(`{"id":"c-0f3a9b2c41d7","app":"ap-a71da13f-7c70-4c00-a644-eee8558d8053","type":"web","number":1,"node":"` +
+		strings.Repeat("n", 16) + `","attached_at":"2025-01-01T00:00:00Z"}`)
+	var ms []float64
+	for t := range s.p.gossipTrials {
+		owner := nodes[t%n]
+		k := fmt.Sprintf("c/pn-00000000-0000-4000-8000-%012d/10.240.%d.%d", t, t/250, t%250+1)
+		start := time.Now()
+		e := owner.Store().Put(k, value)
+		// waitFor's 50 ms step is the fast timing's whole gossip interval:
+		// poll finely here.
+		var missing int
+		deadline := start.Add(30 * time.Second)
+		for {
+			missing = 0
+			for _, c := range nodes {
+				if c == owner {
+					continue
+				}
+				if _, ok := c.Store().Get(e.Owner, k); !ok {
+					missing++
+				}
+			}
+			if missing == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if missing > 0 {
+			return nil, fmt.Errorf("record %s: %d of %d nodes still without it after 30 s (%v)", k, missing, n-1, ctx.Err())
+		}
+		ms = append(ms, float64(time.Since(start))/float64(time.Millisecond))
+	}
+	return ms, nil
+}
