@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -71,12 +70,10 @@ func advertiseAddr(bind string) string {
 	if ip, err := netip.ParseAddr(bind); err == nil && !ip.IsUnspecified() {
 		return bind
 	}
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().Is4() && ip.IsGlobalUnicast() {
-				return ip.Unmap().String()
-			}
+	addrs, _ := hostAddrs()
+	for _, ip := range addrs {
+		if ip.Is4() && ip.IsGlobalUnicast() {
+			return ip.String()
 		}
 	}
 	return "127.0.0.1"

@@ -72,9 +72,13 @@ func (d *Daemon) reconcileEgressPath() {
 	defer p.mu.Unlock()
 
 	alive := make(map[string]bool)
+	overlays := make(map[string][4]byte) // of live nodes
 	self := d.cfg.Name
 	for _, n := range d.cluster.Nodes() {
 		alive[n.Name] = n.State == cluster.StateAlive || n.State == cluster.StateSuspect
+		if alive[n.Name] && n.Meta.Overlay.IsValid() {
+			overlays[n.Name] = n.Meta.Overlay.As4()
+		}
 	}
 
 	// Worker side.
@@ -142,12 +146,6 @@ func (d *Daemon) reconcileEgressPath() {
 	held := d.localEgress()
 	if len(held) == 0 && len(p.stacks) == 0 {
 		return
-	}
-	overlays := make(map[string][4]byte)
-	for _, n := range d.cluster.Nodes() {
-		if n.Meta.Overlay.IsValid() && alive[n.Name] {
-			overlays[n.Name] = n.Meta.Overlay.As4()
-		}
 	}
 	wantRemotes := make(map[gwKey]map[netip.Addr][4]byte)
 	for _, c := range d.remoteContainers() {

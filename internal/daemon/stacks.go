@@ -75,14 +75,10 @@ func (d *Daemon) closeStacks(stacks []*netStack) {
 func (d *Daemon) dnsStatus() *control.DNSStatus {
 	s := d.resolver.Stats()
 	up := append([]string{}, d.cfg.DNSUpstreams...) // in the order they are tried
-	rc := make(map[string]uint64, len(s.Rcodes))
-	for k, v := range s.Rcodes {
-		rc[k] = v
-	}
 	return &control.DNSStatus{
 		Resolver:  router.DefaultResolver.String(),
 		Upstreams: up,
-		Rcodes:    rc,
+		Rcodes:    s.Rcodes, // a fresh map per Stats call
 		Counters: map[string]uint64{
 			"local":           s.Local,
 			"forwarded":       s.Forwarded,

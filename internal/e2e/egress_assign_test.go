@@ -5,8 +5,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -92,17 +90,11 @@ func waitAssignments(t *testing.T, what, app, want string, nodes ...*daemon) {
 // startGatewayNode starts a cluster node with extra flags of run.
 func startGatewayNode(t *testing.T, dir string, port int, name, keyFile, join string, egressIPs ...string) *daemon {
 	t.Helper()
-	extra := []string{"--name", name, "--gossip", fmt.Sprintf("127.0.0.1:%d", port),
-		"--cluster-key-file", keyFile, "--gossip-timing", "fast"}
-	if join != "" {
-		extra = append(extra, "--join", join)
-	}
+	var extra []string
 	for _, ip := range egressIPs {
 		extra = append(extra, "--egress-ip", ip)
 	}
-	d := launchDaemon(t, dir, extra...)
-	d.waitRunning(t)
-	return d
+	return restartNode(t, dir, port, name, keyFile, join, extra...)
 }
 
 // TestEgressAssign runs the control plane of dedicated egress on three
@@ -113,17 +105,7 @@ func startGatewayNode(t *testing.T, dir string, port int, name, keyFile, join st
 // disable.
 func TestEgressAssign(t *testing.T) {
 	need(t)
-	keyFile := filepath.Join(newStateDir(t), "cluster.key")
-	key := runCLI(t, nil, nil, "keygen")
-	if key.code != 0 {
-		t.Fatalf("keygen: %v", key)
-	}
-	if err := os.WriteFile(keyFile, []byte(key.stdout), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(keyFile, h.uid, h.gid); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := newClusterKey(t)
 	p1 := freePort(t)
 	seed := fmt.Sprintf("127.0.0.1:%d", p1)
 	g1 := startGatewayNode(t, newStateDir(t), p1, "g1", keyFile, "", "127.0.0.2", "127.0.0.3")

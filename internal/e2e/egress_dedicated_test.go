@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -73,26 +71,12 @@ func TestDedicatedEgress(t *testing.T) {
 	need(t)
 	allowPing(t)
 	in := startInternet(t)
-	keyFile := filepath.Join(newStateDir(t), "cluster.key")
-	if err := os.WriteFile(keyFile, []byte(runCLI(t, nil, nil, "keygen").stdout), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(keyFile, h.uid, h.gid); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := newClusterKey(t)
 	start := func(name, join string, extra ...string) (*daemon, int) {
-		port := freePort(t)
-		args := append([]string{"--name", name, "--gossip", fmt.Sprintf("127.0.0.1:%d", port),
-			// LAN timings: memberlist takes ~6 s to declare a node dead, so
-			// a failover within the bound below is the workers' overlay
-			// probes at work.
-			"--cluster-key-file", keyFile, "--gossip-timing", "lan", "--egress-allow-loopback"}, extra...)
-		if join != "" {
-			args = append(args, "--join", join)
-		}
-		d := launchDaemon(t, newStateDir(t), args...)
-		d.waitRunning(t)
-		return d, port
+		// LAN timings: memberlist takes ~6 s to declare a node dead, so a
+		// failover within the bound below is the workers' overlay probes
+		// at work.
+		return startNode(t, name, keyFile, join, append([]string{"--gossip-timing", "lan", "--egress-allow-loopback"}, extra...)...)
 	}
 	w, wp := start("w", "")
 	seed := fmt.Sprintf("127.0.0.1:%d", wp)

@@ -40,22 +40,42 @@ type peerJSON struct {
 	LastHandshake *string `json:"last_handshake"`
 }
 
-// startNode starts a cluster node as nobody, gossiping on a loopback port.
-func startNode(t *testing.T, name, keyFile string, join string) (*daemon, int) {
+// newClusterKey writes a new cluster key (vrouter keygen) into a file the
+// daemon user can read and returns its path.
+func newClusterKey(t *testing.T) string {
 	t.Helper()
-	port := freePort(t)
-	return restartNode(t, newStateDir(t), port, name, keyFile, join), port
+	key := runCLI(t, nil, nil, "keygen")
+	if key.code != 0 {
+		t.Fatalf("keygen: %v", key)
+	}
+	keyFile := filepath.Join(newStateDir(t), "cluster.key")
+	if err := os.WriteFile(keyFile, []byte(key.stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(keyFile, h.uid, h.gid); err != nil {
+		t.Fatal(err)
+	}
+	return keyFile
 }
 
-// restartNode starts a node in an existing state directory on a given port.
-func restartNode(t *testing.T, dir string, port int, name, keyFile string, join string) *daemon {
+// startNode starts a cluster node as nobody, gossiping on a loopback port.
+func startNode(t *testing.T, name, keyFile string, join string, extra ...string) (*daemon, int) {
 	t.Helper()
-	extra := []string{"--name", name, "--gossip", fmt.Sprintf("127.0.0.1:%d", port),
+	port := freePort(t)
+	return restartNode(t, newStateDir(t), port, name, keyFile, join, extra...), port
+}
+
+// restartNode starts a node in an existing state directory on a given
+// port, with the fast gossip timings. extra flags come last, so they
+// override those defaults (pflag keeps a flag's last value).
+func restartNode(t *testing.T, dir string, port int, name, keyFile string, join string, extra ...string) *daemon {
+	t.Helper()
+	args := []string{"--name", name, "--gossip", fmt.Sprintf("127.0.0.1:%d", port),
 		"--cluster-key-file", keyFile, "--gossip-timing", "fast"}
 	if join != "" {
-		extra = append(extra, "--join", join)
+		args = append(args, "--join", join)
 	}
-	d := launchDaemon(t, dir, extra...)
+	d := launchDaemon(t, dir, append(args, extra...)...)
 	d.waitRunning(t)
 	return d
 }
@@ -101,18 +121,7 @@ func (d *daemon) attachOn(t *testing.T, ns *netns, network, app, typ string, ext
 // networks stay isolated across nodes, a node without the key stays out,
 // and a killed node's containers are withdrawn everywhere.
 func TestMultiNode(t *testing.T) {
-	keyDir := newStateDir(t)
-	keyFile := filepath.Join(keyDir, "cluster.key")
-	key := runCLI(t, nil, nil, "keygen")
-	if key.code != 0 {
-		t.Fatalf("keygen: %v", key)
-	}
-	if err := os.WriteFile(keyFile, []byte(key.stdout), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(keyFile, h.uid, h.gid); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := newClusterKey(t)
 	n1, p1 := startNode(t, "n1", keyFile, "")
 	seed := fmt.Sprintf("127.0.0.1:%d", p1)
 	n2, _ := startNode(t, "n2", keyFile, seed)
@@ -196,13 +205,7 @@ func TestMultiNode(t *testing.T) {
 	}
 
 	// A node with another key cannot join: nobody sees it, it sees nobody.
-	otherKey := filepath.Join(newStateDir(t), "other.key")
-	if err := os.WriteFile(otherKey, []byte(runCLI(t, nil, nil, "keygen").stdout), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(otherKey, h.uid, h.gid); err != nil {
-		t.Fatal(err)
-	}
+	otherKey := newClusterKey(t)
 	rogue, _ := startNode(t, "rogue", otherKey, seed)
 	rogue.log.waitContains(t, 10*time.Second, "join refusal", "cluster key mismatch")
 	time.Sleep(time.Second) // ~5 gossip rounds of the fast timing
