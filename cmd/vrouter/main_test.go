@@ -49,6 +49,8 @@ func TestBadInput(t *testing.T) {
 		{"names malformed app", []string{"names", "--app", "ap-1"}, exitUsage, "malformed app id"},
 		{"names malformed network", []string{"names", "--app", ap, "--network", "x"}, exitUsage, "malformed network id"},
 		{"names daemon missing", []string{"names", "--control", missing, "--app", ap}, exitFailure, "daemon not running"},
+		{"run debug listen not loopback", []string{"run", "--debug-listen", "0.0.0.0:6060"}, exitUsage, "loopback"},
+		{"run debug listen no port", []string{"run", "--debug-listen", "127.0.0.1"}, exitUsage, "--debug-listen"},
 		{"run bad dns upstream", []string{"run", "--dns-upstream", "resolver.example:53"}, exitUsage, "--dns-upstream"},
 		{"resolv.conf without netns", []string{"attach", "--fd", "3", "--network", pn, "--app", ap, "--type", "web", "--write-resolv-conf"}, exitUsage, "needs --netns"},
 		{"resolv.conf of a foreign netns", []string{"attach", "--control", missing, "--netns", "/proc/1/ns/net", "--network", pn, "--app", ap, "--type", "web", "--write-resolv-conf"}, exitUsage, "not a namespace of ip netns"},

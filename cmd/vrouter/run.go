@@ -40,6 +40,7 @@ func cmdRun(args []string, stdout io.Writer) error {
 	probe := fs.String("egress-probe", "", "on a gateway: TCP IP:PORT outside that must be reachable from the first egress IP for the gateway to take new flows")
 	allowLoopback := fs.Bool("egress-allow-loopback", false, "let containers reach loopback and link-local destinations through the node (tests, demos)")
 	timing := fs.String("gossip-timing", "lan", "failure-detection timings: lan (memberlist defaults, ~6 s) or fast (~1 s, more traffic)")
+	debugListen := fs.String("debug-listen", "", "loopback IP:PORT serving Go's profiler at /debug/pprof/ (performance work; off by default)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -88,6 +89,14 @@ func cmdRun(args []string, stdout io.Writer) error {
 		}
 		probeAddr = a
 	}
+	var debugAddr netip.AddrPort
+	if *debugListen != "" {
+		a, err := parseDebugListen(*debugListen)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		debugAddr = a
+	}
 	_, lp, _ := net.SplitHostPort(*listen)
 	listenPort, err := strconv.Atoi(lp)
 	if err != nil || listenPort < 0 || listenPort > 65535 {
@@ -126,6 +135,14 @@ func cmdRun(args []string, stdout io.Writer) error {
 	})
 	if err != nil {
 		return err
+	}
+	if debugAddr.IsValid() {
+		dbg, err := startDebug(debugAddr, log)
+		if err != nil {
+			d.Close()
+			return err
+		}
+		defer dbg.Close()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
