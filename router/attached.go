@@ -54,18 +54,17 @@ const minBufferMTU = 1500
 // Attached is a port attached to a Router. Its methods are safe for
 // concurrent use.
 //
-// Memory per port: BatchSize × (Headroom + max(MTU, 1500)) bytes of read
-// buffers, plus min(BatchSize, 10) × (Headroom + 576) for ICMP errors, plus
-// four slices of BatchSize pointers. For a vnet_hdr TUN (batch 128, MTU
-// 1390) that is 128 × 1564 ≈ 196 KiB + 6 KiB + 8 KiB ≈ 210 KiB. wireguard-go's
-// NativeTun splits GSO super-packets into MSS-sized segments across the
-// buffers, so no buffer needs more than the MTU. (Write-side GRO coalesces
-// into spare capacity of the first buffer of a flow; these buffers have
-// none, so each packet is one write(2). Coalescing would need larger
-// buffers: a trade of memory for throughput left to the bench work.)
+// Memory: an idle port of a ReadWaiter holds no buffers (they come from a
+// pool shared by the ports of one shape, see readBatch); a port that is
+// not one holds a batch while it is blocked in Read: BatchSize × (Headroom
+// + max(MTU, 1500)) bytes, about 196 KiB for batch 128 and MTU 1390. An
+// OffloadPort reads into buffers of Headroom+MaxGSOPacket (a 64 KiB
+// super-packet per read, offloadBatch reads per batch).
 type Attached struct {
 	r     *Router
 	port  Port
+	off   OffloadPort // port, if it moves super-packets; nil otherwise
+	pool  *batchPool
 	cfg   PortConfig
 	addr  [4]byte
 	mtu   int
@@ -74,16 +73,10 @@ type Attached struct {
 	entry *entry // what attach stored in table.slots[slot]
 
 	// Owned by the read goroutine.
-	bufs       [][]byte    // read buffers, each Headroom+bufMTU, capacity capped
-	sizes      []int       // packet sizes of the last Read
-	dests      []*Attached // destination of packet i in the current batch, nil if dropped
-	out        [][]byte    // scratch: the packets of one destination
-	icmpBufs   [][]byte    // preallocated ICMP error packets
-	icmpOut    [][]byte    // ICMP errors of the current batch
 	icmpLimit  tokenBucket
 	icmpID     uint16
 	localLimit tokenBucket         // packets to the network's Local
-	flows      map[flowKey]flowPin // dedicated egress: each flow's gateway
+	flows      map[flowKey]flowPin // dedicated egress: each flow's gateway; nil until the first
 
 	egress atomic.Pointer[egressRoute] // dedicated egress; nil: node egress
 
@@ -99,37 +92,29 @@ type Attached struct {
 	closeErr  error
 }
 
+// offloadBatch is how many reads of an OffloadPort make a batch. Each may
+// be a 64 KiB super-packet, so a batch holds 1 MiB of buffers while it is
+// in use; more would only delay the first write.
+const offloadBatch = 16
+
 func newAttached(r *Router, p Port, cfg PortConfig, batch int) *Attached {
-	bufSize := Headroom + max(cfg.MTU, minBufferMTU)
 	a := &Attached{
 		r:          r,
 		port:       p,
 		cfg:        cfg,
 		addr:       cfg.Addr.As4(),
 		mtu:        cfg.MTU,
-		bufs:       make([][]byte, batch),
-		sizes:      make([]int, batch),
-		dests:      make([]*Attached, batch),
-		out:        make([][]byte, 0, batch),
 		icmpLimit:  newTokenBucket(icmpInterval, icmpBurst, r.now()),
 		localLimit: newTokenBucket(localInterval, localBurst, r.now()),
-		flows:      make(map[flowKey]flowPin),
 		done:       make(chan struct{}),
 	}
-	slab := make([]byte, batch*bufSize)
-	for i := range a.bufs {
-		// Cap each buffer so that a Port appending in place (GRO) cannot
-		// run into the next packet.
-		a.bufs[i] = slab[i*bufSize : (i+1)*bufSize : (i+1)*bufSize]
+	segSize := Headroom + max(cfg.MTU, minBufferMTU)
+	shape := batchShape{batch: batch, bufSize: segSize}
+	if off, ok := p.(OffloadPort); ok {
+		a.off = off
+		shape = batchShape{batch: min(batch, offloadBatch), bufSize: Headroom + MaxGSOPacket, segSize: segSize}
 	}
-	nICMP := min(batch, icmpBurst)
-	icmpSize := Headroom + icmpMaxSize
-	icmpSlab := make([]byte, nICMP*icmpSize)
-	a.icmpBufs = make([][]byte, nICMP)
-	for i := range a.icmpBufs {
-		a.icmpBufs[i] = icmpSlab[i*icmpSize : (i+1)*icmpSize : (i+1)*icmpSize]
-	}
-	a.icmpOut = make([][]byte, 0, nICMP)
+	a.pool = r.pools.of(shape)
 	return a
 }
 
@@ -184,11 +169,21 @@ func (a *Attached) Close() error {
 // readLoop is the port's read goroutine; see the package comment.
 func (a *Attached) readLoop() {
 	defer close(a.done)
+	w, _ := a.port.(ReadWaiter)
 	failures := 0
 	for {
-		n, err := a.port.Read(a.bufs, a.sizes, Headroom)
-		if n > 0 {
-			a.forward(min(n, len(a.bufs)), a.r.now())
+		var err error
+		if w != nil {
+			err = w.WaitRead()
+		}
+		if err == nil {
+			b := a.pool.get()
+			b.n, err = a.read(b)
+			if b.n > 0 {
+				b.n = min(b.n, len(b.bufs))
+				a.forward(b, a.r.now())
+			}
+			a.pool.put(b)
 		}
 		if err == nil {
 			failures = 0
@@ -210,4 +205,11 @@ func (a *Attached) readLoop() {
 			a.r.log.Warn("port read failed; continuing", "port", a.cfg.Name, "err", err)
 		}
 	}
+}
+
+func (a *Attached) read(b *readBatch) (int, error) {
+	if a.off != nil {
+		return a.off.ReadGSO(b.bufs, b.sizes, Headroom)
+	}
+	return a.port.Read(b.bufs, b.sizes, Headroom)
 }

@@ -178,6 +178,9 @@ func (a *Attached) pinFlow(k flowKey, node [4]byte, now int64) {
 			return
 		}
 	}
+	if a.flows == nil {
+		a.flows = make(map[flowKey]flowPin)
+	}
 	a.flows[k] = flowPin{node: node, last: now}
 }
 

@@ -1,29 +1,145 @@
 package router
 
-import "gvisor.dev/gvisor/pkg/tcpip/header"
+import (
+	"github.com/vrouter/vrouter/internal/offload"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
 
-// forward routes the n packets of the last Read (a.bufs[i][Headroom:] with
-// length a.sizes[i]) and writes them out, one Write per destination. now
-// is the router clock, for the ICMP rate limit. It runs on a's read
+// forward routes the b.n packets of the last Read (b.bufs[i][Headroom:]
+// with length b.sizes[i]) and writes them out, one Write per destination.
+// now is the router clock, for the ICMP rate limit. It runs on a's read
 // goroutine only and allocates nothing.
-func (a *Attached) forward(n int, now int64) {
+//
+// Packets of an OffloadPort may be super-packets or lack their checksum
+// (see OffloadPort): they stay whole when they go to another OffloadPort
+// of the node and are completed or segmented here for anything else.
+func (a *Attached) forward(b *readBatch, now int64) {
 	var c batchCounters
-	dests := a.dests[:n]
-	icmpOut := a.icmpOut[:0]
-	for i := range dests {
-		dests[i] = nil
-		buf := a.bufs[i]
-		size := a.sizes[i]
+	pkts := b.pkts[:0]
+	segs, segSizes := [][]byte(nil), []int(nil)
+	usedSegs := 0
+	for i := range b.n {
+		buf, size := b.bufs[i], b.sizes[i]
+		c[ctrRxPackets]++
 		if size < 0 || size > len(buf)-Headroom {
 			// A Port that breaks its contract: count, never slice out of range.
-			c[ctrRxPackets]++
 			c[dropMalformed]++
 			continue
 		}
-		c[ctrRxPackets]++
 		c[ctrRxBytes] += uint64(size)
+		p := buf[:Headroom+size]
+		whole := false
+		if a.off != nil {
+			h := offload.Decode(buf[Headroom-VirtioHdrLen : Headroom])
+			if !h.Plain() {
+				whole = a.keepsWhole(p[Headroom:], h)
+				if !whole {
+					if h.GSO() != offload.GSONone {
+						if segs == nil {
+							segs, segSizes = b.segments()
+						}
+						pkts, usedSegs = a.split(b, pkts, p, h, segs, segSizes, usedSegs, &c, now)
+						continue
+					}
+					if !offload.CompleteChecksum(p[Headroom:], h) {
+						c[dropMalformed]++
+						continue
+					}
+					clear(buf[Headroom-VirtioHdrLen : Headroom])
+				}
+			}
+		}
+		if len(pkts) == cap(pkts) {
+			a.route(b, pkts, &c, now)
+			pkts, usedSegs = pkts[:0], 0
+		}
+		if whole {
+			c[ctrGSOWhole]++
+		}
+		b.gso[len(pkts)] = whole
+		pkts = append(pkts, p)
+	}
+	a.route(b, pkts, &c, now)
+	a.ctr.add(&c)
+}
 
-		pkt, reason, ok := parseIPv4(buf[Headroom : Headroom+size])
+// keepsWhole reports whether the packet p (with virtio header h) can go
+// out as it is: its destination is a port of this node that takes
+// super-packets, and its segments fit that port's MTU.
+func (a *Attached) keepsWhole(p []byte, h offload.Hdr) bool {
+	pkt, _, ok := parseIPv4(p)
+	if !ok {
+		return false
+	}
+	idx, inNet := indexOf(pkt.dst)
+	if !inNet {
+		return false
+	}
+	e := a.table.lookup(idx)
+	if e == nil || e.kind != entryLocal || e.port.off == nil {
+		return false
+	}
+	if h.GSO() == offload.GSONone {
+		return true // checksum only: the receiving kernel completes it
+	}
+	return h.GSO() == offload.GSOTCPv4 && h.GSOSize > 0 && offload.SegmentLen(pkt.hdr, h) <= e.port.mtu
+}
+
+// split segments the super-packet p (a buffer with headroom) into the
+// batch's segment buffers after the used first ones and appends the
+// segments to pkts, routing what is pending whenever the buffers run out,
+// so that packets keep their order. Bad super-packets count as malformed.
+func (a *Attached) split(b *readBatch, pkts [][]byte, p []byte, h offload.Hdr, segs [][]byte, sizes []int, used int, c *batchCounters, now int64) ([][]byte, int) {
+	pkt, reason, ok := parseIPv4(p[Headroom:])
+	if !ok {
+		c[reason]++
+		return pkts, used
+	}
+	if h.GSO() != offload.GSOTCPv4 {
+		c[dropMalformed]++ // only TSO is enabled on our TUNs
+		return pkts, used
+	}
+	first := 0
+	for {
+		room := min(len(segs)-used, cap(pkts)-len(pkts))
+		if room < min(8, len(segs)) {
+			// Too little room for a useful run of segments: route what
+			// is pending and start over with empty buffers.
+			a.route(b, pkts, c, now)
+			pkts, used = pkts[:0], 0
+			continue
+		}
+		n, total := offload.SplitTCP(pkt.hdr, int(h.GSOSize), first, segs[used:used+room], sizes[used:used+room], Headroom)
+		if n < 0 {
+			c[dropMalformed]++
+			return pkts, used
+		}
+		for k := range n {
+			seg := segs[used+k][:Headroom+sizes[used+k]]
+			clear(seg[Headroom-VirtioHdrLen : Headroom])
+			b.gso[len(pkts)] = false
+			pkts = append(pkts, seg)
+		}
+		used += n
+		first += n
+		c[ctrGSOSegments] += uint64(n)
+		if first == total {
+			c[ctrGSOSplit]++
+			return pkts, used
+		}
+	}
+}
+
+// route forwards pkts (each with Headroom in front) and writes them out.
+func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int64) {
+	if len(pkts) == 0 {
+		return
+	}
+	dests := b.dests[:len(pkts)]
+	icmpOut := b.icmpOut[:0]
+	for i := range dests {
+		dests[i] = nil
+		pkt, reason, ok := parseIPv4(pkts[i][Headroom:])
 		if !ok {
 			c[reason]++
 			continue
@@ -34,7 +150,7 @@ func (a *Attached) forward(n int, now int64) {
 		}
 		if pkt.dst == a.r.resolver {
 			// Packet path 3: DNS is the network's Local (a netstack).
-			a.deliverResolver(pkt, &c, now)
+			a.deliverResolver(pkt, c, now)
 			continue
 		}
 		if isBroadcastOrMulticast(pkt.dst) {
@@ -43,45 +159,50 @@ func (a *Attached) forward(n int, now int64) {
 		}
 		idx, inNet := indexOf(pkt.dst)
 		if !inNet {
-			// Node egress (packet path 4); dedicated egress (path 5) will
-			// choose a gateway here instead.
-			a.deliverEgress(pkt, &c, now)
+			// Node egress (packet path 4) or dedicated egress (path 5).
+			a.deliverEgress(pkt, c, now)
 			continue
 		}
 		e := a.table.lookup(idx)
 		if e == nil {
 			c[dropUnknownDestination]++
-			icmpOut = a.icmpError(icmpOut, &c, now, pkt, header.ICMPv4HostUnreachable, 0)
+			icmpOut = a.icmpError(b, icmpOut, c, now, pkt, header.ICMPv4HostUnreachable, 0)
+			continue
+		}
+		if b.gso[i] && (e.kind != entryLocal || e.port.off == nil) {
+			// The destination changed since keepsWhole looked: a
+			// super-packet cannot go there. TCP sends it again.
+			c[dropTooBig]++
 			continue
 		}
 		switch e.kind {
 		case entryLocal:
 			d := e.port
-			if pkt.totalLen() > d.mtu {
+			if !b.gso[i] && pkt.totalLen() > d.mtu {
 				c[dropTooBig]++
 				if pkt.dontFragment() {
-					icmpOut = a.icmpError(icmpOut, &c, now, pkt, header.ICMPv4FragmentationNeeded, uint16(d.mtu))
+					icmpOut = a.icmpError(b, icmpOut, c, now, pkt, header.ICMPv4FragmentationNeeded, uint16(d.mtu))
 				}
 				continue
 			}
-			a.sizes[i] = pkt.totalLen() // drop padding after the IP packet
+			pkts[i] = pkts[i][:Headroom+pkt.totalLen()] // drop padding after the IP packet
 			dests[i] = d
 		case entryRemote:
 			o := a.r.overlay.Load()
 			if o == nil {
 				// A remote entry without an overlay: nowhere to send it.
 				c[dropUnknownDestination]++
-				icmpOut = a.icmpError(icmpOut, &c, now, pkt, header.ICMPv4HostUnreachable, 0)
+				icmpOut = a.icmpError(b, icmpOut, c, now, pkt, header.ICMPv4HostUnreachable, 0)
 				continue
 			}
 			if pkt.totalLen() > o.mtu {
 				c[dropTooBig]++
 				if pkt.dontFragment() {
-					icmpOut = a.icmpError(icmpOut, &c, now, pkt, header.ICMPv4FragmentationNeeded, uint16(o.mtu))
+					icmpOut = a.icmpError(b, icmpOut, c, now, pkt, header.ICMPv4FragmentationNeeded, uint16(o.mtu))
 				}
 				continue
 			}
-			o.send(pkt.hdr, a.table.vni, e.node, &c)
+			o.send(pkt.hdr, a.table.vni, e.node, c)
 		default:
 			c[dropUnknownDestination]++
 		}
@@ -94,16 +215,16 @@ func (a *Attached) forward(n int, now int64) {
 		if d == nil {
 			continue
 		}
-		out := a.out[:0]
+		out := b.out[:0]
 		var bytes uint64
 		for j := i; j < len(dests); j++ {
 			if dests[j] == d {
-				out = append(out, a.bufs[j][:Headroom+a.sizes[j]])
-				bytes += uint64(a.sizes[j])
+				out = append(out, pkts[j])
+				bytes += uint64(len(pkts[j]) - Headroom)
 				dests[j] = nil
 			}
 		}
-		a.writeTo(d, out, bytes, &c)
+		a.writeTo(d, out, bytes, c)
 	}
 
 	if len(icmpOut) > 0 {
@@ -120,7 +241,6 @@ func (a *Attached) forward(n int, now int64) {
 			a.tx.bytes.Add(bytes)
 		}
 	}
-	a.ctr.add(&c)
 }
 
 // writeTo writes one destination's packets of the batch. A failed Write
@@ -132,7 +252,15 @@ func (a *Attached) writeTo(d *Attached, out [][]byte, bytes uint64, c *batchCoun
 		c[dropUnknownDestination] += uint64(len(out))
 		return
 	}
-	if _, err := d.port.Write(out, Headroom); err != nil {
+	var err error
+	if a.off != nil && d.off != nil {
+		// Every packet of an OffloadPort's batch has a valid virtio-net
+		// header in front: the kernel's, or a cleared one (split, completed).
+		_, err = d.off.WriteGSO(out, Headroom)
+	} else {
+		_, err = d.port.Write(out, Headroom)
+	}
+	if err != nil {
 		c[dropWriteError] += uint64(len(out))
 		a.r.log.Debug("write to port failed", "from", a.cfg.Name, "to", d.cfg.Name, "packets", len(out), "err", err)
 		return
@@ -145,16 +273,16 @@ func (a *Attached) writeTo(d *Attached, out [][]byte, bytes uint64, c *batchCoun
 
 // icmpError queues an ICMP destination-unreachable for the sender of pkt,
 // unless the rules of mayTriggerICMPError or the rate limit say no.
-func (a *Attached) icmpError(out [][]byte, c *batchCounters, now int64, pkt ipv4Packet, code header.ICMPv4Code, mtu uint16) [][]byte {
+func (a *Attached) icmpError(b *readBatch, out [][]byte, c *batchCounters, now int64, pkt ipv4Packet, code header.ICMPv4Code, mtu uint16) [][]byte {
 	if !pkt.mayTriggerICMPError() {
 		return out
 	}
-	if len(out) == len(a.icmpBufs) || !a.icmpLimit.allow(now) {
+	if len(out) == len(b.icmpBufs) || !a.icmpLimit.allow(now) {
 		c[ctrICMPRateLimited]++
 		return out
 	}
-	b := a.icmpBufs[len(out)]
+	buf := b.icmpBufs[len(out)]
 	a.icmpID++
-	n := buildICMPUnreachable(b[Headroom:], a.r.resolver, pkt, code, mtu, a.icmpID)
-	return append(out, b[:Headroom+n])
+	n := buildICMPUnreachable(buf[Headroom:], a.r.resolver, pkt, code, mtu, a.icmpID)
+	return append(out, buf[:Headroom+n])
 }

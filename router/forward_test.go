@@ -107,8 +107,10 @@ func TestForwardToClosingPort(t *testing.T) {
 func TestForwardBadSize(t *testing.T) {
 	r := newInternalRouter(t)
 	a := attachNoLoop(t, r, newFakePort(2, false), 1, "10.240.0.1", 1390)
-	a.sizes[0], a.sizes[1] = -1, len(a.bufs[1])
-	a.forward(2, r.now())
+	b := batchOf(a)
+	b.sizes[0], b.sizes[1] = -1, len(b.bufs[1])
+	b.n = 2
+	a.forward(b, r.now())
 	if s := r.Stats(); s.Drops["malformed"] != 2 || s.Counters["rx_packets"] != 2 {
 		t.Errorf("counters %v drops %v", s.Counters, s.Drops)
 	}
@@ -194,7 +196,7 @@ func forwardFixture(tb testing.TB, batch, size int) (*Router, *Attached, *fakePo
 func TestForwardAllocs(t *testing.T) {
 	t.Run("forwarded", func(t *testing.T) {
 		r, a, dst := forwardFixture(t, 64, 1400)
-		allocs := testing.AllocsPerRun(100, func() { a.forward(64, r.now()) })
+		allocs := testing.AllocsPerRun(100, func() { a.forward(batchOf(a), r.now()) })
 		if allocs != 0 {
 			t.Errorf("forward allocates %v times per batch of 64", allocs)
 		}
@@ -245,7 +247,7 @@ func BenchmarkForward(b *testing.B) {
 			b.SetBytes(int64(batch * size))
 			b.ReportAllocs()
 			for b.Loop() {
-				a.forward(batch, r.now())
+				a.forward(batchOf(a), r.now())
 			}
 			b.ReportMetric(float64(b.N)*float64(batch)/b.Elapsed().Seconds(), "pkts/s")
 		})

@@ -202,12 +202,27 @@ func attachNoLoop(tb testing.TB, r *Router, p Port, network uint32, addr string,
 	return a
 }
 
-// load puts pkts into a's read buffers as a Read would and returns n.
-func load(a *Attached, pkts ...[]byte) int {
-	for i, p := range pkts {
-		a.sizes[i] = copy(a.bufs[i][Headroom:], p)
+// testBatches holds the read batch of each port a test drives by hand
+// (no read goroutine), so that loading and forwarding see the same one.
+var testBatches sync.Map // *Attached → *readBatch
+
+// batchOf returns the read batch tests use for a.
+func batchOf(a *Attached) *readBatch {
+	if b, ok := testBatches.Load(a); ok {
+		return b.(*readBatch)
 	}
-	return len(pkts)
+	b, _ := testBatches.LoadOrStore(a, a.pool.get())
+	return b.(*readBatch)
+}
+
+// load puts pkts into a's test batch as a Read would and returns it.
+func load(a *Attached, pkts ...[]byte) *readBatch {
+	b := batchOf(a)
+	for i, p := range pkts {
+		b.sizes[i] = copy(b.bufs[i][Headroom:], p)
+	}
+	b.n = len(pkts)
+	return b
 }
 
 // errPort is a Port whose Read returns the queued errors (one per call)

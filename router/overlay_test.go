@@ -298,9 +298,11 @@ func encapFixture(tb testing.TB, batch, size int) (*overlayNode, *Attached, [][]
 	src := attachNoLoop(tb, a.r, newFakePort(batch, false), 7, "10.240.0.1", 1500)
 	a.setRemote(tb, 7, "10.240.0.2", testNodeB)
 	pkt := Pkt4("10.240.0.1", "10.240.0.2", PktOpts{Payload: size - 28})
-	for i := range batch {
-		src.sizes[i] = copy(src.bufs[i][Headroom:], pkt)
+	pkts := make([][]byte, batch)
+	for i := range pkts {
+		pkts[i] = pkt
 	}
+	load(src, pkts...)
 	bufs, sizes := wgBufs(overlayBatch)
 	return a, src, bufs, sizes
 }
@@ -327,7 +329,7 @@ func TestOverlayAllocs(t *testing.T) {
 	t.Run("encap", func(t *testing.T) {
 		a, src, bufs, sizes := encapFixture(t, 64, DefaultMTU)
 		allocs := testing.AllocsPerRun(100, func() {
-			src.forward(64, a.r.now())
+			src.forward(batchOf(src), a.r.now())
 			for len(a.o.queue) > 0 {
 				a.o.Read(bufs, sizes, wgOffset)
 			}
@@ -363,7 +365,7 @@ func BenchmarkEncap(b *testing.B) {
 			b.SetBytes(int64(batch * size))
 			b.ReportAllocs()
 			for b.Loop() {
-				src.forward(batch, a.r.now())
+				src.forward(batchOf(src), a.r.now())
 				for len(a.o.queue) > 0 {
 					a.o.Read(bufs, sizes, wgOffset)
 				}

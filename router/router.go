@@ -7,7 +7,12 @@
 // Every attached port has exactly one read goroutine (Attached.readLoop),
 // started by AddPort and stopped by Attached.Close. It loops:
 //
-//	Port.Read(batch)                           one syscall for up to BatchSize packets
+//	ReadWaiter.WaitRead()                      idle: wait without buffers (if the Port can)
+//	→ take a batch of buffers from the pool shared by ports of this shape
+//	→ Port.Read(batch)                         up to BatchSize packets
+//	  (OffloadPort.ReadGSO: TCP super-packets of up to 64 KiB, see OffloadPort;
+//	  one for another OffloadPort of the node stays whole, any other is
+//	  segmented here first: gso_whole, gso_split, gso_segments)
 //	→ for each packet (forward, sequential, no allocation):
 //	    parse IPv4 header         else drop malformed / not_ipv4
 //	    src == port address       else drop spoofed_source
@@ -29,6 +34,7 @@
 //	→ one Port.Write per destination port with all its packets of the batch
 //	→ one Port.Write back to the sender with the batch's ICMP errors
 //	→ fold the batch's counters into the port's counters (atomics, per batch)
+//	→ return the batch to the pool
 //
 // # Overlay (packet path 2)
 //
@@ -53,7 +59,8 @@
 //
 // # Ownership and locking
 //
-//   - A port's read goroutine owns its buffers and scratch slices, its ICMP
+//   - A port's read goroutine owns the batch it took (buffers and scratch
+//     slices) until it gives it back, its ICMP
 //     rate limiter and the batch counters; nothing else touches them.
 //   - Port.Write of one destination is called concurrently by the read
 //     goroutines of every port sending to it; the Port contract allows that.
@@ -132,6 +139,7 @@ type Router struct {
 	// receive path (see SetEgressReturn).
 	returns atomic.Pointer[map[uint32]*egressReturn]
 	probe   probeState // overlay probes (probe.go)
+	pools   pools      // read batches, by shape (batch.go)
 
 	state struct {
 		sync.Mutex

@@ -38,6 +38,9 @@ const (
 	ctrEncapsulated
 	ctrDecapsulated
 	ctrToStack
+	ctrGSOWhole    // super-packets written whole to an OffloadPort
+	ctrGSOSplit    // super-packets segmented by the router
+	ctrGSOSegments // the segments they made
 	numCounters
 )
 
@@ -68,6 +71,9 @@ var counterNames = [numCounters]string{
 	ctrEncapsulated:        "encapsulated",
 	ctrDecapsulated:        "decapsulated",
 	ctrToStack:             "to_stack",
+	ctrGSOWhole:            "gso_whole",
+	ctrGSOSplit:            "gso_split",
+	ctrGSOSegments:         "gso_segments",
 }
 
 // DropReasons returns the names of every drop reason, in a stable order.

@@ -7,8 +7,12 @@
 // a descriptor it received over the control socket; a TUN keeps working from
 // any thread, namespace or process once opened (API-NOTES §2.2).
 //
-// Every TUN is opened IFF_TUN|IFF_NO_PI|IFF_VNET_HDR with TSO/USO offloads,
-// so that wireguard-go's tun.Device splits and coalesces segments in batches
-// (API-NOTES §2.4), and is non-persistent: it disappears from the namespace
-// when the last descriptor closes.
+// Every TUN is opened IFF_TUN|IFF_NO_PI|IFF_VNET_HDR with offloads (TSO
+// for the daemon's port; API-NOTES §2.4), so that a container's TCP hands
+// over 64 KiB super-packets that the router passes whole to another
+// container of the node, and is non-persistent: it disappears from the
+// namespace when the last descriptor closes. OpenPort reads and writes the
+// descriptor itself through the Go poller (tunport.go), without
+// wireguard-go's tun.Device, whose per-device GRO tables cost about 700 KiB
+// per container.
 package tunnel

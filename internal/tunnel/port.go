@@ -7,16 +7,15 @@ import (
 
 	"github.com/vrouter/vrouter/router"
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/tun"
 )
 
 // OpenPort wraps the TUN behind f as a router.Port. It takes ownership of f
 // (closed on success and on error alike; the port holds its own descriptor)
 // and works unprivileged on a TUN living in another namespace.
 //
-// The returned value also implements tun.Device, with MTU and Name answered
-// from a cache: NativeTun asks the caller's namespace for both, which fails
-// for a TUN elsewhere (API-NOTES §2.2).
+// A TUN with IFF_VNET_HDR gives a router.OffloadPort (TSO on: super-packets
+// travel whole between containers of the node), any other a plain Port;
+// both are router.ReadWaiters, so an idle port holds no buffers.
 func OpenPort(f *os.File, mtu int) (router.Port, Info, error) {
 	if f == nil {
 		return nil, Info{}, errors.New("open port: nil file")
@@ -33,17 +32,11 @@ func OpenPort(f *os.File, mtu int) (router.Port, Info, error) {
 	if err != nil {
 		return nil, Info{}, fmt.Errorf("open port %s: %w", info.Name, err)
 	}
-	// From here the NativeTun owns fd. Its constructor wraps fd in an
-	// os.File before the steps that can fail, and that file's finalizer
-	// closes fd if we get an error, so fd must not be closed here as well.
-	dev, name, err := tun.CreateUnmonitoredTUNFromFD(fd)
+	p, err := newTUNPort(fd, info, mtu)
 	if err != nil {
 		return nil, Info{}, fmt.Errorf("open port %s: %w", info.Name, err)
 	}
-	if name == "" {
-		name = info.Name
-	}
-	return &port{Device: dev, name: name, mtu: mtu}, info, nil
+	return p, info, nil
 }
 
 // dupNonblock duplicates f's descriptor (close-on-exec) and makes the file
@@ -70,21 +63,3 @@ func dupNonblock(f *os.File) (int, error) {
 	}
 	return nfd, nil
 }
-
-// port is a wireguard-go NativeTun with a fixed MTU and name. Read, Write,
-// BatchSize, File, Events and Close are NativeTun's: Close is idempotent and
-// makes a blocked Read return os.ErrClosed; Events never delivers (the
-// device is unmonitored) and is closed by Close.
-type port struct {
-	tun.Device
-	name string
-	mtu  int
-}
-
-var (
-	_ router.Port = (*port)(nil)
-	_ tun.Device  = (*port)(nil)
-)
-
-func (p *port) MTU() (int, error)     { return p.mtu, nil }
-func (p *port) Name() (string, error) { return p.name, nil }
