@@ -86,7 +86,7 @@ func TestSplitTCP(t *testing.T) {
 				}
 				payload = append(payload, tcp.Payload()...)
 			}
-			if got := len(header.TCP(header.IPv4(out[n-1][off:off+sizes[n-1]]).Payload()).Payload()); got != tt.wantLastBytes {
+			if got := len(header.TCP(header.IPv4(out[n-1][off : off+sizes[n-1]]).Payload()).Payload()); got != tt.wantLastBytes {
 				t.Errorf("last segment carries %d bytes, want %d", got, tt.wantLastBytes)
 			}
 			if !bytes.Equal(payload, whole[40:]) {
