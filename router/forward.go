@@ -32,7 +32,16 @@ func (a *Attached) forward(b *readBatch, now int64) {
 		if a.off != nil {
 			h := offload.Decode(buf[Headroom-VirtioHdrLen : Headroom])
 			if !h.Plain() {
-				whole = a.keepsWhole(p[Headroom:], h)
+				var toLocal bool
+				whole, toLocal = a.keepsWhole(p[Headroom:], h)
+				if whole && toLocal && h.Flags&offload.NeedsCsum != 0 {
+					// The netstack gets the bare packet: no device
+					// will complete the checksum after us.
+					if !offload.CompleteChecksum(p[Headroom:], h) {
+						c[dropMalformed]++
+						continue
+					}
+				}
 				if !whole {
 					if h.GSO() != offload.GSONone {
 						if segs == nil {
@@ -65,24 +74,34 @@ func (a *Attached) forward(b *readBatch, now int64) {
 
 // keepsWhole reports whether the packet p (with virtio header h) can go
 // out as it is: its destination is a port of this node that takes
-// super-packets, and its segments fit that port's MTU.
-func (a *Attached) keepsWhole(p []byte, h offload.Hdr) bool {
+// super-packets and its segments fit that port's MTU, or (toLocal) it
+// leaves through the node's egress and the network's netstack takes large
+// packets.
+func (a *Attached) keepsWhole(p []byte, h offload.Hdr) (whole, toLocal bool) {
 	pkt, _, ok := parseIPv4(p)
 	if !ok {
-		return false
+		return false, false
+	}
+	gso := h.GSO()
+	if gso != offload.GSONone && (gso != offload.GSOTCPv4 || h.GSOSize == 0) {
+		return false, false
 	}
 	idx, inNet := indexOf(pkt.dst)
 	if !inNet {
-		return false
+		if pkt.dst == a.r.resolver || isBroadcastOrMulticast(pkt.dst) || a.egress.Load() != nil {
+			return false, false
+		}
+		s := a.table.local.Load()
+		return s != nil && s.egress && s.large, true
 	}
 	e := a.table.lookup(idx)
 	if e == nil || e.kind != entryLocal || e.port.off == nil {
-		return false
+		return false, false
 	}
-	if h.GSO() == offload.GSONone {
-		return true // checksum only: the receiving kernel completes it
+	if gso == offload.GSONone {
+		return true, false // checksum only: the receiving kernel completes it
 	}
-	return h.GSO() == offload.GSOTCPv4 && h.GSOSize > 0 && offload.SegmentLen(pkt.hdr, h) <= e.port.mtu
+	return offload.SegmentLen(pkt.hdr, h) <= e.port.mtu, false
 }
 
 // split segments the super-packet p (a buffer with headroom) into the
@@ -159,6 +178,12 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 		}
 		idx, inNet := indexOf(pkt.dst)
 		if !inNet {
+			if b.gso[i] && a.egress.Load() != nil {
+				// Dedicated egress was set since keepsWhole looked: the
+				// overlay cannot take a super-packet. TCP sends it again.
+				c[dropTooBig]++
+				continue
+			}
 			// Node egress (packet path 4) or dedicated egress (path 5).
 			a.deliverEgress(pkt, c, now)
 			continue

@@ -37,10 +37,20 @@ type LocalOptions struct {
 	Egress bool
 }
 
+// LargeLocal is a Local whose Deliver also takes TCP/IPv4 packets larger
+// than the MTU, up to 64 KiB, with complete checksums. The router then
+// hands a container's TSO super-packets for node egress over whole instead
+// of segmenting them: one packet through the netstack instead of forty.
+type LargeLocal interface {
+	Local
+	TakesLarge() bool
+}
+
 // localSink wraps a Local so that a table slot can hold it atomically.
 type localSink struct {
 	l      Local
 	egress bool
+	large  bool // l is a LargeLocal that takes them
 }
 
 // SetLocal makes l the terminator of network's non-container traffic; nil
@@ -65,7 +75,8 @@ func (r *Router) SetLocal(network uint32, l Local, opts LocalOptions) error {
 		return fmt.Errorf("set local: %w", ErrClosed)
 	}
 	t := r.tableLocked(network)
-	t.local.Store(&localSink{l: l, egress: opts.Egress})
+	ll, ok := l.(LargeLocal)
+	t.local.Store(&localSink{l: l, egress: opts.Egress, large: ok && ll.TakesLarge()})
 	t.hasLocal = true
 	return nil
 }

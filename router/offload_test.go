@@ -262,3 +262,40 @@ func BenchmarkForwardGSO(b *testing.B) {
 		})
 	}
 }
+
+// largeLocal records what it is handed; it takes large packets if large.
+type largeLocal struct {
+	large bool
+	pkts  [][]byte
+}
+
+func (l *largeLocal) Deliver(pkt []byte) { l.pkts = append(l.pkts, append([]byte(nil), pkt...)) }
+func (l *largeLocal) TakesLarge() bool   { return l.large }
+
+// TestOffloadEgressToLargeLocal: a super-packet for node egress reaches a
+// netstack that takes large packets whole, with its checksum completed
+// (no device will do it after the router); any other Local gets segments.
+func TestOffloadEgressToLargeLocal(t *testing.T) {
+	for _, large := range []bool{true, false} {
+		r := newInternalRouter(t)
+		l := &largeLocal{large: large}
+		if err := r.SetLocal(1, l, LocalOptions{Egress: true}); err != nil {
+			t.Fatal(err)
+		}
+		a := attachNoLoop(t, r, newFakeOffloadPort(), 1, "10.240.0.1", 1390)
+		a.forward(loadVnet(a, super("10.240.0.1", "127.0.0.1", 7, 30000, 1338)), r.now())
+		want := 1
+		if !large {
+			want = 30000/1338 + 1
+		}
+		if len(l.pkts) != want {
+			t.Fatalf("large=%v: %d packets delivered, want %d", large, len(l.pkts), want)
+		}
+		if n := segmentsOf(t, l.pkts, 7, map[bool]int{true: 30000, false: 1338}[large]); n != 30000 {
+			t.Errorf("large=%v: %d bytes delivered", large, n)
+		}
+		if s := r.Stats(); s.Counters["to_stack"] != uint64(want) {
+			t.Errorf("large=%v: counters %v", large, s.Counters)
+		}
+	}
+}

@@ -29,9 +29,10 @@ func Super(t TCP, mss int) (hdr [10]byte, pkt []byte) {
 	ihl := header.IPv4MinimumSize
 	tcp := header.TCP(pkt[ihl:])
 	s, d := netip.MustParseAddr(t.Src).As4(), netip.MustParseAddr(t.Dst).As4()
-	// Partial checksum: the pseudo-header sum without the length, as
-	// Linux leaves it for CHECKSUM_PARTIAL (the device adds the rest).
-	tcp.SetChecksum(header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpip.AddrFrom4(s), tcpip.AddrFrom4(d), 0))
+	// Partial checksum as Linux leaves it for CHECKSUM_PARTIAL
+	// (__tcp_v4_send_check): the pseudo-header sum over the whole
+	// super-packet's TCP length; the device adds the rest.
+	tcp.SetChecksum(header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpip.AddrFrom4(s), tcpip.AddrFrom4(d), uint16(len(pkt)-ihl)))
 	hdr[0] = 1 // NEEDS_CSUM
 	hdr[1] = 1 // GSO_TCPV4
 	binary.LittleEndian.PutUint16(hdr[2:], uint16(ihl+header.TCPMinimumSize))
@@ -47,11 +48,6 @@ func Partial(t TCP) (hdr [10]byte, pkt []byte) {
 	hdr, pkt = Super(t, 0)
 	hdr[1] = 0
 	binary.LittleEndian.PutUint16(hdr[4:], 0)
-	// A partial checksum for a packet the kernel did not segment includes
-	// the length: recompute it so.
-	ihl := header.IPv4MinimumSize
-	s, d := netip.MustParseAddr(t.Src).As4(), netip.MustParseAddr(t.Dst).As4()
-	header.TCP(pkt[ihl:]).SetChecksum(header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpip.AddrFrom4(s), tcpip.AddrFrom4(d), uint16(len(pkt)-ihl)))
 	return hdr, pkt
 }
 
