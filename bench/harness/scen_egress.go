@@ -82,22 +82,32 @@ func (s *Suite) vrouterEgress(ctx context.Context, sc *scope) *path {
 	if err != nil {
 		return fail(err)
 	}
+	if err := s.loopbackOut(ctx, ns); err != nil {
+		return fail(err)
+	}
+	return &path{name: "vrouter", mtu: c.MTU, client: ns, dst: "127.0.0.1", bind: "127.0.0.1", fwd: []int{d.proc.pid()}}
+}
+
+// loopbackOut makes 127.0.0.1 in the container ns (attached, its TUN is
+// vr0) leave through the TUN, so that the container reaches servers on the
+// host's loopback through vrouter.
+func (s *Suite) loopbackOut(ctx context.Context, ns *netns) error {
 	// Without its address on lo the namespace has no local route for
 	// 127.0.0.0/8, so packets to 127.0.0.1 take the default route into
 	// the TUN, to the node. (Setting lo down alone is not enough: the
 	// local routes of an address stay while the address does.)
 	if err := s.ip(ctx, ns, "link", "set", "lo", "down"); err != nil {
-		return fail(err)
+		return err
 	}
 	if err := s.ip(ctx, ns, "addr", "del", "127.0.0.1/8", "dev", "lo"); err != nil {
-		return fail(err)
+		return err
 	}
 	// And the answers come from 127.0.0.1 through vr0: without
 	// route_localnet the container's kernel drops them as martians.
 	if _, err := s.run(ctx, cmdTimeout, ns.cmd("sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1", "net.ipv4.conf.vr0.route_localnet=1"), nil); err != nil {
-		return fail(err)
+		return err
 	}
-	return &path{name: "vrouter", mtu: c.MTU, client: ns, dst: "127.0.0.1", bind: "127.0.0.1", fwd: []int{d.proc.pid()}}
+	return nil
 }
 
 // userNetPath: a namespace whose network is slirp4netns or pasta at mtu,
@@ -154,14 +164,4 @@ func (s *Suite) userNetPath(ctx context.Context, sc *scope, tool string, mtu int
 		return fail(err)
 	}
 	return &path{name: name, mtu: mtu, client: ns, dst: "10.0.2.2", bind: "127.0.0.1", fwd: []int{p.pid()}}
-}
-
-// scenDedicatedEgress: not built yet.
-func (s *Suite) scenDedicatedEgress(ctx context.Context, sc *scope, out *report.Scenario) error {
-	if s.bin != "" {
-		if _, err := s.run(ctx, cmdTimeout, []string{s.bin, "egress", "--help"}, nil); err == nil {
-			return skipf("not measured yet: this build has `vrouter egress`, the scenario still has to be written")
-		}
-	}
-	return skipf("not built")
 }

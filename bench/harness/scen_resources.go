@@ -15,11 +15,6 @@ import (
 	"github.com/vrouter/vrouter/bench/stats"
 )
 
-// scenFailover: gateways are not built yet.
-func (s *Suite) scenFailover(ctx context.Context, sc *scope, out *report.Scenario) error {
-	return skipf("not built (needs dedicated egress through gateways)")
-}
-
 // scenResources: the daemon's RSS per idle attached port with many ports in
 // one network, the time one `attach --fd` takes, and allocations per
 // forwarded packet from the router's micro-benchmark.
