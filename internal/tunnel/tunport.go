@@ -50,8 +50,10 @@ type tunPort struct {
 	readFn  func(uintptr) bool
 	waitFn  func(uintptr) bool
 
-	// The same for writers, serialised by wmu.
+	// The same for writers, serialised by wmu; groOut is Write's list of
+	// coalesced packets.
 	wmu     sync.Mutex
+	groOut  [][]byte
 	wrBufs  [][]byte
 	wrAt    int
 	wrSent  int
@@ -215,6 +217,10 @@ func (p *tunPort) readOnce(fd uintptr) bool {
 func (p *tunPort) writeAll(bufs [][]byte, at int) (int, error) {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
+	return p.writeLocked(bufs, at)
+}
+
+func (p *tunPort) writeLocked(bufs [][]byte, at int) (int, error) {
 	p.wrBufs, p.wrAt, p.wrSent, p.wrErr = bufs, at, 0, nil
 	err := p.rc.Write(p.writeFn)
 	sent, werr := p.wrSent, p.wrErr
@@ -276,16 +282,26 @@ func (p *vnetPort) WriteGSO(bufs [][]byte, offset int) (int, error) {
 	return p.writeAll(bufs, offset-offload.HdrLen)
 }
 
-// Write writes plain packets, with a zero virtio-net header written into
-// the headroom in front of each.
+// Write writes plain packets (from other nodes, the netstack), with a
+// virtio-net header written into the headroom in front of each. Runs of
+// TCP segments of one flow are first coalesced into super-packets
+// (offload.Coalesce): the container's kernel then takes one packet where
+// it would take forty. A buffer absorbs the segments after it only if it
+// has spare capacity (wireguard-go's buffers do). Write returns len(bufs)
+// on success.
 func (p *vnetPort) Write(bufs [][]byte, offset int) (int, error) {
 	if offset < offload.HdrLen {
 		return 0, fmt.Errorf("write %s: offset %d leaves no room for the virtio-net header", p.name, offset)
 	}
-	for _, b := range bufs {
-		clear(b[offset-offload.HdrLen : offset])
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	p.groOut = offload.Coalesce(bufs, offset, p.groOut[:0])
+	_, err := p.writeLocked(p.groOut, offset-offload.HdrLen)
+	clear(p.groOut) // keep no reference to the caller's buffers
+	if err != nil {
+		return 0, err
 	}
-	return p.writeAll(bufs, offset-offload.HdrLen)
+	return len(bufs), nil
 }
 
 // Read returns plain packets only: checksums completed and super-packets

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vrouter/vrouter/internal/leaktest"
+	"github.com/vrouter/vrouter/internal/offload"
 	"github.com/vrouter/vrouter/internal/offload/offloadtest"
 	"github.com/vrouter/vrouter/router"
 	"golang.org/x/sys/unix"
@@ -276,5 +277,34 @@ func TestPortIOAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("a read and a write allocate %v times", allocs)
+	}
+}
+
+// TestVnetPortWriteCoalesces: segments of one flow given to Write in
+// buffers with spare room reach the TUN as one super-packet.
+func TestVnetPortWriteCoalesces(t *testing.T) {
+	p, _, peer := seqpacketPort(t, true)
+	in := offloadtest.TCP{Src: "10.240.0.2", Dst: "10.240.0.1", Payload: 10 * 1000}
+	hdr, sp := offloadtest.Super(in, 1000)
+	segs, sizes := bufsOf(16, 1500)
+	n, _ := offload.SplitTCP(header.IPv4(sp), 1000, 0, segs, sizes, router.Headroom)
+	bufs := make([][]byte, n)
+	for k := range n {
+		bufs[k] = make([]byte, router.Headroom+sizes[k], 65535) // like wireguard-go's
+		copy(bufs[k], segs[k][:router.Headroom+sizes[k]])
+	}
+	if got, err := p.Write(bufs, router.Headroom); got != n || err != nil {
+		t.Fatalf("Write = %d, %v", got, err)
+	}
+	msg := make([]byte, 70000)
+	m, err := unix.Read(peer, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(msg[:10], hdr[:]) || !bytes.Equal(msg[10:m], sp) {
+		t.Errorf("TUN got %d bytes, not the super-packet the segments came from", m)
+	}
+	if _, _, err := unix.Recvfrom(peer, msg, unix.MSG_DONTWAIT); !errors.Is(err, unix.EAGAIN) {
+		t.Errorf("more than one packet written: %v", err)
 	}
 }
