@@ -10,6 +10,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -40,7 +41,7 @@ func (f *fakeNAT) Deliver(pkt []byte) {
 // loses them, no usable gateway drops (never the worker's own egress),
 // and only the route's gateways may answer.
 func TestDedicatedEgress(t *testing.T) {
-	router.GoroutineLeakCheck(t)
+	leaktest.Check(t)
 	const (
 		network   = 7
 		egressVNI = 900
@@ -191,7 +192,7 @@ func waitStat(t *testing.T, r *router.Router, cond func(router.Stats) bool) {
 // TestOverlayProbe: a node answers probes over the overlay; a closed one
 // does not; probes touch no counter of the traffic balance.
 func TestOverlayProbe(t *testing.T) {
-	router.GoroutineLeakCheck(t)
+	leaktest.Check(t)
 	a := newWGNode(t, "100.64.0.1")
 	b := newWGNode(t, "100.64.0.2")
 	pa := a.peer()

@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // newInternalRouter is newTestRouter for tests inside the package.
 func newInternalRouter(t *testing.T) *Router {
 	t.Helper()
-	GoroutineLeakCheck(t)
+	leaktest.Check(t)
 	r := New(Config{Logger: NewTestLogger(t)})
 	t.Cleanup(func() {
 		if err := r.Close(); err != nil {

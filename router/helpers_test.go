@@ -118,30 +118,6 @@ func WaitAccounted(t *testing.T, r *Router, rx uint64) Stats {
 	}
 }
 
-// goroutineLeakCheck fails the test if goroutines started during it are
-// still running shortly after it ends (as wireguard-go's device tests do).
-func GoroutineLeakCheck(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		if t.Failed() {
-			return
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				t.Errorf("%d goroutines leaked:\n%s", n-before, buf[:runtime.Stack(buf, true)])
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
-}
-
 // fakePort is a Port double for direct calls of forward: Read blocks until
 // Close, Write records (or fails) without copying more than it must.
 type fakePort struct {

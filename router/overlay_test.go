@@ -7,6 +7,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -202,7 +203,7 @@ func TestOverlayQueueFull(t *testing.T) {
 }
 
 func TestOverlayClose(t *testing.T) {
-	GoroutineLeakCheck(t)
+	leaktest.Check(t)
 	a := newOverlayNode(t, testNodeA)
 	if _, err := a.r.EnableOverlay(netip.AddrFrom4(testNodeA)); !errors.Is(err, ErrOverlayEnabled) {
 		t.Errorf("second EnableOverlay: %v", err)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/router/porttest"
 )
@@ -14,7 +15,7 @@ import (
 // which no goroutine of it may remain.
 func newTestRouter(t *testing.T) *router.Router {
 	t.Helper()
-	router.GoroutineLeakCheck(t)
+	leaktest.Check(t)
 	r := router.New(router.Config{Logger: router.NewTestLogger(t)})
 	t.Cleanup(func() {
 		if err := r.Close(); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/router/porttest"
 )
@@ -282,7 +283,7 @@ func TestAddressReuseAfterClose(t *testing.T) {
 }
 
 func TestRouterClose(t *testing.T) {
-	router.GoroutineLeakCheck(t)
+	leaktest.Check(t)
 	r := router.New(router.Config{Logger: router.NewTestLogger(t)})
 	var ports []*porttest.Port
 	var atts []*router.Attached

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/vrouter/vrouter/router"
@@ -98,7 +99,7 @@ func (n *wgNode) remote(t *testing.T, network uint32, addr string, owner *wgNode
 }
 
 func TestWireGuardOverlay(t *testing.T) {
-	router.GoroutineLeakCheck(t)
+	leaktest.Check(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,7 +55,7 @@ func statusHandler(ctx context.Context, req *Request, fd *os.File) (any, error) 
 }
 
 func TestRoundTrip(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	s := startServer(t, statusHandler)
 	ctx := context.Background()
 
@@ -102,7 +103,7 @@ func TestSocketMode(t *testing.T) {
 // TestAttachFD passes a pipe's write end and checks the handler can write
 // into it.
 func TestAttachFD(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	type got struct {
 		req *AttachRequest
 		err error
@@ -221,7 +222,7 @@ func (p *fdCounter) allClosedByServer(ours []int) {
 }
 
 func TestRejectedFDsAreClosed(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	called := make(chan string, 10)
 	s := startServer(t, func(ctx context.Context, req *Request, fd *os.File) (any, error) {
 		called <- req.Op
@@ -302,7 +303,7 @@ func TestLargeResponse(t *testing.T) {
 }
 
 func TestHandlerPanic(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	s := startServer(t, func(ctx context.Context, req *Request, fd *os.File) (any, error) { panic("bug") })
 	err := Call(context.Background(), s.Path(), &Request{Op: OpStatus}, nil, nil)
 	var e *Error
@@ -323,7 +324,7 @@ func TestWrappedErrorKeepsCode(t *testing.T) {
 }
 
 func TestListenErrors(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	dir := t.TempDir()
 	t.Run("in use", func(t *testing.T) {
 		s := startServer(t, statusHandler)
@@ -425,7 +426,7 @@ func TestSocketPath(t *testing.T) {
 // TestCloseWhileHandling closes the server while a handler blocks on its
 // context: Close must cancel it, wait for it and return.
 func TestCloseWhileHandling(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	s, err := Listen(filepath.Join(t.TempDir(), "control.sock"))
 	if err != nil {
 		t.Fatal(err)
@@ -464,7 +465,7 @@ func TestCloseWhileHandling(t *testing.T) {
 }
 
 func TestCloseBeforeServe(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	s, err := Listen(filepath.Join(t.TempDir(), "control.sock"))
 	if err != nil {
 		t.Fatal(err)
@@ -480,7 +481,7 @@ func TestCloseBeforeServe(t *testing.T) {
 // TestStuckClient connects and never sends: the per-connection deadline
 // must free the server goroutine.
 func TestStuckClient(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	s, err := Listen(filepath.Join(t.TempDir(), "control.sock"))
 	if err != nil {
 		t.Fatal(err)
@@ -505,7 +506,7 @@ func TestStuckClient(t *testing.T) {
 }
 
 func TestCallContextCancel(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
 	s := startServer(t, func(ctx context.Context, req *Request, fd *os.File) (any, error) {
@@ -528,7 +529,7 @@ func TestCallContextCancel(t *testing.T) {
 }
 
 func TestConcurrentCalls(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	s := startServer(t, statusHandler)
 	var wg sync.WaitGroup
 	errs := make(chan error, 32)

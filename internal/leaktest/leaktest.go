@@ -12,11 +12,15 @@ import (
 
 // Check records the goroutine count now and, when the test ends (after its
 // other cleanups, as Check should be called first), fails it if more
-// goroutines are still running 5 s later, printing every stack.
+// goroutines are still running 5 s later, printing every stack. A test
+// that already failed is not checked.
 func Check(t testing.TB) {
 	t.Helper()
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
+		if t.Failed() {
+			return // a failed test may leave goroutines; its own error says why
+		}
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			n := runtime.NumGoroutine()

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/router"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -102,7 +103,7 @@ var testCfg = IfaceConfig{
 
 func TestCreateConfigurePing(t *testing.T) {
 	requireRoot(t)
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	ns, nsPath := newNetns(t)
 	name := "vrt" + randHex(t, 3)
 
@@ -347,7 +348,7 @@ func TestCreateErrors(t *testing.T) {
 
 func TestRemove(t *testing.T) {
 	requireRoot(t)
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	ns, nsPath := newNetns(t)
 	name := "vrt" + randHex(t, 3)
 	f, err := CreateInNetns(nsPath, name)
@@ -393,7 +394,7 @@ func TestRemove(t *testing.T) {
 // Read with os.ErrClosed.
 func TestCloseUnblocksRead(t *testing.T) {
 	requireRoot(t)
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	ns, nsPath := newNetns(t)
 	name := "vrt" + randHex(t, 3)
 	f, err := CreateInNetns(nsPath, name)
