@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // PortConfig describes a port to AddPort.
@@ -77,6 +78,10 @@ type Attached struct {
 	icmpID     uint16
 	localLimit tokenBucket         // packets to the network's Local
 	flows      map[flowKey]flowPin // dedicated egress: each flow's gateway; nil until the first
+	// overlayTimer bounds waits for a free overlay buffer; overlayFull:
+	// one ran out in this batch, so the rest of it drops at once.
+	overlayTimer *time.Timer
+	overlayFull  bool
 
 	egress atomic.Pointer[egressRoute] // dedicated egress; nil: node egress
 

@@ -141,7 +141,7 @@ func (a *Attached) sendEgress(er *egressRoute, pkt ipv4Packet, c *batchCounters,
 	if ok {
 		a.pinFlow(key, node, now)
 	}
-	o.send(pkt.hdr, er.vni, node, c)
+	o.sendFrom(a, pkt.hdr, er.vni, node, c)
 }
 
 func (er *egressRoute) keeps(node [4]byte) bool {

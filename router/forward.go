@@ -15,6 +15,7 @@ import (
 // of the node and are completed or segmented here for anything else.
 func (a *Attached) forward(b *readBatch, now int64) {
 	var c batchCounters
+	a.overlayFull = false
 	pkts := b.pkts[:0]
 	segs, segSizes := [][]byte(nil), []int(nil)
 	usedSegs := 0
@@ -227,7 +228,7 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 				}
 				continue
 			}
-			o.send(pkt.hdr, a.table.vni, e.node, c)
+			o.sendFrom(a, pkt.hdr, a.table.vni, e.node, c)
 		default:
 			c[dropUnknownDestination]++
 		}

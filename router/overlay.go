@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -18,9 +19,13 @@ const (
 	overlayBatch = 128
 	// overlayQueueLen bounds the packets waiting for wireguard-go. There
 	// are exactly this many overlay buffers, so a full queue is an empty
-	// free list: the sender drops (overlay_queue_full) rather than stall
-	// its read goroutine, which also serves local traffic. TCP sees a loss
-	// and backs off, as behind a full NIC ring.
+	// free list. A port's read goroutine then waits for a buffer, up to
+	// overlayWait once per batch: wireguard-go frees them as fast as it
+	// encrypts, so the wait is backpressure (the container's TUN queue
+	// fills and its TCP slows down without losing a packet; one batch of
+	// super-packets is several hundred segments). Only when it stays full
+	// for that long does the sender drop (overlay_queue_full), so that a
+	// wedged overlay cannot stall the port's local traffic for good.
 	overlayQueueLen = 1024
 	// overlayScratches is how many Write scratches are kept for reuse:
 	// wireguard-go calls Write from one goroutine per peer, and in the
@@ -28,6 +33,9 @@ const (
 	// the race detector makes it drop items, which breaks the alloc test.)
 	overlayScratches = 16
 )
+
+// overlayWait: see overlayQueueLen (a variable for tests).
+var overlayWait = 10 * time.Millisecond
 
 // ErrOverlayEnabled is returned by a second EnableOverlay.
 var ErrOverlayEnabled = errors.New("overlay already enabled")
@@ -147,9 +155,14 @@ func (o *Overlay) putScratch(s *overlayScratch) {
 }
 
 // send encapsulates pkt (a validated IPv4 packet no larger than o.mtu) for
-// node and queues it for wireguard-go. It runs on a port's read goroutine
-// and counts into that port's batch counters; it never blocks.
+// node and queues it for wireguard-go, counting into c. With a nil from
+// it never blocks (the Locals' writers); from a port's read goroutine it
+// may wait for a free buffer (see overlayQueueLen).
 func (o *Overlay) send(pkt []byte, vni uint32, node [4]byte, c *batchCounters) {
+	o.sendFrom(nil, pkt, vni, node, c)
+}
+
+func (o *Overlay) sendFrom(a *Attached, pkt []byte, vni uint32, node [4]byte, c *batchCounters) {
 	if o.closing.Load() {
 		c[dropWriteError]++
 		return
@@ -158,8 +171,10 @@ func (o *Overlay) send(pkt []byte, vni uint32, node [4]byte, c *batchCounters) {
 	select {
 	case ob = <-o.free:
 	default:
-		c[dropOverlayQueueFull]++
-		return
+		if ob = o.waitFree(a); ob == nil {
+			c[dropOverlayQueueFull]++
+			return
+		}
 	}
 	n := copy(ob.b[Headroom:], pkt)
 	ob.frame = ob.b[Headroom-VXLANOverhead : Headroom+n]
@@ -168,6 +183,30 @@ func (o *Overlay) send(pkt []byte, vni uint32, node [4]byte, c *batchCounters) {
 	c[ctrForwarded]++
 	c[ctrForwardedBytes] += uint64(n)
 	c[ctrEncapsulated]++
+}
+
+// waitFree waits up to overlayWait for a free buffer, once per batch of
+// a's (a.overlayFull remembers a wait that ran out), or not at all
+// without a port.
+func (o *Overlay) waitFree(a *Attached) *overlayBuf {
+	if a == nil || a.overlayFull {
+		return nil
+	}
+	if a.overlayTimer == nil {
+		a.overlayTimer = time.NewTimer(overlayWait)
+	} else {
+		a.overlayTimer.Reset(overlayWait)
+	}
+	select {
+	case ob := <-o.free:
+		a.overlayTimer.Stop()
+		return ob
+	case <-a.overlayTimer.C:
+		a.overlayFull = true
+	case <-o.closed:
+		a.overlayTimer.Stop()
+	}
+	return nil
 }
 
 // Read implements tun.Device for wireguard-go's single TUN reader: it

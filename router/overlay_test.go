@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/vrouter/vrouter/internal/leaktest"
 	"golang.zx2c4.com/wireguard/tun"
@@ -173,6 +175,59 @@ func TestOverlayWriteDrops(t *testing.T) {
 	}
 	if s.Counters["rx_packets"] != uint64(len(tests)) || drops != uint64(len(tests)) {
 		t.Errorf("rx %d drops %d, want %d each", s.Counters["rx_packets"], drops, len(tests))
+	}
+}
+
+// TestOverlayQueueBackpressure: a port whose packets find no free overlay
+// buffer waits for wireguard-go to take frames instead of dropping.
+func TestOverlayQueueBackpressure(t *testing.T) {
+	defer func(w time.Duration) { overlayWait = w }(overlayWait)
+	overlayWait = time.Minute // the test decides when frames are taken
+	a := newOverlayNode(t, testNodeA)
+	src := attachNoLoop(t, a.r, newFakePort(64, false), 7, "10.240.0.1", 1390)
+	a.setRemote(t, 7, "10.240.0.2", testNodeB)
+	pkts := make([][]byte, 64)
+	for i := range pkts {
+		pkts[i] = UDP4("10.240.0.1", "10.240.0.2")
+	}
+	for range overlayQueueLen / 64 {
+		src.forward(load(src, pkts...), a.r.now()) // fill every buffer
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		src.forward(load(src, pkts...), a.r.now())
+	}()
+	select {
+	case <-done:
+		t.Fatalf("forward returned with the queue full: drops %v", a.r.Stats().Drops)
+	case <-time.After(50 * time.Millisecond):
+	}
+	// Now take frames like wireguard-go, until the router closes.
+	var read atomic.Int64
+	go func() {
+		bufs, sizes := wgBufs(overlayBatch)
+		for {
+			n, err := a.o.Read(bufs, sizes, wgOffset)
+			if err != nil {
+				return
+			}
+			read.Add(int64(n))
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("forward still waiting after frames were taken")
+	}
+	for deadline := time.Now().Add(10 * time.Second); read.Load() < overlayQueueLen+64; {
+		if time.Now().After(deadline) {
+			t.Fatalf("read %d frames", read.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if s := a.r.Stats(); s.Drops["overlay_queue_full"] != 0 || s.Counters["encapsulated"] != overlayQueueLen+64 {
+		t.Errorf("drops %v counters %v", s.Drops, s.Counters)
 	}
 }
 
