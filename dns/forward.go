@@ -37,18 +37,11 @@ type flight struct {
 // query that joined a flight sends its answer before it leaves, so that
 // Close returns only once every in-flight query has been answered.
 func (r *Resolver) forward(pn string, w mdns.ResponseWriter, req *mdns.Msg, send func(*mdns.Msg)) {
-	key := keyOf(req)
-	if r.cache != nil {
-		if m := r.cache.get(key, r.now()); m != nil {
-			r.stats.cacheHits.Add(1)
-			send(relay(m, req))
-			return
-		}
-	}
-	if len(r.upstreams) == 0 {
-		send(servfail(req))
+	if m, ok := r.forwardNow(req); ok {
+		send(m)
 		return
 	}
+	key := keyOf(req)
 	client := clientKey{pn: pn, ip: remoteIP(w)}
 	f, leader, err := r.join(key, client)
 	if err != nil {
@@ -87,6 +80,22 @@ func (r *Resolver) forward(pn string, w mdns.ResponseWriter, req *mdns.Msg, send
 		return
 	}
 	send(relay(f.msg.Copy(), req))
+}
+
+// forwardNow is the part of forward that never blocks: the answer to req
+// from the cache, or SERVFAIL without upstreams. ok is false when req
+// needs an upstream exchange.
+func (r *Resolver) forwardNow(req *mdns.Msg) (m *mdns.Msg, ok bool) {
+	if r.cache != nil {
+		if m := r.cache.get(keyOf(req), r.now()); m != nil {
+			r.stats.cacheHits.Add(1)
+			return relay(m, req), true
+		}
+	}
+	if len(r.upstreams) == 0 {
+		return servfail(req), true
+	}
+	return nil, false
 }
 
 // join registers a forwarded query of client: it becomes the leader of a

@@ -40,38 +40,65 @@ func newNetHandler(r *Resolver, pn string) *netHandler {
 // accept function may already have checked, because it must be correct
 // when called directly too, then dispatches by zone.
 func (h *netHandler) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
+	h.serve(w, req, true)
+}
+
+// ServeDNSNow is ServeDNS for a caller that must not block (the stack
+// answers UDP queries on the goroutine that reads the container's
+// packets): it answers req and returns true when no upstream exchange is
+// needed (private and reverse names, refusals, cache hits); otherwise it
+// writes nothing, leaves req as it was, and returns false, and the caller
+// hands req to ServeDNS where blocking is fine. Both give the same answer.
+func (h *netHandler) ServeDNSNow(w mdns.ResponseWriter, req *mdns.Msg) bool {
+	return h.serve(w, req, false)
+}
+
+// serve answers req; with block false it returns false, having written
+// nothing, instead of exchanging with an upstream.
+func (h *netHandler) serve(w mdns.ResponseWriter, req *mdns.Msg, block bool) bool {
 	if req.Response {
 		// Answering a response invites reflection loops: drop it.
-		return
+		return true
 	}
 	if h.r.closed.Load() {
 		h.finish(w, req, new(mdns.Msg).SetRcode(req, mdns.RcodeServerFailure))
-		return
+		return true
 	}
 	if req.Opcode != mdns.OpcodeQuery {
 		h.finish(w, req, new(mdns.Msg).SetRcode(req, mdns.RcodeNotImplemented))
-		return
+		return true
 	}
 	if len(req.Question) != 1 || !mdns.IsFqdn(req.Question[0].Name) {
 		h.finish(w, req, new(mdns.Msg).SetRcodeFormatError(req))
-		return
+		return true
 	}
 	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
 		h.finish(w, req, new(mdns.Msg).SetRcode(req, mdns.RcodeBadVers))
-		return
+		return true
 	}
 	q := req.Question[0]
 	if q.Qclass != mdns.ClassINET {
 		h.finish(w, req, new(mdns.Msg).SetRcode(req, mdns.RcodeRefused))
-		return
+		return true
 	}
 	if q.Qtype == mdns.TypeAXFR || q.Qtype == mdns.TypeIXFR {
 		// Zone transfers are never served nor relayed (a transfer is a
 		// stream of messages; the forwarder reads one).
 		h.finish(w, req, new(mdns.Msg).SetRcode(req, mdns.RcodeRefused))
-		return
+		return true
+	}
+	if !block && !inZone(q.Name, Zone) && !inZone(q.Name, reverseZone) {
+		// Where the mux and serveForward would forward it: only what
+		// needs no upstream is answered here.
+		m, ok := h.r.forwardNow(req)
+		if !ok {
+			return false
+		}
+		h.finish(w, req, m)
+		return true
 	}
 	h.mux.ServeDNS(w, req)
+	return true
 }
 
 // serveForward is the mux's catch-all. The mux sends DS queries to "."

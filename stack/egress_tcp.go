@@ -22,22 +22,47 @@ import (
 // TCP tuning of the egress stack. Both ends of a proxied connection are
 // fast and near (the container over the router, the host socket), so the
 // stack only has to keep up with one host's bandwidth:
+//
 //   - SACK on (gVisor's default, set explicitly): recovers several losses
 //     per window, which matters when the router's queues drop a burst.
+//
 //   - Receive buffer 4 KiB…1 MiB (default)…8 MiB, send 4 KiB…1 MiB…6 MiB,
 //     with receive-buffer moderation on (the default): idle connections
 //     stay small, busy ones grow their window to what the path needs.
 //     Memory is only taken by data actually queued.
+//
 //   - reno, not cubic: gVisor's cubic has integer overflow problems on
 //     long-lived fast flows (gvisor#11632); on a one-hop path the
 //     congestion controller hardly matters.
+//
 //   - RACK off (TCPRecovery 0): RACK in gVisor causes spurious
 //     retransmissions (tailscale#9707); classic dupack recovery with SACK
 //     is enough here.
 //
+//   - TIME_WAIT 500 ms instead of 60 s (tcpTimeWait below).
+//
 // The forwarder's receive window for new connections is 1 MiB, the same
 // as the default receive buffer.
 const tcpForwarderRcvWnd = 1 << 20
+
+// tcpTimeWait is how long a proxied connection the stack closed first
+// stays in TIME_WAIT. gVisor hands a new SYN that reaches a TIME_WAIT
+// endpoint only to a listening endpoint on the same address and port;
+// egress has none (the forwarder is a default handler), so such a SYN is
+// dropped and the container's connect stalls on SYN retransmissions until
+// TIME_WAIT ends. Containers do reuse those 4-tuples: Linux takes a port
+// whose TIME_WAIT is older than 1 s for loopback destinations
+// (tcp_tw_reuse=2), and any client wraps its port range after some
+// thousands of connections to one destination. With gVisor's 60 s, a
+// container opening a few hundred connections a second stalled within
+// seconds (408 conn/s, timeouts, in the first bench run). TIME_WAIT guards
+// against old duplicates on a long path and re-acknowledges a
+// retransmitted FIN; between the container and the stack there is only
+// the router, so 500 ms (more than two minimum RTOs, less than Linux's 1 s
+// reuse delay) keeps the second and loses nothing to the first. A FIN
+// retransmitted later gets a RST, which a socket that already closed
+// ignores.
+const tcpTimeWait = 500 * time.Millisecond
 
 // Keepalive on the container side of proxied connections: a container
 // that was detached never answers again, and without probes its
@@ -67,7 +92,8 @@ func tuneTCP(gs *stack.Stack) error {
 	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: 1 << 20, Max: 8 << 20}
 	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: 1 << 20, Max: 6 << 20}
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &recovery, &cc, &rcv, &snd, &moderate} {
+	timeWait := tcpip.TCPTimeWaitTimeoutOption(tcpTimeWait)
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &recovery, &cc, &rcv, &snd, &moderate, &timeWait} {
 		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
 			return fmt.Errorf("tcp option %T: %v", opt, err)
 		}

@@ -1,9 +1,8 @@
 // Package stack is the node's userspace network stack: a gVisor netstack
 // per private network that terminates what the network's containers send to
-// the node itself rather than to another container. Today that is the
-// resolver address (UDP and TCP port 53, answered by a miekg/dns handler,
-// packet path 3 of DESIGN.md); egress NAT (paths 4 and 5) will be served
-// by the same stack and link.
+// the node itself rather than to another container: the resolver address
+// (UDP and TCP port 53, answered by a miekg/dns handler, packet path 3 of
+// DESIGN.md) and node egress (path 4, egress.go).
 //
 // One Stack per network keeps networks apart by construction: every
 // network uses 10.240.0.0/22, so a shared stack would see two containers
@@ -14,14 +13,19 @@
 // Packet flow:
 //
 //	router port read goroutine → Router.Local.Deliver → Stack.Deliver
-//	  → link.deliver → gVisor (IPv4, UDP/TCP, socket queues)
-//	  → mdns.Server goroutines → dns handler
-//	reply → gVisor → link.WritePackets → Config.Output (Router.WriteLocal)
-//	  → the container's port
+//	  → UDP query to the resolver: dnsUDP (dns_udp.go) answers it on this
+//	    goroutine (or on one of its own if it needs an upstream)
+//	    → Config.Output
+//	  → anything else: link.deliver → gVisor (IPv4, UDP/TCP, socket queues)
+//	    → mdns.Server goroutines → dns handler, or the egress handlers
+//	reply → gVisor → link.WritePackets → the link's queue → the link's
+//	  writer goroutine → Config.Output (Router.WriteLocal) → the
+//	  container's port
 //
-// Goroutines: the two DNS servers (UDP and TCP serve loops, plus miekg's
-// per-request and per-connection goroutines) and gVisor's own protocol
-// goroutines. Close stops all of them.
+// Goroutines: the link's writer; the two DNS servers (UDP and TCP serve
+// loops, plus miekg's per-request and per-connection goroutines); the fast
+// path's goroutines of queries waiting for an upstream; egress's; and
+// gVisor's own protocol goroutines. Close stops all of them.
 package stack
 
 import (
@@ -88,6 +92,7 @@ type Stack struct {
 
 	servers []*mdns.Server
 	serving sync.WaitGroup
+	dnsUDP  *dnsUDP // UDP queries answered without gVisor; nil without DNS
 	egress  *egress // nil without Config.Egress
 
 	// mu makes Close wait for deliveries in progress and refuse later ones:
@@ -98,12 +103,13 @@ type Stack struct {
 
 // Stats are the stack's counters.
 type Stats struct {
-	Delivered      uint64 // packets from containers injected into the stack
+	Delivered      uint64 // packets from containers taken by the stack (gVisor or the DNS fast path)
 	Sent           uint64 // packets the stack handed to Output
 	SendDropped    uint64 // packets larger than the MTU (never expected)
 	MalformedRcvd  uint64 // IPv4 packets gVisor found malformed (checksums, lengths)
 	TCPEstablished uint64 // TCP connections open now (DNS over TCP)
-	UDPQueueDrops  uint64 // datagrams lost to a full socket queue (a flood)
+	UDPQueueDrops  uint64 // datagrams lost to a full socket queue or too many queries waiting for an upstream (a flood)
+	DNSFastQueries uint64 // UDP queries to the resolver taken by the fast path (dns_udp.go); part of Delivered
 }
 
 // New builds the stack and starts its DNS servers.
@@ -183,6 +189,11 @@ func (s *Stack) serveDNS(addr netip.Addr, h mdns.Handler) error {
 		pc.Close()
 		return fmt.Errorf("dns: listen tcp %v:%d: %w", addr, DNSPort, err)
 	}
+	// Most UDP queries never reach pc: the fast path answers them before
+	// gVisor sees them (dns_udp.go). The server still serves the rest
+	// (fragmented queries, IP options), and the fast path sends answers
+	// larger than the MTU through pc.
+	s.dnsUDP = newDNSUDP(addr, int(s.link.mtu), s.link.headroom, s.link.output, pc, h)
 	// UDPSize: miekg reads into a buffer of this size; the default (512)
 	// would cut queries with EDNS0 options.
 	s.servers = []*mdns.Server{
@@ -217,13 +228,16 @@ func (s *Stack) Deliver(pkt []byte) {
 	if s.closed {
 		return
 	}
+	if s.dnsUDP != nil && s.dnsUDP.deliver(pkt) {
+		return
+	}
 	s.link.deliver(pkt)
 }
 
 // Stats returns the stack's counters.
 func (s *Stack) Stats() Stats {
 	st := s.stack.Stats()
-	return Stats{
+	out := Stats{
 		Delivered:      st.IP.PacketsReceived.Value(),
 		Sent:           s.link.outPackets.Load(),
 		SendDropped:    s.link.outDropped.Load(),
@@ -231,6 +245,14 @@ func (s *Stack) Stats() Stats {
 		TCPEstablished: st.TCP.CurrentEstablished.Value(),
 		UDPQueueDrops:  st.UDP.ReceiveBufferErrors.Value(),
 	}
+	if d := s.dnsUDP; d != nil {
+		q := d.queries.Load()
+		out.Delivered += q
+		out.DNSFastQueries = q
+		out.Sent += d.answers.Load()
+		out.UDPQueueDrops += d.drops.Load()
+	}
+	return out
 }
 
 // Close stops the DNS servers (waiting up to a few seconds for requests in
@@ -252,6 +274,11 @@ func (s *Stack) Close() error {
 		if err := srv.ShutdownContext(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			errs = append(errs, fmt.Errorf("stack %s: dns shutdown: %w", s.name, err))
 		}
+	}
+	if s.dnsUDP != nil {
+		// Like the servers' own: queries waiting for an upstream end
+		// within the resolver's timeout.
+		s.dnsUDP.wait()
 	}
 	// Egress first: it stops taking flows and closes the host sockets, so
 	// that its proxy goroutines end when the endpoints are aborted below.

@@ -24,8 +24,14 @@ func fullAddr(ip netip.Addr, port uint16) tcpip.FullAddress {
 // with an error matching ErrHostUnreachable (syscall.EHOSTUNREACH), a RST
 // with syscall.ECONNREFUSED; ctx bounds the wait otherwise.
 func (c *Container) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return c.DialTCPFrom(ctx, 0, dst)
+}
+
+// DialTCPFrom is DialTCP from local port port (0: any), so that a test can
+// reuse a port.
+func (c *Container) DialTCPFrom(ctx context.Context, port uint16, dst netip.AddrPort) (net.Conn, error) {
 	opErr := func(err error) error {
-		return &net.OpError{Op: "dial", Net: "tcp", Source: net.TCPAddrFromAddrPort(netip.AddrPortFrom(c.addr, 0)), Addr: net.TCPAddrFromAddrPort(dst), Err: err}
+		return &net.OpError{Op: "dial", Net: "tcp", Source: net.TCPAddrFromAddrPort(netip.AddrPortFrom(c.addr, port)), Addr: net.TCPAddrFromAddrPort(dst), Err: err}
 	}
 	if c.isClosed() {
 		return nil, opErr(c.errClosed("dial"))
@@ -37,6 +43,12 @@ func (c *Container) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, 
 	ep, terr := c.stack.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
 	if terr != nil {
 		return nil, opErr(netstackError(terr))
+	}
+	if port != 0 {
+		if terr := ep.Bind(fullAddr(c.addr, port)); terr != nil {
+			ep.Close()
+			return nil, opErr(netstackError(terr))
+		}
 	}
 	// Register before Connect: the handshake may finish (or fail) before
 	// we would otherwise start waiting.
