@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 )
@@ -34,6 +32,10 @@ import (
 // node that learns something new) and the full state is repaired by
 // memberlist's periodic push-pull.
 //
+// Readers that derive state from the store follow its journal
+// (ChangedSince) rather than re-reading it, and List reads only the
+// directories of keys its prefix reaches (store_index.go).
+//
 // Locking: mu guards everything below it. Broadcasts are queued and change
 // notifications sent after mu is released; the store never calls into
 // memberlist or the Cluster while holding mu.
@@ -49,6 +51,8 @@ type Store struct {
 	ver       uint64                      // last version handed out for our own entries
 	recs      map[string]map[string]*slot // key → owner → slot
 	nrecs     int                         // slots in recs
+	dirs      map[string]*keyDir          // index of recs' keys by directory; see List
+	journal   journal                     // changed keys; see ChangedSince
 	owners    map[string]ownerState       // memberlist's view of every owner but us
 	graveyard map[ownerBoot]time.Time     // reaped owner lives → expiry; their entries are refused
 	st        storeCounters
@@ -94,6 +98,7 @@ func newStore(self string, boot uint64, ttl time.Duration) *Store {
 		now:       time.Now,
 		ttl:       ttl,
 		recs:      make(map[string]map[string]*slot),
+		dirs:      make(map[string]*keyDir),
 		owners:    make(map[string]ownerState),
 		graveyard: make(map[ownerBoot]time.Time),
 	}
@@ -155,31 +160,6 @@ func (s *Store) Get(owner, key string) (Entry, bool) {
 		return Entry{}, false
 	}
 	return r.entry(), true
-}
-
-// List returns all visible live entries whose key has prefix, from every
-// owner, sorted by (Key, Owner).
-func (s *Store) List(prefix string) []Entry {
-	s.mu.Lock()
-	var out []Entry
-	for key, owners := range s.recs {
-		if !strings.HasPrefix(key, prefix) {
-			continue
-		}
-		for _, r := range owners {
-			if s.visibleLocked(r) {
-				out = append(out, r.entry())
-			}
-		}
-	}
-	s.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Key != out[j].Key {
-			return out[i].Key < out[j].Key
-		}
-		return out[i].Owner < out[j].Owner
-	})
-	return out
 }
 
 // Winner returns, among the visible live entries with this key (from any
@@ -261,18 +241,22 @@ func (s *Store) nextVersionLocked(now time.Time) uint64 {
 	return v
 }
 
+// setLocked stores r in its slot and logs the change.
 func (s *Store) setLocked(r *slot) {
 	m := s.recs[r.Key]
 	if m == nil {
 		m = make(map[string]*slot)
 		s.recs[r.Key] = m
+		s.indexLocked(r.Key)
 	}
 	if m[r.Owner] == nil {
 		s.nrecs++
 	}
 	m[r.Owner] = r
+	s.logLocked(r.Key)
 }
 
+// deleteLocked drops r's slot. Callers log the change if r was visible.
 func (s *Store) deleteLocked(r *slot) {
 	m := s.recs[r.Key]
 	if m[r.Owner] != nil {
@@ -281,18 +265,25 @@ func (s *Store) deleteLocked(r *slot) {
 	delete(m, r.Owner)
 	if len(m) == 0 {
 		delete(s.recs, r.Key)
+		s.unindexLocked(r.Key)
 	}
 }
 
 func (s *Store) visibleLocked(r *slot) bool {
+	o, ok := s.owners[r.Owner]
+	return s.visibleAsLocked(r, o, ok)
+}
+
+// visibleAsLocked says whether r is visible when its owner's state is o
+// (known: memberlist knows the owner).
+func (s *Store) visibleAsLocked(r *slot, o ownerState, known bool) bool {
 	if r.deleted {
 		return false
 	}
 	if r.Owner == s.self {
 		return true
 	}
-	o, ok := s.owners[r.Owner]
-	return ok && o.up && o.boot == r.boot
+	return known && o.up && o.boot == r.boot
 }
 
 // publish gossips one record and signals a change. Called without mu.
@@ -444,13 +435,23 @@ func (s *Store) setOwner(name string, boot uint64, up bool) {
 		return
 	}
 	s.mu.Lock()
+	prev, known := s.owners[name]
 	s.owners[name] = ownerState{boot: boot, up: up}
 	if up {
 		delete(s.graveyard, ownerBoot{name, boot})
 	}
-	for _, owners := range s.recs {
-		if r := owners[name]; r != nil && r.boot != boot {
+	for key, owners := range s.recs {
+		r := owners[name]
+		if r == nil {
+			continue
+		}
+		was := known && prev.up && prev.boot == r.boot && !r.deleted
+		is := up && boot == r.boot && !r.deleted
+		if r.boot != boot {
 			s.deleteLocked(r)
+		}
+		if was != is {
+			s.logLocked(key)
 		}
 	}
 	s.mu.Unlock()
@@ -469,9 +470,13 @@ func (s *Store) forgetOwner(name string) {
 	if ok {
 		s.graveyard[ownerBoot{name, o.boot}] = s.now().Add(s.ttl)
 	}
-	for _, owners := range s.recs {
+	for key, owners := range s.recs {
 		if r := owners[name]; r != nil {
+			visible := s.visibleAsLocked(r, o, ok)
 			s.deleteLocked(r)
+			if visible {
+				s.logLocked(key)
+			}
 		}
 	}
 	s.mu.Unlock()

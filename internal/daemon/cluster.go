@@ -109,33 +109,6 @@ func (d *Daemon) joinLoop(ctx context.Context, seeds []string) {
 	}
 }
 
-// claimed returns the addresses of pn and the numbers of (app, typ) that
-// other nodes hold, so local allocation skips them.
-func (d *Daemon) claimed(pn, app, typ string) (map[netip.Addr]bool, map[int]bool) {
-	st := d.cluster.Store()
-	self := d.cfg.Name
-	addrs := make(map[netip.Addr]bool)
-	for _, e := range st.List("c/" + pn + "/") {
-		if e.Owner == self {
-			continue
-		}
-		if a, err := netip.ParseAddr(strings.TrimPrefix(e.Key, "c/"+pn+"/")); err == nil {
-			addrs[a] = true
-		}
-	}
-	nums := make(map[int]bool)
-	prefix := "n/" + app + "/" + typ + "/"
-	for _, e := range st.List(prefix) {
-		if e.Owner == self {
-			continue
-		}
-		if n, err := strconv.Atoi(strings.TrimPrefix(e.Key, prefix)); err == nil {
-			nums[n] = true
-		}
-	}
-	return addrs, nums
-}
-
 // claim makes the container's address and number ours cluster-wide. It
 // returns lostAddr/lostNum when another node won; the caller then picks
 // again. On any failure nothing stays claimed.

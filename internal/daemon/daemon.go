@@ -81,13 +81,14 @@ type Daemon struct {
 	started time.Time
 
 	resolver *dns.Resolver
-	names    atomic.Pointer[nameIndex] // what DNS answers; see rebuildNames
+	names    atomic.Pointer[nameIndex] // what DNS answers; published by view
+	view     *containerView            // the container records, followed through the store's journal
 	// hostAddrs are the host's addresses at start: egress never dials them.
 	hostAddrs []netip.Addr
-	egress    *egressPath              // dedicated egress data path
-	assign    *egressState             // dedicated egress assignments
-	records   recordCache              // decoded container records
-	remotes   map[remoteKey]netip.Addr // remote entries installed in the router; owned by reconcileLoop
+	egress    *egressPath  // dedicated egress data path
+	assign    *egressState // dedicated egress assignments
+	records   recordCache  // decoded container records
+	remotes   remoteState  // remote entries installed in the router; owned by reconcileLoop
 	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
 	firstSeen map[string]time.Time
 
@@ -168,9 +169,10 @@ func New(cfg Config) (*Daemon, error) {
 		hostAddrs: addrs,
 		assign:    newEgressState(),
 		egress:    newEgressPath(),
-		remotes:   make(map[remoteKey]netip.Addr),
+		remotes:   newRemoteState(),
 	}
 	d.names.Store(&nameIndex{})
+	d.view = newContainerView(cfg.Name, cl.Store(), &d.records, d.names.Store)
 	d.resolver, err = newResolver(&cfg, d)
 	if err != nil {
 		cl.Close()
@@ -393,8 +395,8 @@ func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.
 	for attempt := 1; ; attempt++ {
 		c, retry, err := d.tryAttach(ctx, req, want, port, ifname)
 		if err == nil {
-			d.rebuildNames()
-			d.reconcileEgressPath()
+			d.view.sync()
+			d.reconcileEgressPath(c)
 			return c.info, nil
 		}
 		d.reapStacks()
@@ -424,7 +426,7 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 			return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("this network namespace is already attached as %s (%s)", c.info.ID, c.info.IP)}
 		}
 	}
-	takenAddrs, takenNums := d.claimed(req.Network, req.App, req.Type)
+	takenAddrs, takenNums := d.view.claimed(req.Network, req.App, req.Type)
 	if want.IsValid() && takenAddrs[want] {
 		d.mu.Unlock()
 		return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("address %s is already in use in network %s (on another node)", want, req.Network)}
@@ -529,7 +531,7 @@ func (d *Daemon) detach(id string) (any, error) {
 		d.log.Warn("closing port", "id", id, "err", err)
 	}
 	d.closeStacks(stale)
-	d.rebuildNames()
+	d.view.sync()
 	d.log.Info("detached", "id", id, "ip", c.addr)
 	return c.info, nil
 }
@@ -556,7 +558,7 @@ func (d *Daemon) watch(c *container) {
 		d.release(c)
 		c.attached.Close()
 		d.closeStacks(stale)
-		d.rebuildNames()
+		d.view.sync()
 		d.log.Warn("container port died; detached", "id", c.info.ID, "ip", c.addr, "err", err)
 	}
 }

@@ -66,7 +66,7 @@ func startDaemonNoLeakCheck(t *testing.T, edit func(*Config)) *testDaemon {
 	return startDaemonOpts(t, edit, false)
 }
 
-func startDaemonOpts(t *testing.T, edit func(*Config), leakCheck bool) *testDaemon {
+func startDaemonOpts(t testing.TB, edit func(*Config), leakCheck bool) *testDaemon {
 	t.Helper()
 	before := runtime.NumGoroutine()
 	dir := t.TempDir()

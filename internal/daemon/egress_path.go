@@ -3,7 +3,9 @@ package daemon
 import (
 	"context"
 	"hash/fnv"
+	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,94 +42,126 @@ func EgressVNI(app, pn string) uint32 {
 	return v
 }
 
-type gwKey struct {
-	vni uint32
-	ip  netip.Addr
-}
-
 // egressPath is the state of path 5 on this node, owned by
 // reconcileEgressPath (serialised by mu).
 type egressPath struct {
 	mu      sync.Mutex
-	probes  map[netip.Addr]*gwProbe          // worker: overlay probes of gateways
-	returns map[uint32]bool                  // egress VNIs with a return entry (worker)
-	stacks  map[gwKey]*stack.Stack           // gateway NATs
-	remotes map[gwKey]map[netip.Addr][4]byte // gateway: remote entries per NAT
+	probes  map[netip.Addr]*gwProbe // worker: overlay probes of gateways
+	routes  map[string]appRoute     // worker: the route last given to every local container of each app
+	returns map[uint32]bool         // egress VNIs with a return entry (worker)
+	gw      gatewayPath             // egress_path_gateway.go
 }
 
 func newEgressPath() *egressPath {
 	return &egressPath{
 		probes:  make(map[netip.Addr]*gwProbe),
+		routes:  make(map[string]appRoute),
 		returns: make(map[uint32]bool),
-		stacks:  make(map[gwKey]*stack.Stack),
-		remotes: make(map[gwKey]map[netip.Addr][4]byte),
+		gw:      newGatewayPath(),
 	}
 }
 
+// appRoute is what the egress route of each container of one app is made
+// of; only the VNI differs between the app's networks.
+type appRoute struct {
+	dedicated bool // the app has dedicated egress: no node egress, even without a usable gateway
+	gws       []router.EgressGateway
+}
+
+func (r appRoute) equal(o appRoute) bool {
+	return r.dedicated == o.dedicated && slices.Equal(r.gws, o.gws)
+}
+
+// route is the egress route of the app's containers in network pn; nil:
+// node egress.
+func (r appRoute) route(app, pn string) *router.EgressRoute {
+	if !r.dedicated {
+		return nil
+	}
+	return &router.EgressRoute{VNI: EgressVNI(app, pn), Gateways: r.gws}
+}
+
 // reconcileEgressPath brings routes, returns and gateway NATs in line with
-// the assignments and the containers of the cluster.
-func (d *Daemon) reconcileEgressPath() {
+// the assignments and the containers of the cluster. fresh are containers
+// just attached, which get their route even if their app's did not change.
+// Its cost grows with the apps of this node, the containers whose route
+// changes and the container records that changed, not with all of them.
+func (d *Daemon) reconcileEgressPath(fresh ...*container) {
 	p := d.egress
 	p.mu.Lock()
 	defer p.mu.Unlock()
 
 	alive := make(map[string]bool)
 	overlays := make(map[string][4]byte) // of live nodes
-	self := d.cfg.Name
 	for _, n := range d.cluster.Nodes() {
 		alive[n.Name] = n.State == cluster.StateAlive || n.State == cluster.StateSuspect
 		if alive[n.Name] && n.Meta.Overlay.IsValid() {
 			overlays[n.Name] = n.Meta.Overlay.As4()
 		}
 	}
+	d.reconcileEgressRoutes(p, alive, fresh)
+	d.reconcileGatewayPath(p, overlays)
+}
 
-	// Worker side.
+// reconcileEgressRoutes is the worker side: each local container's route
+// and the router's returns for the apps' egress VNIs. Callers hold p.mu.
+func (d *Daemon) reconcileEgressRoutes(p *egressPath, alive map[string]bool, fresh []*container) {
 	d.mu.Lock()
-	local := make([]*container, 0, len(d.reg.containers))
-	for _, c := range d.reg.containers {
-		local = append(local, c)
+	apps := slices.Collect(maps.Keys(d.reg.byApp))
+	nets := slices.Collect(maps.Keys(d.reg.appNets))
+	d.mu.Unlock()
+
+	routes := make(map[string]appRoute, len(apps))
+	var changed []string
+	for _, app := range apps {
+		r := d.appRoute(p, app, alive)
+		routes[app] = r
+		if old, ok := p.routes[app]; !ok || !old.equal(r) {
+			changed = append(changed, app)
+		}
 	}
-	vniOf := make(map[string]uint32, len(d.reg.networks))
-	for id, n := range d.reg.networks {
-		vniOf[id] = n.vni
+	var todo []*container
+	d.mu.Lock()
+	for _, app := range changed {
+		for _, c := range d.reg.byApp[app] {
+			todo = append(todo, c)
+		}
 	}
 	d.mu.Unlock()
-	wantReturns := make(map[uint32][]netip.Addr)
-	returnNet := make(map[uint32]uint32)
-	for _, c := range local {
-		targets := d.egressTargets(c.info.App)
-		var route *router.EgressRoute
-		for _, tg := range targets {
-			if tg.Gateway == self || !tg.Overlay.IsValid() {
-				continue
-			}
-			if route == nil {
-				route = &router.EgressRoute{VNI: EgressVNI(c.info.App, c.info.Network)}
-			}
-			answers := true
-			if pr := p.probes[tg.Overlay]; pr != nil {
-				answers = pr.ok
-			}
-			route.Gateways = append(route.Gateways, router.EgressGateway{
-				Overlay: tg.Overlay, New: tg.Healthy && alive[tg.Gateway] && answers, Existing: alive[tg.Gateway],
-			})
-		}
-		if targets != nil && route == nil {
-			// Dedicated egress whose only gateways are this node: no route
-			// that could carry it, and node egress would break the promise.
-			route = &router.EgressRoute{VNI: EgressVNI(c.info.App, c.info.Network)}
-		}
-		if err := c.attached.SetEgress(route); err != nil {
-			d.log.Warn("egress route", "id", c.info.ID, "err", err)
-			continue
-		}
-		if route != nil && len(route.Gateways) > 0 {
-			for _, g := range route.Gateways {
-				wantReturns[route.VNI] = append(wantReturns[route.VNI], g.Overlay)
-			}
-			returnNet[route.VNI] = vniOf[c.info.Network]
+	for _, c := range fresh {
+		if !slices.Contains(changed, c.info.App) {
+			todo = append(todo, c)
 		}
 	}
+	failed := make(map[string]bool)
+	for _, c := range todo {
+		if err := c.attached.SetEgress(routes[c.info.App].route(c.info.App, c.info.Network)); err != nil {
+			d.log.Warn("egress route", "id", c.info.ID, "err", err)
+			failed[c.info.App] = true
+		}
+	}
+	for app := range failed {
+		delete(routes, app) // not given: tried again next time
+	}
+	p.routes = routes
+
+	wantReturns := make(map[uint32][]netip.Addr)
+	returnNet := make(map[uint32]uint32)
+	for _, an := range nets {
+		r, ok := routes[an.app]
+		if !ok || !r.dedicated || len(r.gws) == 0 {
+			continue
+		}
+		vni := EgressVNI(an.app, an.pn)
+		for _, g := range r.gws {
+			if !slices.Contains(wantReturns[vni], g.Overlay) {
+				wantReturns[vni] = append(wantReturns[vni], g.Overlay)
+			}
+		}
+		returnNet[vni] = VNI(an.pn)
+	}
+	// Every time, not only on change: the router binds a return to the
+	// network's current table, which goes and comes back with its ports.
 	for vni, gws := range wantReturns {
 		if err := d.router.SetEgressReturn(vni, returnNet[vni], gws); err != nil {
 			d.log.Warn("egress return", "vni", vni, "err", err)
@@ -141,105 +175,37 @@ func (d *Daemon) reconcileEgressPath() {
 			delete(p.returns, vni)
 		}
 	}
-
-	// Gateway side.
-	held := d.localEgress()
-	if len(held) == 0 && len(p.stacks) == 0 {
-		return
-	}
-	wantRemotes := make(map[gwKey]map[netip.Addr][4]byte)
-	for _, c := range d.remoteContainers() {
-		ip, ok := held[c.App]
-		if !ok {
-			continue
-		}
-		node, ok := overlays[c.Node]
-		addr, err := netip.ParseAddr(c.IP)
-		if !ok || err != nil {
-			continue
-		}
-		k := gwKey{vni: EgressVNI(c.App, c.Network), ip: ip}
-		if wantRemotes[k] == nil {
-			wantRemotes[k] = make(map[netip.Addr][4]byte)
-		}
-		wantRemotes[k][addr] = node
-	}
-	for k, want := range wantRemotes {
-		if p.stacks[k] == nil {
-			st, err := d.newGatewayStack(k)
-			if err != nil {
-				d.log.Error("gateway NAT", "vni", k.vni, "ip", k.ip, "err", err)
-				continue
-			}
-			p.stacks[k] = st
-			p.remotes[k] = make(map[netip.Addr][4]byte)
-		}
-		have := p.remotes[k]
-		for addr := range have {
-			if _, ok := want[addr]; !ok {
-				d.router.RemoveRemote(k.vni, addr)
-				delete(have, addr)
-			}
-		}
-		for addr, node := range want {
-			if have[addr] == node {
-				continue
-			}
-			if err := d.router.SetRemote(k.vni, addr, netip.AddrFrom4(node)); err != nil {
-				d.log.Warn("gateway remote entry", "vni", k.vni, "addr", addr, "err", err)
-				continue
-			}
-			have[addr] = node
-		}
-	}
-	for k, st := range p.stacks {
-		if _, ok := wantRemotes[k]; ok {
-			continue
-		}
-		for addr := range p.remotes[k] {
-			d.router.RemoveRemote(k.vni, addr)
-		}
-		d.router.SetLocal(k.vni, nil, router.LocalOptions{})
-		delete(p.stacks, k)
-		delete(p.remotes, k)
-		// Closing waits for flows to abort: not on the reconcile loop.
-		d.watchers.Go(func() { st.Close() })
-	}
 }
 
-// newGatewayStack starts the NAT of one app's IP for one network's egress
-// VNI and hooks it to the router.
-func (d *Daemon) newGatewayStack(k gwKey) (*stack.Stack, error) {
-	eg := d.egressConfig()
-	eg.Source = k.ip
-	rt := d.router
-	vni := k.vni
-	st, err := stack.New(stack.Config{
-		Name:     "egress " + k.ip.String(),
-		Addr:     router.DefaultResolver,
-		MTU:      d.cfg.MTU,
-		Headroom: router.Headroom,
-		Output:   func(bufs [][]byte, offset int) { rt.WriteLocal(vni, bufs, offset) },
-		Egress:   eg,
-		Logger:   d.log.With("component", "gateway", "egress_ip", k.ip),
-	})
-	if err != nil {
-		return nil, err
+// appRoute computes the route of app's containers from its assignments,
+// the gateways' liveness and the overlay probes. Callers hold p.mu.
+func (d *Daemon) appRoute(p *egressPath, app string, alive map[string]bool) appRoute {
+	targets := d.egressTargets(app)
+	r := appRoute{dedicated: targets != nil}
+	for _, tg := range targets {
+		if tg.Gateway == d.cfg.Name || !tg.Overlay.IsValid() {
+			// A gateway does not egress its own containers: the overlay
+			// cannot carry a frame to its own node. With no other gateway
+			// the route stays empty: node egress would break the promise.
+			continue
+		}
+		answers := true
+		if pr := p.probes[tg.Overlay]; pr != nil {
+			answers = pr.ok
+		}
+		r.gws = append(r.gws, router.EgressGateway{
+			Overlay: tg.Overlay, New: tg.Healthy && alive[tg.Gateway] && answers, Existing: alive[tg.Gateway],
+		})
 	}
-	if err := rt.SetLocal(vni, st, router.LocalOptions{Egress: true}); err != nil {
-		st.Close()
-		return nil, err
-	}
-	d.log.Info("gateway NAT started", "egress_vni", vni, "egress_ip", k.ip)
-	return st, nil
+	return r
 }
 
 // closeEgressPath closes the gateway NATs (daemon shutdown).
 func (d *Daemon) closeEgressPath() {
 	p := d.egress
 	p.mu.Lock()
-	stacks := p.stacks
-	p.stacks = make(map[gwKey]*stack.Stack)
+	stacks := p.gw.stacks
+	p.gw.stacks = make(map[gwKey]*stack.Stack)
 	p.mu.Unlock()
 	for _, st := range stacks {
 		st.Close()
@@ -286,14 +252,11 @@ func (d *Daemon) overlayProbeLoop(ctx context.Context) {
 // apps of this node's containers (not this node).
 func (d *Daemon) gatewaysToProbe() []netip.Addr {
 	d.mu.Lock()
-	apps := make(map[string]bool)
-	for _, c := range d.reg.containers {
-		apps[c.info.App] = true
-	}
+	apps := slices.Collect(maps.Keys(d.reg.byApp))
 	d.mu.Unlock()
 	var out []netip.Addr
 	seen := make(map[netip.Addr]bool)
-	for app := range apps {
+	for _, app := range apps {
 		for _, tg := range d.egressTargets(app) {
 			if tg.Gateway != d.cfg.Name && tg.Overlay.IsValid() && !seen[tg.Overlay] {
 				seen[tg.Overlay] = true

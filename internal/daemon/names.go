@@ -1,7 +1,8 @@
 package daemon
 
 import (
-	"net/netip"
+	"cmp"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,8 +13,9 @@ import (
 )
 
 // nameIndex is an immutable snapshot of every live container of the
-// cluster, shaped for DNS: network → app → records. The daemon rebuilds it
-// from the store whenever the cluster changes (a container attached or
+// cluster, shaped for DNS: network → app → records sorted by (type,
+// number, address). The container view (containers_view.go) edits a copy
+// of it whenever container records change (a container attached or
 // detached anywhere, a node died) and publishes it atomically, so a query
 // costs two map lookups and no lock.
 type nameIndex struct {
@@ -32,46 +34,72 @@ func (v nameView) Containers(pn, app string) []dns.Record {
 	return v.d.names.Load().Containers(pn, app)
 }
 
-// rebuildNames takes a new snapshot of the container records: this node's
-// and those of live nodes that won their claims (records of dead nodes are
-// hidden by the store, so they vanish from DNS at once).
-func (d *Daemon) rebuildNames() {
-	x := &nameIndex{byNet: make(map[string]map[string][]dns.Record)}
-	st := d.cluster.Store()
-	for _, e := range st.List("c/") {
-		if w, ok := st.Winner(e.Key); !ok || w.Owner != e.Owner {
-			continue
-		}
-		pn, ip, ok := strings.Cut(strings.TrimPrefix(e.Key, "c/"), "/")
-		if !ok {
-			continue
-		}
-		addr, err := netip.ParseAddr(ip)
-		if err != nil {
-			continue
-		}
-		rec, ok := d.records.decode(e)
-		if !ok {
-			continue
-		}
-		apps := x.byNet[pn]
+// nameEdit builds the next nameIndex from the current one, copying only
+// the networks and apps it touches: readers of the current index never
+// see a change, and an edit costs what it touches rather than the whole
+// cluster.
+type nameEdit struct {
+	x       *nameIndex
+	nets    map[string]bool    // networks whose app map x owns
+	apps    map[[2]string]bool // (network, app) whose records x owns
+	changed bool
+}
+
+func newNameEdit(cur *nameIndex) *nameEdit {
+	byNet := make(map[string]map[string][]dns.Record, len(cur.byNet))
+	maps.Copy(byNet, cur.byNet)
+	return &nameEdit{x: &nameIndex{byNet: byNet}, nets: make(map[string]bool), apps: make(map[[2]string]bool)}
+}
+
+// bucket returns the records of (pn, app) for editing.
+func (e *nameEdit) bucket(pn, app string) map[string][]dns.Record {
+	e.changed = true
+	apps := e.x.byNet[pn]
+	if !e.nets[pn] {
+		apps = maps.Clone(apps)
 		if apps == nil {
 			apps = make(map[string][]dns.Record)
-			x.byNet[pn] = apps
 		}
-		apps[rec.App] = append(apps[rec.App], dns.Record{Type: rec.Type, Number: rec.Number, Addr: addr})
+		e.x.byNet[pn] = apps
+		e.nets[pn] = true
 	}
-	for _, apps := range x.byNet {
-		for _, rs := range apps {
-			slices.SortFunc(rs, func(a, b dns.Record) int {
-				if c := strings.Compare(a.Type, b.Type); c != 0 {
-					return c
-				}
-				return a.Number - b.Number
-			})
+	if k := [2]string{pn, app}; !e.apps[k] {
+		apps[app] = slices.Clone(apps[app])
+		e.apps[k] = true
+	}
+	return apps
+}
+
+func (e *nameEdit) add(pn, app string, r dns.Record) {
+	apps := e.bucket(pn, app)
+	rs := apps[app]
+	i, found := slices.BinarySearchFunc(rs, r, compareRecords)
+	if !found {
+		apps[app] = slices.Insert(rs, i, r)
+	}
+}
+
+func (e *nameEdit) remove(pn, app string, r dns.Record) {
+	apps := e.bucket(pn, app)
+	rs := apps[app]
+	if i, found := slices.BinarySearchFunc(rs, r, compareRecords); found {
+		rs = slices.Delete(rs, i, i+1)
+		apps[app] = rs
+	}
+	if len(rs) == 0 {
+		delete(apps, app)
+		if len(apps) == 0 {
+			delete(e.x.byNet, pn)
+			delete(e.nets, pn)
 		}
+		delete(e.apps, [2]string{pn, app})
 	}
-	d.names.Store(x)
+}
+
+// compareRecords orders an app's records by type, then number; the address
+// only breaks ties between claims that collide for a moment.
+func compareRecords(a, b dns.Record) int {
+	return cmp.Or(strings.Compare(a.Type, b.Type), cmp.Compare(a.Number, b.Number), a.Addr.Compare(b.Addr))
 }
 
 // listNames answers the names op: every DNS name of an app, with the

@@ -12,12 +12,6 @@ import (
 	"github.com/vrouter/vrouter/router"
 )
 
-// remoteKey is one container of another node in the router's table.
-type remoteKey struct {
-	vni  uint32
-	addr netip.Addr
-}
-
 // newOverlay starts the embedded WireGuard on the router's overlay device
 // and returns the node metadata other nodes need to reach us (the endpoint
 // address is filled in once the advertise address is known).
@@ -83,7 +77,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 const dialDelay = time.Second
 
 func (d *Daemon) reconcile() {
-	d.rebuildNames()
+	d.view.sync()
 	d.reconcileEgress()
 	d.reconcileEgressPath()
 	overlays := make(map[string]netip.Addr)
@@ -121,33 +115,7 @@ func (d *Daemon) reconcile() {
 		d.log.Warn("configure wireguard peers", "err", err)
 	}
 
-	want := make(map[remoteKey]netip.Addr)
-	for _, c := range d.remoteContainers() {
-		ov, ok := overlays[c.Node]
-		a, err := netip.ParseAddr(c.IP)
-		if !ok || err != nil {
-			continue
-		}
-		want[remoteKey{VNI(c.Network), a}] = ov
-	}
-	for k := range d.remotes {
-		if _, ok := want[k]; !ok {
-			d.router.RemoveRemote(k.vni, k.addr)
-			delete(d.remotes, k)
-		}
-	}
-	for k, ov := range want {
-		if d.remotes[k] == ov {
-			continue
-		}
-		if err := d.router.SetRemote(k.vni, k.addr, ov); err != nil {
-			// A local container holds the address: a claim conflict that
-			// the claims should have prevented (e.g. after a partition).
-			d.log.Error("remote container conflicts with a local one", "vni", k.vni, "addr", k.addr, "err", err)
-			continue
-		}
-		d.remotes[k] = ov
-	}
+	d.reconcileRemotes(overlays)
 }
 
 // wgStatus returns WireGuard's view of each peer by public key.

@@ -36,7 +36,14 @@ type registry struct {
 	byKey      map[string]*container // by netns identity
 	networks   map[string]*network   // by PN id
 	numbers    map[string]map[int]bool
+	// byApp and appNets let the egress path reconcile by app rather than
+	// walk every container.
+	byApp   map[string]map[string]*container // app → id → container
+	appNets map[appNet]int                   // (app, network) → containers
 }
+
+// appNet is an app's presence in one network: one egress VNI.
+type appNet struct{ app, pn string }
 
 func newRegistry() *registry {
 	return &registry{
@@ -44,6 +51,8 @@ func newRegistry() *registry {
 		byKey:      make(map[string]*container),
 		networks:   make(map[string]*network),
 		numbers:    make(map[string]map[int]bool),
+		byApp:      make(map[string]map[string]*container),
+		appNets:    make(map[appNet]int),
 	}
 }
 
@@ -138,12 +147,27 @@ func (r *registry) add(c *container) {
 	if c.key != "" {
 		r.byKey[c.key] = c
 	}
+	if r.byApp[c.info.App] == nil {
+		r.byApp[c.info.App] = make(map[string]*container)
+	}
+	r.byApp[c.info.App][c.info.ID] = c
+	r.appNets[appNet{c.info.App, c.info.Network}]++
 }
 
 func (r *registry) remove(c *container) {
 	delete(r.containers, c.info.ID)
 	if c.key != "" && r.byKey[c.key] == c {
 		delete(r.byKey, c.key)
+	}
+	if cs := r.byApp[c.info.App]; cs[c.info.ID] == c {
+		delete(cs, c.info.ID)
+		if len(cs) == 0 {
+			delete(r.byApp, c.info.App)
+		}
+		an := appNet{c.info.App, c.info.Network}
+		if r.appNets[an]--; r.appNets[an] <= 0 {
+			delete(r.appNets, an)
+		}
 	}
 	if n := r.networks[c.info.Network]; n != nil {
 		r.release(n, c.addr, c.info.App, c.info.Type, c.info.Number)
