@@ -114,6 +114,7 @@ func TestBenchPackages(t *testing.T) {
 		"dns/x_test.go":             "package dns\n\nfunc TestX(t *testing.T) {}\n",
 		"bench/stats/s_test.go":     "package stats\n\nfunc BenchmarkOwn(b *testing.B) {}\n",
 		"internal/e2e/e_test.go":    "package e2e\n\nfunc BenchmarkE2E(b *testing.B) {}\n",
+		"internal/daemon/d_test.go": "package daemon\n\nfunc BenchmarkFill(b *testing.B) {}\n",
 		"internal/x/y/z_test.go":    "package y\n\nfunc BenchmarkDeep(b *testing.B) {}\n",
 		"router/forward.go":         "package router\n\nfunc BenchmarkNotATest() {}\n",
 		".hidden/h_test.go":         "package h\n\nfunc BenchmarkHidden(b *testing.B) {}\n",

@@ -88,8 +88,11 @@ func (s *Suite) goBench(ctx context.Context, pattern, benchtime string, count in
 }
 
 // benchPackages lists, as ./dir/ patterns, the packages under root whose
-// test files declare a benchmark. The bench suite's own packages and the
-// e2e tier are left out.
+// test files declare a benchmark. The bench suite's own packages, the e2e
+// tier and internal/daemon are left out: the daemon's benchmarks build
+// whole daemons with a thousand containers (a second or more per
+// iteration, far too slow for -benchtime 200x), and scenario 8 measures
+// attach end to end.
 func benchPackages(root string) ([]string, error) {
 	seen := map[string]bool{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -100,7 +103,7 @@ func benchPackages(root string) ([]string, error) {
 		if d.IsDir() {
 			base := d.Name()
 			if rel != "." && (strings.HasPrefix(base, ".") || base == "testdata" || base == "vendor" ||
-				rel == "bench" || rel == filepath.Join("internal", "e2e")) {
+				rel == "bench" || rel == filepath.Join("internal", "e2e") || rel == filepath.Join("internal", "daemon")) {
 				return filepath.SkipDir
 			}
 			return nil
