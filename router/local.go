@@ -12,7 +12,8 @@ import (
 // rather than to a container: the resolver address (packet path 3) and,
 // later, destinations outside the network (egress, paths 4 and 5). The
 // daemon gives each network one (a gVisor netstack, package stack) with
-// SetLocal; packets back go through WriteLocal.
+// SetLocal; packets back go through WriteLocal, or WriteLocalGSO when they
+// may be TCP super-packets (local_gso.go).
 type Local interface {
 	// Deliver takes one IPv4 packet a container of the network sent. It is
 	// called on the sender port's read goroutine: it must not block, and

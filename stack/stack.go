@@ -38,6 +38,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"github.com/vrouter/vrouter/internal/offload"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -73,6 +74,14 @@ type Config struct {
 	// bufs[i][offset:]. It must not keep the buffers and must not block
 	// for long; it is called from gVisor's goroutines, concurrently.
 	Output func(bufs [][]byte, offset int)
+	// GSO lets gVisor's TCP send segments of up to 64 KiB (host GSO):
+	// every packet of the TCP/IP stack then goes to OutputGSO instead of
+	// Output, with its virtio-net header at bufs[i][offset-10:offset]
+	// (router.WriteLocalGSO's convention; a zero header is a plain
+	// packet), and Headroom must be at least 10. Output still gets the
+	// DNS fast path's answers.
+	GSO       bool
+	OutputGSO func(bufs [][]byte, offset int)
 	// DNS answers queries to Addr port 53 (UDP and TCP); nil: no resolver.
 	DNS mdns.Handler
 	// Egress, if set, makes the stack terminate the containers' TCP and
@@ -126,6 +135,9 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.Headroom < 0 {
 		return nil, fmt.Errorf("stack %s: negative headroom", cfg.Name)
 	}
+	if cfg.GSO && (cfg.OutputGSO == nil || cfg.Headroom < offload.HdrLen) {
+		return nil, fmt.Errorf("stack %s: GSO needs OutputGSO and a headroom of at least %d", cfg.Name, offload.HdrLen)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -139,7 +151,11 @@ func New(cfg Config) (*Stack, error) {
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4Proto},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
 	})
-	l := newLink(uint32(cfg.MTU), cfg.Headroom, cfg.Output)
+	var outputGSO func([][]byte, int)
+	if cfg.GSO {
+		outputGSO = cfg.OutputGSO
+	}
+	l := newGSOLink(uint32(cfg.MTU), cfg.Headroom, cfg.Output, outputGSO)
 	if err := configure(gs, l, cfg.Addr); err != nil {
 		gs.Destroy()
 		return nil, fmt.Errorf("stack %s: %w", cfg.Name, err)

@@ -32,9 +32,13 @@ func (d *Daemon) ensureStackLocked(n *network) error {
 		MTU:      d.cfg.MTU,
 		Headroom: router.Headroom,
 		Output:   func(bufs [][]byte, offset int) { rt.WriteLocal(vni, bufs, offset) },
-		DNS:      d.resolver.Handler(n.id),
-		Egress:   d.egressConfig(),
-		Logger:   d.log.With("component", "stack", "network", n.id),
+		// Downloads through node egress: gVisor's TCP hands over 64 KiB
+		// segments, which reach a container's vnet_hdr TUN whole.
+		GSO:       true,
+		OutputGSO: func(bufs [][]byte, offset int) { rt.WriteLocalGSO(vni, bufs, offset) },
+		DNS:       d.resolver.Handler(n.id),
+		Egress:    d.egressConfig(),
+		Logger:    d.log.With("component", "stack", "network", n.id),
 	})
 	if err != nil {
 		return fmt.Errorf("network %s: %w", n.id, err)
