@@ -18,10 +18,6 @@ const (
 	localGSOMinSeg = 1500
 )
 
-// localGSOFree holds the scratches of WriteLocalGSO, shared by every
-// Router of the process (they only hold buffers).
-var localGSOFree = make(chan *localGSOScratch, localGSOScratches)
-
 // localGSOScratch is one WriteLocalGSO call's working memory: the pending
 // group of packets for one port, and the buffers super-packets are
 // segmented into.
@@ -32,20 +28,20 @@ type localGSOScratch struct {
 	seg   int // 0 before the first split
 }
 
-func getLocalGSOScratch() *localGSOScratch {
+func (r *Router) getLocalGSOScratch() *localGSOScratch {
 	select {
-	case s := <-localGSOFree:
+	case s := <-r.localGSOFree:
 		return s
 	default:
 		return &localGSOScratch{out: make([][]byte, 0, localGSOSegs), sizes: make([]int, localGSOSegs)}
 	}
 }
 
-func putLocalGSOScratch(s *localGSOScratch) {
+func (r *Router) putLocalGSOScratch(s *localGSOScratch) {
 	clear(s.out[:cap(s.out)])
 	s.out = s.out[:0]
 	select {
-	case localGSOFree <- s:
+	case r.localGSOFree <- s:
 	default:
 	}
 }
@@ -89,7 +85,7 @@ func (r *Router) WriteLocalGSO(network uint32, bufs [][]byte, offset int) {
 		r.local.dropped.Add(uint64(len(bufs)))
 		return
 	}
-	s := getLocalGSOScratch()
+	s := r.getLocalGSOScratch()
 	var g localGroup
 	for _, b := range bufs {
 		if offset > len(b) {
@@ -135,7 +131,7 @@ func (r *Router) WriteLocalGSO(network uint32, bufs [][]byte, offset int) {
 		r.localSplit(t, s, &g, e, pkt.hdr, h, offset)
 	}
 	r.flushLocal(s, &g, offset)
-	putLocalGSOScratch(s)
+	r.putLocalGSOScratch(s)
 }
 
 // localPlain sends a complete packet the way WriteLocal does: into its

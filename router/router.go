@@ -140,6 +140,8 @@ type Router struct {
 	returns atomic.Pointer[map[uint32]*egressReturn]
 	probe   probeState // overlay probes (probe.go)
 	pools   pools      // read batches, by shape (batch.go)
+	// localGSOFree holds WriteLocalGSO's scratches (local_gso.go).
+	localGSOFree chan *localGSOScratch
 
 	state struct {
 		sync.Mutex
@@ -165,7 +167,8 @@ func New(cfg Config) *Router {
 	if !res.Is4() || NetworkPrefix.Contains(res) {
 		panic(fmt.Sprintf("router: resolver %s must be an IPv4 address outside %s", res, NetworkPrefix))
 	}
-	r := &Router{log: log, resolver: res.As4(), epoch: time.Now()}
+	r := &Router{log: log, resolver: res.As4(), epoch: time.Now(),
+		localGSOFree: make(chan *localGSOScratch, localGSOScratches)}
 	r.state.networks = make(map[uint32]*table)
 	r.state.ports = make(map[*Attached]struct{})
 	r.state.returns = make(map[uint32]*egressReturn)
