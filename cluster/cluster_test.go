@@ -9,42 +9,20 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/vrouter/vrouter/internal/leaktest"
 )
 
 var (
 	testKey  = bytes.Repeat([]byte{0x42}, KeySize)
 	otherKey = bytes.Repeat([]byte{0x24}, KeySize)
 )
-
-// goroutineLeakCheck fails the test if goroutines started during it are
-// still running once its cleanups (registered later, so run earlier) are
-// done. Modelled on wireguard-go's device_test.go.
-func goroutineLeakCheck(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		if t.Failed() {
-			return
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				var b strings.Builder
-				_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
-				t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), b.String())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
 
 // testLogger sends debug logs to the test log when -v is on and
 // VROUTER_CLUSTER_LOG is set; memberlist is chatty.
@@ -164,7 +142,7 @@ func hasEntry(c *Cluster, owner, key, value string) bool {
 }
 
 func TestClusterPutDeleteReplicate(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	nodes := startCluster(t, 3)
 	n1 := nodes[0]
 
@@ -196,7 +174,7 @@ func TestClusterPutDeleteReplicate(t *testing.T) {
 }
 
 func TestClusterLateJoinerGetsFullState(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	nodes := startCluster(t, 2)
 	for i := range 20 {
 		nodes[i%2].Store().Put(fmt.Sprintf("k/%02d", i), []byte("v"))
@@ -218,7 +196,7 @@ func TestClusterLateJoinerGetsFullState(t *testing.T) {
 }
 
 func TestClusterConcurrentClaim(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	nodes := startCluster(t, 3)
 	a, b := nodes[1], nodes[2]
 	settle := a.SettleTime()
@@ -268,7 +246,7 @@ func TestClusterConcurrentClaim(t *testing.T) {
 }
 
 func TestClusterKillHidesEntries(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	nodes := startCluster(t, 3)
 	victim := nodes[2]
 	victim.Store().Put("c/victim", []byte("v"))
@@ -342,7 +320,7 @@ func TestClusterKillHidesEntries(t *testing.T) {
 // BootID, new port, before the old life is reaped) joins again; its old
 // life's entries stay gone and its new ones appear.
 func TestClusterRestart(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	nodes := startCluster(t, 2)
 	old := nodes[1]
 	old.Store().Put("c/old", []byte("old"))
@@ -371,7 +349,7 @@ func TestClusterRestart(t *testing.T) {
 }
 
 func TestClusterCloseIsLeave(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	nodes := startCluster(t, 3)
 	nodes[2].Store().Put("c/x", []byte("v"))
 	waitFor(t, 3*time.Second, "n1 sees n3's entry", func() bool { return hasEntry(nodes[0], "n3", "c/x", "v") })
@@ -401,7 +379,7 @@ func TestClusterCloseIsLeave(t *testing.T) {
 }
 
 func TestClusterWrongKey(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	nodes := startCluster(t, 2)
 	cfg := testConfig(t, "intruder")
 	cfg.Key = otherKey
@@ -428,7 +406,7 @@ func TestClusterWrongKey(t *testing.T) {
 }
 
 func TestClusterNoSeed(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	c := startNode(t, testConfig(t, "alone"))
 	// A port nobody listens on.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -452,7 +430,7 @@ func TestClusterNoSeed(t *testing.T) {
 }
 
 func TestClusterDuplicateName(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	nodes := startCluster(t, 2)
 	n1 := nodes[0]
 	for _, seed := range nodes {
@@ -492,7 +470,7 @@ func TestClusterDuplicateName(t *testing.T) {
 }
 
 func TestClusterChanges(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	nodes := startCluster(t, 2)
 	a, b := nodes[0], nodes[1]
 	drain := func(c *Cluster) {
@@ -540,7 +518,7 @@ func TestClusterChanges(t *testing.T) {
 }
 
 func TestClusterGarbageMessages(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	nodes := startCluster(t, 2)
 	a, b := nodes[0], nodes[1]
 	var target *memberlist.Node
@@ -596,7 +574,7 @@ func TestClusterConfigErrors(t *testing.T) {
 }
 
 func TestClusterSetMetaChecks(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	c := startNode(t, testConfig(t, "m"))
 	if err := c.SetMeta(fullMeta(40)); err == nil {
 		t.Error("oversized meta accepted")
@@ -623,7 +601,7 @@ func TestClusterKillLAN(t *testing.T) {
 	if os.Getenv("VROUTER_CLUSTER_LAN") == "" {
 		t.Skip("set VROUTER_CLUSTER_LAN=1 to measure TimingLAN detection")
 	}
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	var nodes []*Cluster
 	for i := range 3 {
 		cfg := testConfig(t, fmt.Sprintf("lan%d", i))

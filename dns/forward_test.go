@@ -9,6 +9,8 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/vrouter/vrouter/internal/leaktest"
 )
 
 // fakeClock drives cache expiry.
@@ -126,7 +128,7 @@ func TestForwardTCPRetry(t *testing.T) {
 }
 
 func TestForwardTimeout(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	hole := blackhole(t)
 	r := newResolver(t, Config{Upstreams: []string{hole}, Timeout: 300 * time.Millisecond})
 	start := time.Now()
@@ -464,7 +466,7 @@ func TestFloodTotal(t *testing.T) {
 }
 
 func TestCloseDuringExchange(t *testing.T) {
-	goroutineLeakCheck(t)
+	leaktest.Check(t)
 	hole := blackhole(t)
 	r, err := New(Config{View: testView(), Upstreams: []string{hole}, Timeout: 30 * time.Second})
 	if err != nil {

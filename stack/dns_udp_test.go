@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/vrouter/vrouter/dns"
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -165,7 +166,7 @@ func ask(t *testing.T, s *Stack, c *captured, client netip.AddrPort, payload []b
 // same answers, byte for byte, for queries and for what miekg's server
 // refuses or ignores.
 func TestDNSFastPathAsServer(t *testing.T) {
-	goroutineCheck(t)
+	leaktest.Check(t)
 	r := newTestResolver(t)
 	h := r.Handler(testPN)
 	fast, fastOut := newDNSStack(t, h, true)
@@ -344,7 +345,7 @@ func (h bigHandler) ServeDNSNow(w mdns.ResponseWriter, r *mdns.Msg) bool {
 // TestDNSFastPathBigAnswer: an answer larger than the MTU goes out through
 // gVisor, fragmented, as before.
 func TestDNSFastPathBigAnswer(t *testing.T) {
-	goroutineCheck(t)
+	leaktest.Check(t)
 	s, c := newDNSStack(t, bigHandler{n: 200}, true)
 	client := netip.MustParseAddrPort("10.240.0.7:5353")
 	q := packQuery(t, "many.example.", mdns.TypeA, func(m *mdns.Msg) { m.SetEdns0(4096, false) })
@@ -394,7 +395,7 @@ func (h *blockingHandler) ServeDNSNow(mdns.ResponseWriter, *mdns.Msg) bool { ret
 // up the delivering goroutine; it is answered from its own goroutine, a
 // bounded number of them, and Close waits for them.
 func TestDNSFastPathSlowQueries(t *testing.T) {
-	goroutineCheck(t)
+	leaktest.Check(t)
 	h := &blockingHandler{entered: make(chan struct{}, 4), release: make(chan struct{})}
 	c := &captured{}
 	s, err := New(Config{Name: "dns", Addr: resolver, MTU: 1390, Headroom: router.Headroom, DNS: h, Output: c.output})

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -85,7 +86,7 @@ func inetPort(server netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(
 // packet flows, to change the egress's dial functions further.
 func newEgressNet(t *testing.T, cfg EgressConfig, h mdns.Handler, hook func(*egress), addrs ...string) (*Stack, []*stacktest.Container) {
 	t.Helper()
-	goroutineCheck(t)
+	leaktest.Check(t)
 	var cs []*stacktest.Container
 	ports := map[netip.Addr]router.Port{}
 	for _, a := range addrs {

@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/internal/offload"
 	"github.com/vrouter/vrouter/internal/offload/offloadtest"
 	"github.com/vrouter/vrouter/router"
@@ -117,7 +118,7 @@ func (d *gsoDevice) checkSuper(h offload.Hdr, pkt []byte) {
 // answer) reaches OutputGSO as super-packets whose virtio-net headers a
 // TUN takes as they are, and the container reads the answer intact.
 func TestGSOSuperPackets(t *testing.T) {
-	goroutineCheck(t)
+	leaktest.Check(t)
 	c, err := stacktest.New(stacktest.Config{Addr: netip.MustParseAddr("10.240.0.7")})
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +259,7 @@ func largePackets(n, size int) stack.PacketBufferList {
 // sender waits for room (the queue's memory stays bounded), and every
 // packet arrives once the writer runs again.
 func TestGSOLinkLargeQueueBound(t *testing.T) {
-	goroutineCheck(t)
+	leaktest.Check(t)
 	gate := make(chan struct{})
 	rec := &outRecorder{gate: gate}
 	l := newGSOLink(100, 16, rec.output, rec.output)

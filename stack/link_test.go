@@ -8,6 +8,8 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/vrouter/vrouter/internal/leaktest"
 )
 
 // nopDispatcher is the NIC side of a link under test: it takes nothing.
@@ -88,7 +90,7 @@ func checkOrder(t *testing.T, pkts [][]byte, want map[byte]int) {
 // each sender's in its order, and the writer stops on Attach(nil) after
 // sending what was queued.
 func TestLinkWriterOrder(t *testing.T) {
-	goroutineCheck(t)
+	leaktest.Check(t)
 	rec := &outRecorder{}
 	l := newLink(1390, 16, rec.output)
 	l.Attach(nopDispatcher{})
@@ -126,7 +128,7 @@ func TestLinkWriterOrder(t *testing.T) {
 // the queue holds outQueueLen packets, and everything goes out, in order,
 // once Output moves again. Nothing is dropped.
 func TestLinkWriterBackPressure(t *testing.T) {
-	goroutineCheck(t)
+	leaktest.Check(t)
 	gate := make(chan struct{})
 	rec := &outRecorder{gate: gate}
 	l := newLink(1390, 16, rec.output)
@@ -173,7 +175,7 @@ func TestLinkWriterBackPressure(t *testing.T) {
 // TestLinkNeverAttached: a link that gVisor never attached has no writer;
 // Close and Wait return, and packets are dropped.
 func TestLinkNeverAttached(t *testing.T) {
-	goroutineCheck(t)
+	leaktest.Check(t)
 	rec := &outRecorder{}
 	l := newLink(1390, 16, rec.output)
 	writeSeq(t, l, 0, 0, 2)
@@ -192,7 +194,7 @@ func TestLinkNeverAttached(t *testing.T) {
 // TestLinkOversize: a packet larger than the MTU (impossible without GSO)
 // is dropped and counted, the others of its call go out.
 func TestLinkOversize(t *testing.T) {
-	goroutineCheck(t)
+	leaktest.Check(t)
 	rec := &outRecorder{}
 	l := newLink(100, 16, rec.output)
 	l.Attach(nopDispatcher{})

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -69,24 +69,10 @@ func wire(t *testing.T, c *stacktest.Container, s *Stack) {
 	})
 }
 
-func goroutineCheck(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<16)
-			t.Errorf("goroutines: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
-
 // newPair builds a stack serving h and one container wired to it.
 func newPair(t *testing.T, h mdns.Handler) (*Stack, *stacktest.Container) {
 	t.Helper()
-	goroutineCheck(t)
+	leaktest.Check(t)
 	c, err := stacktest.New(stacktest.Config{Addr: netip.MustParseAddr("10.240.0.7")})
 	if err != nil {
 		t.Fatal(err)

@@ -4,30 +4,11 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"runtime"
 	"testing"
 	"time"
-)
 
-// leakCheck fails the test if goroutines started during it are still
-// running shortly after it ends (polling, no fixed sleep).
-func leakCheck(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<16)
-				t.Fatalf("%d goroutines before, %d after:\n%s", before, n, buf[:runtime.Stack(buf, true)])
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
+	"github.com/vrouter/vrouter/internal/leaktest"
+)
 
 func startUpstream(t *testing.T) *Upstream {
 	t.Helper()
@@ -44,7 +25,7 @@ func startUpstream(t *testing.T) *Upstream {
 }
 
 func TestDNSLoad(t *testing.T) {
-	leakCheck(t)
+	leaktest.Check(t)
 	u := startUpstream(t)
 	for _, unique := range []bool{false, true} {
 		before := u.Queries()
@@ -70,7 +51,7 @@ func TestDNSLoad(t *testing.T) {
 }
 
 func TestDNSLoadTimeouts(t *testing.T) {
-	leakCheck(t)
+	leaktest.Check(t)
 	// A socket that never answers: every query times out.
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -88,7 +69,7 @@ func TestDNSLoadTimeouts(t *testing.T) {
 }
 
 func TestDNSLoadCancel(t *testing.T) {
-	leakCheck(t)
+	leaktest.Check(t)
 	u := startUpstream(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
@@ -114,7 +95,7 @@ func TestDNSConfigErrors(t *testing.T) {
 }
 
 func TestConnLoad(t *testing.T) {
-	leakCheck(t)
+	leaktest.Check(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

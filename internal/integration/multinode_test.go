@@ -16,6 +16,7 @@ import (
 
 	"github.com/vrouter/vrouter/internal/control"
 	"github.com/vrouter/vrouter/internal/daemon"
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
 
@@ -42,7 +43,7 @@ const (
 // plus a key-holding impostor ("a-forger") and a node with another key.
 // The subtests run in order and share the nodes; the last one kills n3.
 func TestMultiNodeInProcess(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	keyFile := writeClusterKey(t)
 	key := readClusterKey(t, keyFile)
 

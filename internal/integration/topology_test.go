@@ -3,10 +3,10 @@ package integration
 import (
 	"log/slog"
 	"net/netip"
-	"runtime"
 	"testing"
 	"time"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -33,7 +33,7 @@ type node struct {
 
 func newTopology(t *testing.T) *topology {
 	t.Helper()
-	checkGoroutines(t)
+	leaktest.Check(t)
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r := router.New(router.Config{Logger: log})
 	t.Cleanup(func() {
@@ -100,27 +100,4 @@ func (tp *topology) waitStats(what string, cond func(router.Stats) bool) router.
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// checkGoroutines fails the test if, after its cleanups, more goroutines run
-// than before it started. Register it first so that its cleanup runs last.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/router"
 )
 
@@ -56,7 +57,7 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestTCPTransfer(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	a, b := newContainer(t, "10.240.0.1"), newContainer(t, "10.240.0.2")
 	connect(t, a, b)
 
@@ -125,7 +126,7 @@ func TestTCPTransfer(t *testing.T) {
 }
 
 func TestUDPEcho(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	a, b := newContainer(t, "10.240.0.1"), newContainer(t, "10.240.0.2")
 	connect(t, a, b)
 
@@ -170,7 +171,7 @@ func TestUDPEcho(t *testing.T) {
 }
 
 func TestPing(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	a, b := newContainer(t, "10.240.0.1"), newContainer(t, "10.240.0.2")
 	connect(t, a, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -184,7 +185,7 @@ func TestPing(t *testing.T) {
 }
 
 func TestUnknownDestinationFailsFast(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	a := newContainer(t, "10.240.0.1")
 	connect(t, a)
 	unknown := netip.MustParseAddr("10.240.1.99")
@@ -223,7 +224,7 @@ func TestUnknownDestinationFailsFast(t *testing.T) {
 }
 
 func TestDialRefused(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	a, b := newContainer(t, "10.240.0.1"), newContainer(t, "10.240.0.2")
 	connect(t, a, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -235,7 +236,7 @@ func TestDialRefused(t *testing.T) {
 }
 
 func TestPingTimeout(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	a := newContainer(t, "10.240.0.1") // not connected: requests go nowhere
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -246,7 +247,7 @@ func TestPingTimeout(t *testing.T) {
 }
 
 func TestDialContextCancel(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	a := newContainer(t, "10.240.0.1")
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -361,7 +362,7 @@ func TestWriteSkipsNonIPv4(t *testing.T) {
 }
 
 func TestPortClose(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	a, b := newContainer(t, "10.240.0.1"), newContainer(t, "10.240.0.2")
 	p := a.Port()
 	readErr := make(chan error, 1)
@@ -396,7 +397,7 @@ func TestPortClose(t *testing.T) {
 }
 
 func TestContainerClose(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	a, b := newContainer(t, "10.240.0.1"), newContainer(t, "10.240.0.2")
 	connect(t, a, b)
 

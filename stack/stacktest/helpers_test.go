@@ -4,10 +4,8 @@ import (
 	"errors"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync"
 	"testing"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -16,29 +14,6 @@ import (
 )
 
 var resolverAddr = netip.MustParseAddr("169.254.20.10")
-
-// checkGoroutines fails the test if, after its cleanups, more goroutines run
-// than before it started. Register it first so that its cleanup runs last.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
 
 func newContainer(t *testing.T, addr string) *Container {
 	t.Helper()
