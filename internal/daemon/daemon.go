@@ -95,6 +95,11 @@ type Daemon struct {
 	ctx    context.Context // cancelled by Close; ends the loops
 	cancel context.CancelFunc
 	loops  sync.WaitGroup // joinLoop
+	// loopsMu orders Serve's loops.Add before Close's loops.Wait (a
+	// WaitGroup must not be added to while Wait may run): after Close has
+	// begun, Serve starts no loop.
+	loopsMu     sync.Mutex
+	loopsClosed bool
 
 	mu     sync.Mutex
 	reg    *registry
@@ -246,6 +251,11 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 
 // Serve answers control requests until Close. It returns nil after Close.
 func (d *Daemon) Serve() error {
+	d.loopsMu.Lock()
+	if d.loopsClosed {
+		d.loopsMu.Unlock()
+		return nil // closed before it served: nothing to do
+	}
 	if len(d.cfg.Join) > 0 {
 		d.loops.Add(1)
 		go d.joinLoop(d.ctx, d.cfg.Join)
@@ -258,6 +268,7 @@ func (d *Daemon) Serve() error {
 	d.loops.Add(2)
 	go d.reconcileLoop(d.ctx)
 	go d.overlayProbeLoop(d.ctx)
+	d.loopsMu.Unlock()
 	d.log.Info("vrouter running", "node", d.cfg.Name, "control", d.cfg.Control, "state_dir", d.cfg.StateDir,
 		"mtu", d.cfg.MTU, "gossip", d.cluster.LocalAddr(), "version", Version())
 	return d.server.Serve(d.handle)
@@ -268,6 +279,9 @@ func (d *Daemon) Serve() error {
 func (d *Daemon) Close() error {
 	err := d.server.Close()
 	d.cancel()
+	d.loopsMu.Lock()
+	d.loopsClosed = true
+	d.loopsMu.Unlock()
 	d.loops.Wait()
 	d.mu.Lock()
 	var all []*container
