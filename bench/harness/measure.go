@@ -189,6 +189,21 @@ func (s *Suite) measureTCP(streams int) measureFn {
 	}
 }
 
+// measureTCPDown is one TCP stream from the server to the client (iperf3
+// -R): for egress paths, a download into the container.
+func (s *Suite) measureTCPDown(ctx context.Context, sc *scope, p *path) (sample, error) {
+	r, smp, err := s.iperf(ctx, sc, p, "-R")
+	if err != nil {
+		return nil, err
+	}
+	gbps := r.ReceivedBps / 1e9
+	smp["gbps"] = gbps
+	if gbps > 0 {
+		smp["cpu_cores_per_gbit"] = (smp["endpoint_cores"] + smp["forwarder_cores"]) / gbps
+	}
+	return smp, nil
+}
+
 // measureUDP64 is iperf3 UDP with 64-byte datagrams, unlimited rate:
 // thousands of packets per second received, and the loss.
 func (s *Suite) measureUDP64(ctx context.Context, sc *scope, p *path) (sample, error) {

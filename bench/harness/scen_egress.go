@@ -32,6 +32,7 @@ func (s *Suite) scenNodeEgress(ctx context.Context, sc *scope, out *report.Scena
 	s.rep.MTUs["slirp4netns/pasta baselines (low)"] = egressMTUs[0]
 	s.rep.MTUs["slirp4netns/pasta baselines (high)"] = egressMTUs[1]
 	tcp := s.compare(ctx, sc, s.p.iperfRuns, s.measureTCP(1), paths...)
+	down := s.compare(ctx, sc, s.p.iperfRuns, s.measureTCPDown, paths...)
 	conn := s.compare(ctx, sc, s.p.loadRuns, s.measureConnRate, paths...)
 	tcpDetails := []string{"retransmits", "forwarder_cores", "endpoint_cores", "cpu_cores_per_gbit"}
 	targets := map[string]string{"slirp4netns mtu 1390": "≥ 2×", "pasta mtu 65520": "≥ 1.0×"}
@@ -40,6 +41,13 @@ func (s *Suite) scenNodeEgress(ctx context.Context, sc *scope, out *report.Scena
 			Metric: "TCP throughput, 1 stream", Unit: "Gbit/s", Better: "higher", Chart: "throughput",
 			Subject: tcp.figure(0, "gbps", tcpDetails...), Baseline: ptr(tcp.figure(i, "gbps", tcpDetails...)),
 			Target: targets[paths[i].name],
+		})
+	}
+	for i := 1; i < len(paths); i++ {
+		out.Rows = append(out.Rows, report.Row{
+			Metric: "TCP throughput, 1 stream, server to container (download)", Unit: "Gbit/s", Better: "higher", Chart: "throughput",
+			Subject:  down.figure(0, "gbps", "forwarder_cores", "endpoint_cores", "cpu_cores_per_gbit"),
+			Baseline: ptr(down.figure(i, "gbps", "forwarder_cores", "endpoint_cores", "cpu_cores_per_gbit")),
 		})
 	}
 	for i := 1; i < len(paths); i++ {
