@@ -4,31 +4,12 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
-)
 
-// noLeakedGoroutines fails the test if goroutines started during it are
-// still running shortly after it ends (polling with a deadline).
-func noLeakedGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<16)
-				t.Fatalf("%d goroutines before, %d after:\n%s", before, n, buf[:runtime.Stack(buf, true)])
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
+	"github.com/vrouter/vrouter/internal/leaktest"
+)
 
 func startTestSrcServer(t *testing.T) *srcServer {
 	t.Helper()
@@ -45,7 +26,7 @@ func startTestSrcServer(t *testing.T) *srcServer {
 }
 
 func TestSrcServer(t *testing.T) {
-	noLeakedGoroutines(t)
+	leaktest.Check(t)
 	srv := startTestSrcServer(t)
 	// The host's namespace (nil): what the scenarios do in a container's.
 	src, err := seenFrom(nil, srv.Addr(), 2*time.Second)

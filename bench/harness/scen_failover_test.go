@@ -4,6 +4,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/leaktest"
 )
 
 // at builds an attempt from offsets in ms after t0.
@@ -131,7 +133,7 @@ func TestFailoverParams(t *testing.T) {
 }
 
 func TestProber(t *testing.T) {
-	noLeakedGoroutines(t)
+	leaktest.Check(t)
 	srv := startTestSrcServer(t)
 	p := startProber(nil, probeConfig{addr: srv.Addr(), workers: 2, every: 5 * time.Millisecond, timeout: 2 * time.Second, limit: 10 * time.Second})
 	deadline := time.Now().Add(10 * time.Second)
@@ -163,7 +165,7 @@ func TestProber(t *testing.T) {
 }
 
 func TestProberPacesFailures(t *testing.T) {
-	noLeakedGoroutines(t)
+	leaktest.Check(t)
 	// A port nothing listens on: every attempt is refused at once, and
 	// the client must still wait for the next tick.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -198,7 +200,7 @@ func TestProberPacesFailures(t *testing.T) {
 }
 
 func TestProberLimit(t *testing.T) {
-	noLeakedGoroutines(t)
+	leaktest.Check(t)
 	srv := startTestSrcServer(t)
 	p := startProber(nil, probeConfig{addr: srv.Addr(), workers: 3, every: time.Millisecond, timeout: time.Second, limit: 50 * time.Millisecond})
 	// It stops by itself: Close only waits.
@@ -216,7 +218,7 @@ func TestProberLimit(t *testing.T) {
 }
 
 func TestProberSkipsWhenBusy(t *testing.T) {
-	noLeakedGoroutines(t)
+	leaktest.Check(t)
 	// A listener that never answers: the kernel completes the handshake,
 	// the source line never comes, every attempt lasts its timeout.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -2,6 +2,7 @@ package offload_test
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"github.com/vrouter/vrouter/internal/offload"
@@ -102,7 +103,7 @@ func TestCoalesceLeavesAlone(t *testing.T) {
 				payload := len(p) - off - 40
 				got = append(got, (payload+int(h.GSOSize)-1)/int(h.GSOSize))
 			}
-			if !equal(got, tt.want) {
+			if !slices.Equal(got, tt.want) {
 				t.Errorf("runs %v, want %v", got, tt.want)
 			}
 		})
@@ -129,18 +130,6 @@ func withRoom(p []byte) []byte {
 	b := make([]byte, off+len(p), 65535)
 	copy(b[off:], p)
 	return b
-}
-
-func equal(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestCoalesceAllocs(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -157,21 +158,9 @@ func TestVnetPortPlainRead(t *testing.T) {
 			seq += uint32(len(tcp.Payload()))
 		}
 	}
-	if want := []int{4, 4, 2, 1}; !equalInts(counts, want) || seq != 10300 {
+	if want := []int{4, 4, 2, 1}; !slices.Equal(counts, want) || seq != 10300 {
 		t.Errorf("reads returned %v packets (want %v), %d bytes", counts, want, seq)
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestPlainPortReadsBatches(t *testing.T) {
