@@ -10,11 +10,11 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vrouter/vrouter/bench/loadgen"
 	"github.com/vrouter/vrouter/bench/report"
 )
 
@@ -295,12 +295,7 @@ func (s *Suite) waitThroughGateway(ctx context.Context, cl *gwCluster, addr stri
 // through which gateway a container's connection left, and keep one
 // connection open across a drain. It owns its accept goroutine and one
 // goroutine per connection; Close stops them all.
-type srcServer struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{} // nil once closed
-}
+type srcServer struct{ *loadgen.Server }
 
 // srcConnLife bounds every connection of a srcServer.
 const srcConnLife = 2 * time.Minute
@@ -312,58 +307,18 @@ func startSrcServer() (*srcServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("source server: %w", err)
 	}
-	s := &srcServer{ln: ln, conns: make(map[net.Conn]struct{})}
-	s.wg.Go(s.accept)
-	return s, nil
+	return &srcServer{loadgen.Serve(ln, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(srcConnLife))
+		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+		if _, err := io.WriteString(c, host+"\n"); err != nil {
+			return
+		}
+		_, _ = io.Copy(c, c)
+	})}, nil
 }
 
 // Addr is IP:PORT of the server.
-func (s *srcServer) Addr() string { return s.ln.Addr().String() }
-
-func (s *srcServer) accept() {
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		if s.conns == nil {
-			s.mu.Unlock()
-			c.Close()
-			return
-		}
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Go(func() {
-			defer func() {
-				s.mu.Lock()
-				delete(s.conns, c)
-				s.mu.Unlock()
-				c.Close()
-			}()
-			_ = c.SetDeadline(time.Now().Add(srcConnLife))
-			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-			if _, err := io.WriteString(c, host+"\n"); err != nil {
-				return
-			}
-			_, _ = io.Copy(c, c)
-		})
-	}
-}
-
-// Close stops accepting, closes open connections and waits for every
-// goroutine.
-func (s *srcServer) Close() error {
-	err := s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.conns = nil
-	s.mu.Unlock()
-	s.wg.Wait()
-	return err
-}
+func (s *srcServer) Addr() string { return s.Server.Addr().String() }
 
 // maxSrcLine bounds the line a srcServer sends.
 const maxSrcLine = 64

@@ -84,35 +84,51 @@ func (w *worker) conn(ctx context.Context, cfg ConnConfig) {
 	}
 }
 
-// OneByteServer answers every connection's first byte with one byte and
-// closes it: the peer of Conn. It owns its accept goroutine and one
-// goroutine per open connection; Close stops them all.
-type OneByteServer struct {
+// Server is a TCP server for the bench: each accepted connection gets
+// its own goroutine running handle, then is closed. It owns its accept
+// goroutine and those; Close stops them all (closing the connections).
+type Server struct {
 	ln       net.Listener
+	handle   func(net.Conn)
 	wg       sync.WaitGroup
 	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
+	conns    map[net.Conn]struct{} // nil once closed
 	accepted uint64
 }
 
-// ServeOneByte starts serving on ln (which it then owns).
-func ServeOneByte(ln net.Listener) *OneByteServer {
-	s := &OneByteServer{ln: ln, conns: make(map[net.Conn]struct{})}
+// Serve starts serving on ln (which it then owns).
+func Serve(ln net.Listener, handle func(net.Conn)) *Server {
+	s := &Server{ln: ln, handle: handle, conns: make(map[net.Conn]struct{})}
 	s.wg.Go(s.accept)
 	return s
 }
 
+// OneByteServer answers every connection's first byte with one byte and
+// closes it: the peer of Conn.
+type OneByteServer = Server
+
+// ServeOneByte starts a OneByteServer on ln (which it then owns).
+func ServeOneByte(ln net.Listener) *OneByteServer {
+	return Serve(ln, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err == nil {
+			_, _ = c.Write(b[:])
+		}
+	})
+}
+
 // Addr is the listening address.
-func (s *OneByteServer) Addr() net.Addr { return s.ln.Addr() }
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Accepted is the number of connections accepted so far.
-func (s *OneByteServer) Accepted() uint64 {
+func (s *Server) Accepted() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.accepted
 }
 
-func (s *OneByteServer) accept() {
+func (s *Server) accept() {
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
@@ -134,18 +150,14 @@ func (s *OneByteServer) accept() {
 				s.mu.Unlock()
 				c.Close()
 			}()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			var b [1]byte
-			if _, err := io.ReadFull(c, b[:]); err == nil {
-				_, _ = c.Write(b[:])
-			}
+			s.handle(c)
 		})
 	}
 }
 
 // Close stops accepting, closes open connections and waits for every
 // goroutine.
-func (s *OneByteServer) Close() error {
+func (s *Server) Close() error {
 	err := s.ln.Close()
 	s.mu.Lock()
 	for c := range s.conns {
