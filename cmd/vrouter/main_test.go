@@ -20,12 +20,7 @@ func TestBadInput(t *testing.T) {
 	attach := func(extra ...string) []string {
 		return append([]string{"attach", "--control", missing, "--netns", "/run/netns/x", "--network", pn, "--app", ap, "--type", "web"}, extra...)
 	}
-	tests := []struct {
-		name string
-		args []string
-		code int
-		want string
-	}{
+	tests := []badInput{
 		{"unknown command", []string{"frobnicate"}, exitUsage, "unknown command"},
 		{"unknown flag", []string{"attach", "--frob"}, exitUsage, "unknown flag"},
 		{"run unknown flag", []string{"run", "--nope"}, exitUsage, "unknown flag"},
@@ -55,6 +50,36 @@ func TestBadInput(t *testing.T) {
 		{"resolv.conf without netns", []string{"attach", "--fd", "3", "--network", pn, "--app", ap, "--type", "web", "--write-resolv-conf"}, exitUsage, "needs --netns"},
 		{"resolv.conf of a foreign netns", []string{"attach", "--control", missing, "--netns", "/proc/1/ns/net", "--network", pn, "--app", ap, "--type", "web", "--write-resolv-conf"}, exitUsage, "not a namespace of ip netns"},
 	}
+	checkBadInput(t, tests)
+}
+
+func TestHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"attach", "--help"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("attach --help exit %d", code)
+	}
+	if !strings.Contains(stdout.String(), "--network") || stderr.Len() != 0 {
+		t.Fatalf("attach --help: stdout %q stderr %q", stdout.String(), stderr.String())
+	}
+	stdout.Reset()
+	if code := run([]string{"--help"}, &stdout, &stderr); code != exitOK || !strings.Contains(stdout.String(), "attach") {
+		t.Fatalf("--help exit %d, stdout %q", code, stdout.String())
+	}
+}
+
+// badInput is a command line that must fail with code and a one-line
+// error on stderr containing want.
+type badInput struct {
+	name string
+	args []string
+	code int
+	want string
+}
+
+// checkBadInput runs each case: exit code, exactly one "vrouter: " line
+// on stderr, nothing on stdout.
+func checkBadInput(t *testing.T, tests []badInput) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -70,19 +95,5 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("stdout %q, want nothing", stdout.String())
 			}
 		})
-	}
-}
-
-func TestHelp(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	if code := run([]string{"attach", "--help"}, &stdout, &stderr); code != exitOK {
-		t.Fatalf("attach --help exit %d", code)
-	}
-	if !strings.Contains(stdout.String(), "--network") || stderr.Len() != 0 {
-		t.Fatalf("attach --help: stdout %q stderr %q", stdout.String(), stderr.String())
-	}
-	stdout.Reset()
-	if code := run([]string{"--help"}, &stdout, &stderr); code != exitOK || !strings.Contains(stdout.String(), "attach") {
-		t.Fatalf("--help exit %d, stdout %q", code, stdout.String())
 	}
 }
