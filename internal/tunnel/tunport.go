@@ -260,10 +260,18 @@ func (p *tunPort) Write(bufs [][]byte, offset int) (int, error) {
 	return p.writeAll(bufs, offset)
 }
 
+// headroom checks that offset leaves room for the virtio-net header.
+func (p *vnetPort) headroom(op string, offset int) error {
+	if offset < offload.HdrLen {
+		return fmt.Errorf("%s %s: offset %d leaves no room for the virtio-net header", op, p.name, offset)
+	}
+	return nil
+}
+
 // ReadGSO reads packets with their virtio-net headers in front.
 func (p *vnetPort) ReadGSO(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if offset < offload.HdrLen {
-		return 0, fmt.Errorf("read %s: offset %d leaves no room for the virtio-net header", p.name, offset)
+	if err := p.headroom("read", offset); err != nil {
+		return 0, err
 	}
 	n, err := p.readBatch(bufs, sizes, offset-offload.HdrLen)
 	for i := range n {
@@ -276,8 +284,8 @@ func (p *vnetPort) ReadGSO(bufs [][]byte, sizes []int, offset int) (int, error) 
 
 // WriteGSO writes packets whose virtio-net header precedes them.
 func (p *vnetPort) WriteGSO(bufs [][]byte, offset int) (int, error) {
-	if offset < offload.HdrLen {
-		return 0, fmt.Errorf("write %s: offset %d leaves no room for the virtio-net header", p.name, offset)
+	if err := p.headroom("write", offset); err != nil {
+		return 0, err
 	}
 	return p.writeAll(bufs, offset-offload.HdrLen)
 }
@@ -290,8 +298,8 @@ func (p *vnetPort) WriteGSO(bufs [][]byte, offset int) (int, error) {
 // has spare capacity (wireguard-go's buffers do). Write returns len(bufs)
 // on success.
 func (p *vnetPort) Write(bufs [][]byte, offset int) (int, error) {
-	if offset < offload.HdrLen {
-		return 0, fmt.Errorf("write %s: offset %d leaves no room for the virtio-net header", p.name, offset)
+	if err := p.headroom("write", offset); err != nil {
+		return 0, err
 	}
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
