@@ -133,8 +133,21 @@ func New(cfg Config) (*Cluster, error) {
 	mc.Delegate, mc.Events, mc.Merge, mc.Conflict, mc.Ping = d, d, d, d, d
 	mc.Logger = newMemberlistLogger(c.log, c.markSuspect)
 
+	if cfg.Network != nil {
+		// Last before Create: the transport holds its address until it is
+		// shut down.
+		bind := netip.MustParseAddr(mc.BindAddr) // checked by memberlistConfig
+		tr, err := cfg.Network.Listen(netip.AddrPortFrom(bind, uint16(mc.BindPort)))
+		if err != nil {
+			return nil, fmt.Errorf("start gossip transport on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
+		}
+		mc.Transport = tr
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if mc.Transport != nil {
+			_ = mc.Transport.Shutdown()
+		}
 		return nil, fmt.Errorf("start memberlist on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
 	}
 	c.ml = ml

@@ -16,13 +16,23 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/vrouter/vrouter/cluster/memnet"
 	"github.com/vrouter/vrouter/internal/leaktest"
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 var (
 	testKey  = bytes.Repeat([]byte{0x42}, KeySize)
 	otherKey = bytes.Repeat([]byte{0x24}, KeySize)
 )
+
+// testNet carries the gossip of every test in this package, as loopback
+// would: each node holds its own address on it. In memory, a loaded
+// machine delays gossip less than with sockets, and the tests open none.
+// TestClusterSockets covers memberlist's own UDP and TCP transport.
+var testNet memnet.Network
+
+var _ Network = (*memnet.Network)(nil)
 
 // testLogger sends debug logs to the test log when -v is on and
 // VROUTER_CLUSTER_LOG is set; memberlist is chatty.
@@ -48,6 +58,7 @@ func testConfig(t *testing.T, name string) Config {
 		Meta:     NodeMeta{Overlay: netip.MustParseAddr("10.99.0.1")},
 		Timing:   TimingFast,
 		Logger:   testLogger(t),
+		Network:  &testNet,
 	}
 }
 
@@ -86,7 +97,7 @@ func startCluster(t *testing.T, n int) []*Cluster {
 		}
 	}
 	for _, c := range nodes {
-		waitFor(t, 5*time.Second, c.name+" sees all nodes alive", func() bool {
+		poll.Until(t, 5*time.Second, c.name+" sees all nodes alive", func() bool {
 			return countState(c, StateAlive) == n
 		})
 	}
@@ -110,19 +121,6 @@ func nodeNamed(c *Cluster, name string) (Node, bool) {
 		}
 	}
 	return Node{}, false
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %v waiting for: %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 // neverWithin fails if cond becomes true within the window: for things
@@ -149,7 +147,7 @@ func TestClusterPutDeleteReplicate(t *testing.T) {
 	n1.Store().Put("c/x", []byte("one"))
 	nodes[1].Store().Put("c/y", []byte("two"))
 	for _, c := range nodes {
-		d := waitFor(t, 3*time.Second, c.name+" sees both puts", func() bool {
+		d := poll.Until(t, 3*time.Second, c.name+" sees both puts", func() bool {
 			return hasEntry(c, "n1", "c/x", "one") && hasEntry(c, "n2", "c/y", "two")
 		})
 		t.Logf("%s: puts visible after %v", c.name, d)
@@ -161,7 +159,7 @@ func TestClusterPutDeleteReplicate(t *testing.T) {
 	n1.Store().Put("c/x", []byte("updated"))
 	n1.Store().Delete("c/x")
 	for _, c := range nodes {
-		waitFor(t, 3*time.Second, c.name+" sees the delete", func() bool {
+		poll.Until(t, 3*time.Second, c.name+" sees the delete", func() bool {
 			_, ok := c.Store().Get("n1", "c/x")
 			return !ok
 		})
@@ -181,7 +179,7 @@ func TestClusterLateJoinerGetsFullState(t *testing.T) {
 	}
 	nodes[1].Store().Delete("k/01")
 	for _, c := range nodes {
-		waitFor(t, 3*time.Second, c.name+" converges", func() bool { return len(c.Store().List("k/")) == 19 })
+		poll.Until(t, 3*time.Second, c.name+" converges", func() bool { return len(c.Store().List("k/")) == 19 })
 	}
 	late := startNode(t, testConfig(t, "late"))
 	join(t, late, nodes[1])
@@ -231,7 +229,7 @@ func TestClusterConcurrentClaim(t *testing.T) {
 			winner = b.name
 		}
 		for _, c := range nodes {
-			waitFor(t, 2*time.Second, c.name+" agrees on the winner of "+key, func() bool {
+			poll.Until(t, 2*time.Second, c.name+" agrees on the winner of "+key, func() bool {
 				w, ok := c.Store().Winner(key)
 				return ok && w.Owner == winner
 			})
@@ -252,7 +250,7 @@ func TestClusterKillHidesEntries(t *testing.T) {
 	victim.Store().Put("c/victim", []byte("v"))
 	others := nodes[:2]
 	for _, c := range others {
-		waitFor(t, 3*time.Second, c.name+" sees the victim's entry", func() bool {
+		poll.Until(t, 3*time.Second, c.name+" sees the victim's entry", func() bool {
 			return hasEntry(c, "n3", "c/victim", "v")
 		})
 	}
@@ -283,7 +281,7 @@ func TestClusterKillHidesEntries(t *testing.T) {
 	killed := time.Now()
 	victim.Kill()
 	for _, c := range others {
-		waitFor(t, 5*time.Second, c.name+" hides the dead node's entries", func() bool {
+		poll.Until(t, 5*time.Second, c.name+" hides the dead node's entries", func() bool {
 			_, ok := c.Store().Get("n3", "c/victim")
 			return !ok
 		})
@@ -306,7 +304,7 @@ func TestClusterKillHidesEntries(t *testing.T) {
 	}
 
 	// Dead nodes are reaped after GossipToTheDeadTime, their entries with them.
-	d := waitFor(t, 10*time.Second, "n3 reaped", func() bool {
+	d := poll.Until(t, 10*time.Second, "n3 reaped", func() bool {
 		_, ok := nodeNamed(nodes[0], "n3")
 		return !ok
 	})
@@ -324,9 +322,9 @@ func TestClusterRestart(t *testing.T) {
 	nodes := startCluster(t, 2)
 	old := nodes[1]
 	old.Store().Put("c/old", []byte("old"))
-	waitFor(t, 3*time.Second, "n1 sees n2's entry", func() bool { return hasEntry(nodes[0], "n2", "c/old", "old") })
+	poll.Until(t, 3*time.Second, "n1 sees n2's entry", func() bool { return hasEntry(nodes[0], "n2", "c/old", "old") })
 	old.Kill()
-	waitFor(t, 5*time.Second, "n1 sees n2 dead", func() bool {
+	poll.Until(t, 5*time.Second, "n1 sees n2 dead", func() bool {
 		n, _ := nodeNamed(nodes[0], "n2")
 		return n.State == StateDead
 	})
@@ -334,14 +332,14 @@ func TestClusterRestart(t *testing.T) {
 	reborn := startNode(t, testConfig(t, "n2"))
 	join(t, reborn, nodes[0])
 	reborn.Store().Put("c/new", []byte("new"))
-	waitFor(t, 3*time.Second, "n1 sees the new life's entry", func() bool { return hasEntry(nodes[0], "n2", "c/new", "new") })
+	poll.Until(t, 3*time.Second, "n1 sees the new life's entry", func() bool { return hasEntry(nodes[0], "n2", "c/new", "new") })
 	if _, ok := nodes[0].Store().Get("n2", "c/old"); ok {
 		t.Fatal("the previous life's entry came back")
 	}
 	// Alive at the new address with the new BootID; on a loaded machine
 	// memberlist's fast timings can leave it suspect for a moment.
 	var n Node
-	waitFor(t, 3*time.Second, "n1 sees n2's new life alive", func() bool {
+	poll.Until(t, 3*time.Second, "n1 sees n2's new life alive", func() bool {
 		n, _ = nodeNamed(nodes[0], "n2")
 		return n.State == StateAlive && n.Addr == reborn.LocalAddr() && n.Meta.BootID == reborn.meta.BootID
 	})
@@ -355,7 +353,7 @@ func TestClusterCloseIsLeave(t *testing.T) {
 	leaktest.Check(t)
 	nodes := startCluster(t, 3)
 	nodes[2].Store().Put("c/x", []byte("v"))
-	waitFor(t, 3*time.Second, "n1 sees n3's entry", func() bool { return hasEntry(nodes[0], "n3", "c/x", "v") })
+	poll.Until(t, 3*time.Second, "n1 sees n3's entry", func() bool { return hasEntry(nodes[0], "n3", "c/x", "v") })
 	start := time.Now()
 	if err := nodes[2].Close(); err != nil {
 		t.Fatal(err)
@@ -365,7 +363,7 @@ func TestClusterCloseIsLeave(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	for _, c := range nodes[:2] {
-		waitFor(t, 3*time.Second, c.name+" sees n3 left", func() bool {
+		poll.Until(t, 3*time.Second, c.name+" sees n3 left", func() bool {
 			n, _ := nodeNamed(c, "n3")
 			return n.State == StateLeft
 		})
@@ -411,13 +409,15 @@ func TestClusterWrongKey(t *testing.T) {
 func TestClusterNoSeed(t *testing.T) {
 	leaktest.Check(t)
 	c := startNode(t, testConfig(t, "alone"))
-	// A port nobody listens on.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// An address nobody holds.
+	tr, err := testNet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := tr.(*memnet.Transport).Addr().String()
+	if err := tr.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
 	err = c.Join(context.Background(), []string{addr})
 	if !errors.Is(err, ErrNoSeed) {
 		t.Fatalf("join to a dead seed: %v, want ErrNoSeed", err)
@@ -509,7 +509,7 @@ func TestClusterChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	fired(a, "SetMeta")
-	waitFor(t, 3*time.Second, "b sees a draining", func() bool {
+	poll.Until(t, 3*time.Second, "b sees a draining", func() bool {
 		n, _ := nodeNamed(b, "n1")
 		return n.Meta.Draining
 	})
@@ -538,13 +538,51 @@ func TestClusterGarbageMessages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 3*time.Second, "b counts the dropped messages", func() bool {
+	poll.Until(t, 3*time.Second, "b counts the dropped messages", func() bool {
 		st := b.Stats()
 		return st.MsgsBadVersion == 1 && st.MsgsMalformed == 2
 	})
 	// And still works.
 	a.Store().Put("k", []byte("v"))
-	waitFor(t, 3*time.Second, "b still merges", func() bool { return hasEntry(b, "n1", "k", "v") })
+	poll.Until(t, 3*time.Second, "b still merges", func() bool { return hasEntry(b, "n1", "k", "v") })
+}
+
+// TestClusterSockets runs the default transport, memberlist's UDP and TCP
+// sockets on loopback, as the daemon does in production: join, replicate,
+// detect a crash, refuse a seed nobody listens at.
+func TestClusterSockets(t *testing.T) {
+	leaktest.Check(t)
+	var nodes []*Cluster
+	for _, name := range []string{"s1", "s2", "s3"} {
+		cfg := testConfig(t, name)
+		cfg.Network = nil
+		c := startNode(t, cfg)
+		if len(nodes) > 0 {
+			join(t, c, nodes[0])
+		}
+		nodes = append(nodes, c)
+	}
+	nodes[2].Store().Put("c/x", []byte("v"))
+	for _, c := range nodes[:2] {
+		poll.Until(t, 5*time.Second, c.name+" sees s3's entry", func() bool { return hasEntry(c, "s3", "c/x", "v") })
+	}
+	nodes[2].Kill()
+	for _, c := range nodes[:2] {
+		poll.Until(t, 10*time.Second, c.name+" sees s3 dead", func() bool {
+			n, _ := nodeNamed(c, "s3")
+			return n.State == StateDead
+		})
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	if err := nodes[0].Join(context.Background(), []string{addr}); !errors.Is(err, ErrNoSeed) {
+		t.Fatalf("join to a closed port: %v, want ErrNoSeed", err)
+	}
 }
 
 func TestClusterConfigErrors(t *testing.T) {
@@ -609,18 +647,19 @@ func TestClusterKillLAN(t *testing.T) {
 	for i := range 3 {
 		cfg := testConfig(t, fmt.Sprintf("lan%d", i))
 		cfg.Timing = TimingLAN
+		cfg.Network = nil // real sockets: this measures production
 		nodes = append(nodes, startNode(t, cfg))
 		if i > 0 {
 			join(t, nodes[i], nodes[0])
 		}
 	}
 	nodes[2].Store().Put("k", []byte("v"))
-	waitFor(t, 5*time.Second, "lan0 sees the entry", func() bool { return hasEntry(nodes[0], "lan2", "k", "v") })
+	poll.Until(t, 5*time.Second, "lan0 sees the entry", func() bool { return hasEntry(nodes[0], "lan2", "k", "v") })
 	t.Logf("TimingLAN settle with 3 nodes: %v", nodes[0].SettleTime())
 	killed := time.Now()
 	nodes[2].Kill()
 	for _, c := range nodes[:2] {
-		waitFor(t, 30*time.Second, c.name+" hides the entry", func() bool {
+		poll.Until(t, 30*time.Second, c.name+" hides the entry", func() bool {
 			_, ok := c.Store().Get("lan2", "k")
 			return !ok
 		})

@@ -43,6 +43,18 @@ type Config struct {
 	Meta          NodeMeta
 	Timing        Timing
 	Logger        *slog.Logger // memberlist's own log lines go here too; nil = discard
+	// Network carries the gossip; nil = UDP and TCP sockets on
+	// BindAddr:BindPort (production, the e2e tier). Tests pass an
+	// in-memory one (cluster/memnet).
+	Network Network
+}
+
+// Network makes the transport memberlist gossips over. The cluster key's
+// encryption sits above it, so any Network carries only ciphertext.
+type Network interface {
+	// Listen returns a transport holding addr (port 0: a free one), which
+	// memberlist shuts down with the Cluster.
+	Listen(addr netip.AddrPort) (memberlist.NodeAwareTransport, error)
 }
 
 // KeySize is the required cluster key length (AES-256-GCM).
