@@ -50,6 +50,9 @@ type Config struct {
 	Advertise      string         // address other nodes reach us at; "" = derived from Gossip
 	Join           []string       // seeds ADDR:PORT; none = bootstrap a new cluster
 	Timing         cluster.Timing // memberlist timings
+	// GossipNetwork carries the gossip instead of UDP and TCP sockets on
+	// Gossip (tests: cluster/memnet); nil in production.
+	GossipNetwork cluster.Network
 	// Listen is the WireGuard UDP port (the socket listens on every
 	// address); the endpoint other nodes use is the advertise address
 	// with this port. 0 picks a free port (tests).
@@ -242,6 +245,7 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 		Meta:          meta,
 		Timing:        cfg.Timing,
 		Logger:        cfg.Logger.With("component", "cluster"),
+		Network:       cfg.GossipNetwork,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)

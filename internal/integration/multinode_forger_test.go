@@ -13,6 +13,7 @@ import (
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/daemon"
+	"github.com/vrouter/vrouter/internal/poll"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -94,8 +95,9 @@ func startForger(t *testing.T, name string, key []byte, seed netip.AddrPort) *fo
 			WGEndpoint:  netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)),
 			Overlay:     f.overlay,
 		},
-		Timing: cluster.TimingFast,
-		Logger: log.With("component", "cluster"),
+		Timing:  cluster.TimingFast,
+		Logger:  log.With("component", "cluster"),
+		Network: &gossipNet,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +117,7 @@ func startForger(t *testing.T, name string, key []byte, seed netip.AddrPort) *fo
 func (f *forger) dial(t *testing.T, target *mnNode) cluster.NodeMeta {
 	t.Helper()
 	var meta cluster.NodeMeta
-	waitLong(t, 10*time.Second, "the forger to see "+target.name, func() bool {
+	poll.Until(t, 10*time.Second, "the forger to see "+target.name, func() bool {
 		for _, n := range f.cl.Nodes() {
 			if n.Name == target.name && n.State == cluster.StateAlive && n.Meta.WGEndpoint.IsValid() {
 				meta = n.Meta
@@ -124,7 +126,7 @@ func (f *forger) dial(t *testing.T, target *mnNode) cluster.NodeMeta {
 		}
 		return false
 	})
-	waitLong(t, 10*time.Second, target.name+" to configure the forger as a WireGuard peer", func() bool {
+	poll.Until(t, 10*time.Second, target.name+" to configure the forger as a WireGuard peer", func() bool {
 		ps, err := target.d.WireGuardPeers()
 		if err != nil {
 			t.Fatal(err)

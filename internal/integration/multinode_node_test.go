@@ -66,6 +66,7 @@ func startNode(t *testing.T, name, keyFile string, join ...netip.AddrPort) *mnNo
 		Gossip:         "127.0.0.1:0",
 		Join:           seeds,
 		Timing:         cluster.TimingFast,
+		GossipNetwork:  &gossipNet,
 	})
 	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -214,20 +215,6 @@ func (n *mnNode) peer(t *testing.T, name string) (control.Peer, bool) {
 func (n *mnNode) hasContainer(t *testing.T, id string) bool {
 	t.Helper()
 	return slices.ContainsFunc(n.containersOp(t), func(c control.Container) bool { return c.ID == id })
-}
-
-// waitLong polls cond every 20 ms until it holds or timeout passes: the
-// cluster's pace (gossip, failure detection, WireGuard handshakes) is
-// slower than waitFor's 5 s allow for some steps.
-func waitLong(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // logRecorder passes records on to a handler and keeps each one's message

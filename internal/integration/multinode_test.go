@@ -17,6 +17,7 @@ import (
 	"github.com/vrouter/vrouter/internal/control"
 	"github.com/vrouter/vrouter/internal/daemon"
 	"github.com/vrouter/vrouter/internal/leaktest"
+	"github.com/vrouter/vrouter/internal/poll"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
 
@@ -53,7 +54,7 @@ func TestMultiNodeInProcess(t *testing.T) {
 	// Another cluster's node: its own generated key.
 	bad := startNode(t, "n4-wrong-key", "", n1.d.GossipAddr())
 	nodes := []*mnNode{n1, n2, n3}
-	waitLong(t, 10*time.Second, "n1, n2, n3 to see each other alive", func() bool {
+	poll.Until(t, 10*time.Second, "n1, n2, n3 to see each other alive", func() bool {
 		for _, n := range nodes {
 			if alivePeers(t, n) != 3 {
 				return false
@@ -67,7 +68,7 @@ func TestMultiNodeInProcess(t *testing.T) {
 	c3, c3Info := n3.attach(t, mnPN1, "10.240.0.3")
 	c4, _ := n2.attach(t, mnPN2, "10.240.0.1")
 	_, badInfo := bad.attach(t, mnPN1, "10.240.0.5")
-	waitLong(t, 10*time.Second, "every node to list the 4 containers", func() bool {
+	poll.Until(t, 10*time.Second, "every node to list the 4 containers", func() bool {
 		for _, n := range nodes {
 			if len(n.containersOp(t)) != 4 {
 				return false
@@ -156,7 +157,7 @@ func TestMultiNodeInProcess(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			waitFor(t, "n2 to drop pn2's datagrams", func() bool {
+			poll.Until(t, 5*time.Second, "n2 to drop pn2's datagrams", func() bool {
 				return n2.statusOp(t).Drops["unknown_destination"] >= before+k
 			})
 		}
@@ -203,7 +204,7 @@ func TestMultiNodeInProcess(t *testing.T) {
 		if err := f.router.SetRemote(vni, c1.Addr(), n1Meta.Overlay); err != nil {
 			t.Fatal(err)
 		}
-		waitLong(t, 10*time.Second, "n1 to list the forger's own container", func() bool {
+		poll.Until(t, 10*time.Second, "n1 to list the forger's own container", func() bool {
 			return slices.ContainsFunc(n1.containersOp(t), func(c control.Container) bool {
 				return c.Node == f.name && c.IP == own.Addr().String()
 			})
@@ -225,7 +226,7 @@ func TestMultiNodeInProcess(t *testing.T) {
 				}
 				// The frame reached n1 (its decapsulation counted it),
 				// which dropped it for its inner source.
-				waitLong(t, 5*time.Second, "n1 to count the forged frame", func() bool {
+				poll.Until(t, 5*time.Second, "n1 to count the forged frame", func() bool {
 					return n1.statusOp(t).Drops["forged_source"] >= before.Drops["forged_source"]+1
 				})
 				// Sent after the forged one was dropped, its arrival shows
@@ -234,7 +235,7 @@ func TestMultiNodeInProcess(t *testing.T) {
 				if err := sendUDP(own, netip.AddrPortFrom(c1.Addr(), mnUDPPort), legit); err != nil {
 					t.Fatal(err)
 				}
-				waitFor(t, "the forger's legit datagram at c1", func() bool {
+				poll.Until(t, 5*time.Second, "the forger's legit datagram at c1", func() bool {
 					return slices.ContainsFunc(udp["c1"].received(), func(d datagram) bool { return d.payload == legit })
 				})
 				for _, d := range udp["c1"].received() {
@@ -251,7 +252,7 @@ func TestMultiNodeInProcess(t *testing.T) {
 	})
 
 	t.Run("wrong key", func(t *testing.T) {
-		waitLong(t, 10*time.Second, bad.name+" to log that it cannot join", func() bool {
+		poll.Until(t, 10*time.Second, bad.name+" to log that it cannot join", func() bool {
 			_, ok := bad.log.find("cannot join cluster", "cluster key mismatch")
 			return ok
 		})
@@ -272,7 +273,7 @@ func TestMultiNodeInProcess(t *testing.T) {
 		if err := n3.stop(true); err != nil {
 			t.Fatalf("crash n3: %v", err)
 		}
-		waitLong(t, 10*time.Second, "c3's record to vanish from n1 and n2", func() bool {
+		poll.Until(t, 10*time.Second, "c3's record to vanish from n1 and n2", func() bool {
 			return !n1.hasContainer(t, c3Info.ID) && !n2.hasContainer(t, c3Info.ID)
 		})
 		t.Logf("c3's record withdrawn %v after n3 crashed", time.Since(start).Round(time.Millisecond))
@@ -284,7 +285,7 @@ func TestMultiNodeInProcess(t *testing.T) {
 		}
 		// The router's entry goes with the record (reconcile runs on the
 		// same change): poll briefly, then assert exactly.
-		waitLong(t, 5*time.Second, "10.240.0.3 to become unreachable from c1", func() bool {
+		poll.Until(t, 5*time.Second, "10.240.0.3 to become unreachable from c1", func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			return errors.Is(c1.Ping(ctx, c3.Addr()), stacktest.ErrHostUnreachable)

@@ -4,7 +4,9 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/vrouter/vrouter/internal/poll"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -48,7 +50,7 @@ func TestSpoofedSourceDropped(t *testing.T) {
 			if err := a.SendRaw(stacktest.UDPPacket(netip.AddrPortFrom(a.Addr(), 4000), dst, []byte(legit))); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "legit datagram", func() bool {
+			poll.Until(t, 5*time.Second, "legit datagram", func() bool {
 				return slices.ContainsFunc(srv.received(), func(d datagram) bool { return d.payload == legit })
 			})
 			for _, d := range srv.received() {

@@ -1,12 +1,14 @@
 package integration
 
 import (
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/vrouter/vrouter/internal/leaktest"
+	"github.com/vrouter/vrouter/internal/poll"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -89,15 +91,12 @@ func (n *node) detach() {
 // waitStats polls the router's counters until cond holds or 5 s pass.
 func (tp *topology) waitStats(what string, cond func(router.Stats) bool) router.Stats {
 	tp.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s := tp.router.Stats()
-		if cond(s) {
-			return s
+	var s router.Stats
+	poll.UntilNil(tp.t, 5*time.Second, what, func() error {
+		if s = tp.router.Stats(); cond(s) {
+			return nil
 		}
-		if time.Now().After(deadline) {
-			tp.t.Fatalf("timed out waiting for %s; stats: %+v", what, s)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("stats: %+v", s)
+	})
+	return s
 }

@@ -121,15 +121,3 @@ func TestDetachAndReattach(t *testing.T) {
 		t.Errorf("dial new container %v:80: %v, want connection refused", b2.Addr(), err)
 	}
 }
-
-// waitFor polls cond until it holds or 5 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
