@@ -11,6 +11,7 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/vrouter/vrouter/internal/leaktest"
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // fakeClock drives cache expiry.
@@ -371,7 +372,7 @@ func TestSingleflight(t *testing.T) {
 		}
 		outs = append(outs, serveAsync(h, udpWriter(ip), wireQuery(t, "flood.test.", mdns.TypeA)))
 	}
-	eventually(t, "all queries joined", func() bool { q, f := r.pendingForTest(); return q == n && f == 1 })
+	poll.Until(t, 5*time.Second, "all queries joined", func() bool { q, f := r.pendingForTest(); return q == n && f == 1 })
 	close(gate)
 	for _, out := range outs {
 		m := <-out
@@ -409,7 +410,7 @@ func TestFloodPerClient(t *testing.T) {
 		name := "slow" + string(rune('a'+i)) + ".test."
 		outs = append(outs, serveAsync(h, udpWriter("10.240.0.5"), wireQuery(t, name, mdns.TypeA)))
 	}
-	eventually(t, "4 flights", func() bool { _, f := r.pendingForTest(); return f == 4 })
+	poll.Until(t, 5*time.Second, "4 flights", func() bool { _, f := r.pendingForTest(); return f == 4 })
 
 	// The same client is refused at once, for a new name or a joined one.
 	for _, name := range []string{"slowz.test.", "slowa.test.", "fast.test."} {
@@ -449,14 +450,14 @@ func TestFloodTotal(t *testing.T) {
 	h := r.Handler(pnA)
 	a := serveAsync(h, udpWriter("10.240.0.5"), wireQuery(t, "slow1.test.", mdns.TypeA))
 	b := serveAsync(h, udpWriter("10.240.0.6"), wireQuery(t, "slow2.test.", mdns.TypeA))
-	eventually(t, "2 flights", func() bool { _, f := r.pendingForTest(); return f == 2 })
+	poll.Until(t, 5*time.Second, "2 flights", func() bool { _, f := r.pendingForTest(); return f == 2 })
 	m := ask(t, h, udpWriter("10.240.0.7"), wireQuery(t, "fast.test.", mdns.TypeA))
 	if m.Rcode != mdns.RcodeServerFailure || r.Stats().Flood != 1 {
 		t.Errorf("third exchange: %s, flood %d", rcodeName(m.Rcode), r.Stats().Flood)
 	}
 	// Joining a flight in progress needs no new exchange.
 	c := serveAsync(h, udpWriter("10.240.0.7"), wireQuery(t, "slow1.test.", mdns.TypeA))
-	eventually(t, "join", func() bool { q, _ := r.pendingForTest(); return q == 3 })
+	poll.Until(t, 5*time.Second, "join", func() bool { q, _ := r.pendingForTest(); return q == 3 })
 	close(gate)
 	for _, out := range []<-chan *mdns.Msg{a, b, c} {
 		if m := <-out; m == nil || m.Rcode != mdns.RcodeSuccess {
@@ -478,7 +479,7 @@ func TestCloseDuringExchange(t *testing.T) {
 	for _, w := range ws { // a leader and a waiter
 		outs = append(outs, serveAsync(h, w, wireQuery(t, "example.test.", mdns.TypeA)))
 	}
-	eventually(t, "both queries in flight", func() bool { q, _ := r.pendingForTest(); return q == 2 })
+	poll.Until(t, 5*time.Second, "both queries in flight", func() bool { q, _ := r.pendingForTest(); return q == 2 })
 	start := time.Now()
 	if err := r.Close(); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	mdns "github.com/miekg/dns"
 )
@@ -271,18 +270,6 @@ func deadPort(t testing.TB) string {
 	addr := pc.LocalAddr().String()
 	pc.Close()
 	return addr
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // pending is the number of forwarded queries in progress (tests poll it to

@@ -3,10 +3,10 @@ package router
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +16,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // PktOpts describes a test packet; the zero value is a small UDP packet
@@ -100,22 +102,19 @@ func (w testWriter) Write(p []byte) (int, error) {
 // effects of those packets are visible once this returns.
 func WaitAccounted(t *testing.T, r *Router, rx uint64) Stats {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s := r.Stats()
+	var s Stats
+	poll.UntilNil(t, 5*time.Second, fmt.Sprintf("the router to account for %d packets", rx), func() error {
+		s = r.Stats()
 		var drops uint64
 		for _, v := range s.Drops {
 			drops += v
 		}
 		if s.Counters["rx_packets"] == rx && s.Counters["forwarded"]+s.Counters["to_stack"]+drops == rx {
-			return s
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("router did not account for %d packets: counters %v drops %v", rx, s.Counters, s.Drops)
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond)
-	}
+		return fmt.Errorf("counters %v drops %v", s.Counters, s.Drops)
+	})
+	return s
 }
 
 // fakePort is a Port double for direct calls of forward: Read blocks until

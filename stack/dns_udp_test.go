@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	mdns "github.com/miekg/dns"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/vrouter/vrouter/dns"
 	"github.com/vrouter/vrouter/internal/leaktest"
+	"github.com/vrouter/vrouter/internal/poll"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -144,7 +146,7 @@ func ask(t *testing.T, s *Stack, c *captured, client netip.AddrPort, payload []b
 	follow := packQuery(t, "1.web."+testApp+"."+testPN+"."+dns.Zone, mdns.TypeA, func(m *mdns.Msg) { m.Id = 0xf011 })
 	s.Deliver(stacktest.UDPPacket(client, netip.AddrPortFrom(resolver, DNSPort), follow))
 	var got [][]byte
-	poll(t, "the follow-up answer", func() bool {
+	poll.Until(t, 5*time.Second, "the follow-up answer", func() bool {
 		got = got[:0]
 		followed := false
 		for _, p := range c.to(client.Port()) {
@@ -282,7 +284,7 @@ func TestDNSFastPathIgnoresOddPackets(t *testing.T) {
 	for _, f := range frags {
 		s.Deliver(f)
 	}
-	poll(t, "the answer to a fragmented query", func() bool { return len(c.to(client.Port())) == 1 })
+	poll.Until(t, 5*time.Second, "the answer to a fragmented query", func() bool { return len(c.to(client.Port())) == 1 })
 	if st := s.Stats(); st.DNSFastQueries != 0 {
 		t.Errorf("%d fragments taken by the fast path", st.DNSFastQueries)
 	}
@@ -351,7 +353,7 @@ func TestDNSFastPathBigAnswer(t *testing.T) {
 	q := packQuery(t, "many.example.", mdns.TypeA, func(m *mdns.Msg) { m.SetEdns0(4096, false) })
 	s.Deliver(stacktest.UDPPacket(client, netip.AddrPortFrom(resolver, DNSPort), q))
 	var frags [][]byte
-	poll(t, "the fragments of the answer", func() bool {
+	poll.Until(t, 5*time.Second, "the fragments of the answer", func() bool {
 		frags = c.to(client.Port())
 		last := false
 		for _, f := range frags {

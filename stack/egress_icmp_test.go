@@ -17,6 +17,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // pingPermitted reports whether this process may open unprivileged ICMP
@@ -133,13 +135,12 @@ func TestEgressPingReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The reply reaches the container before the counter moves.
-	deadline := time.Now().Add(5 * time.Second)
-	for st := s.EgressStats(); st.PingsSent == 0 || st.PingReplies == 0; st = s.EgressStats() {
-		if time.Now().After(deadline) {
-			t.Fatalf("stats %+v", st)
+	poll.UntilNil(t, 5*time.Second, "the ping counted", func() error {
+		if st := s.EgressStats(); st.PingsSent == 0 || st.PingReplies == 0 {
+			return fmt.Errorf("stats %+v", st)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // syncBuffer is a goroutine-safe log sink.
@@ -192,7 +193,7 @@ func TestEgressPingNotPermitted(t *testing.T) {
 			t.Fatalf("ping: %v, want no answer", err)
 		}
 	}
-	poll(t, "the pings to be counted", func() bool { return s.EgressStats().PingErrors >= 2 })
+	poll.Until(t, 5*time.Second, "the pings to be counted", func() bool { return s.EgressStats().PingErrors >= 2 })
 	if n := logs.lines("net.ipv4.ping_group_range"); n != 1 {
 		t.Errorf("%d warnings naming the sysctl, want 1:\n%s", n, logs.String())
 	}

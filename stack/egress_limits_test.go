@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // dialCounter wraps an egress's dial and records how many dials to dst
@@ -72,7 +74,7 @@ func TestEgressSYNFlood(t *testing.T) {
 	done := make(chan []error, 1)
 	// 700 ms: before the containers retransmit their SYNs (1 s).
 	go func() { done <- floodDials(cs[0], inetPort(hole), flood, 700*time.Millisecond) }()
-	poll(t, "the flood's dials", func() bool { return s.EgressStats().TCPDials == perClient })
+	poll.Until(t, 5*time.Second, "the flood's dials", func() bool { return s.EgressStats().TCPDials == perClient })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -140,12 +142,12 @@ func TestEgressTCPFlowLimit(t *testing.T) {
 		conns = append(conns, conn)
 	}
 	// The container's connect returns before egress has counted the flow.
-	poll(t, "both connections to be proxied", func() bool { return s.EgressStats().TCPActive == 2 })
+	poll.Until(t, 5*time.Second, "both connections to be proxied", func() bool { return s.EgressStats().TCPActive == 2 })
 	if _, err := cs[0].DialTCP(ctx, dst); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("third connection: %v, want ECONNREFUSED", err)
 	}
 	conns[0].Close()
-	poll(t, "the closed connection to end", func() bool { return s.EgressStats().TCPActive == 1 })
+	poll.Until(t, 5*time.Second, "the closed connection to end", func() bool { return s.EgressStats().TCPActive == 1 })
 	conn, err := cs[0].DialTCP(ctx, dst)
 	if err != nil {
 		t.Fatalf("after one ended: %v", err)
@@ -225,7 +227,7 @@ func TestEgressCloseWithFlows(t *testing.T) {
 	s.Deliver(tcpSYN(netip.MustParseAddrPort("10.240.0.99:4000"), srv, 1))
 
 	e := s.egress
-	poll(t, "all flows to be set up", func() bool {
+	poll.Until(t, 5*time.Second, "all flows to be set up", func() bool {
 		e.mu.Lock()
 		hs, pend := len(e.handshakes), e.pendingTotal
 		e.mu.Unlock()

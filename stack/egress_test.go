@@ -22,6 +22,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/vrouter/vrouter/internal/leaktest"
+	"github.com/vrouter/vrouter/internal/poll"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -136,18 +137,6 @@ func newEgressNet(t *testing.T, cfg EgressConfig, h mdns.Handler, hook func(*egr
 	return s, cs
 }
 
-// poll waits until cond holds, failing the test after 5 s.
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // listenTCP starts a listener on 127.0.0.1 whose connections go to serve,
 // each on its own goroutine; all are closed and waited for at cleanup.
 func listenTCP(t *testing.T, serve func(*net.TCPConn)) netip.AddrPort {
@@ -248,7 +237,7 @@ func TestEgressTCPTransfer(t *testing.T) {
 	t.Logf("egress TCP: %d MiB each way at once in %v: %.0f MiB/s per direction",
 		size>>20, elapsed.Round(time.Millisecond), float64(size>>20)/elapsed.Seconds())
 	conn.Close()
-	poll(t, "the flow to end", func() bool { return s.EgressStats().TCPActive == 0 })
+	poll.Until(t, 5*time.Second, "the flow to end", func() bool { return s.EgressStats().TCPActive == 0 })
 	if st := s.EgressStats(); st.TCPDials != 1 || st.TCPRefused != 0 || st.TCPFailed != 0 {
 		t.Errorf("stats %+v", st)
 	}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // TestEgressTCPTimeWaitReuse: when the destination closes first, the
@@ -50,14 +52,14 @@ func TestEgressTCPTimeWaitReuse(t *testing.T) {
 	// Both the proxy's endpoint and its TIME_WAIT must be gone well before
 	// gVisor's default 60 s.
 	start := time.Now()
-	poll(t, "the connection's endpoint to leave TIME_WAIT", func() bool {
+	poll.Until(t, 5*time.Second, "the connection's endpoint to leave TIME_WAIT", func() bool {
 		return len(s.stack.RegisteredEndpoints()) == idle
 	})
 	if d := time.Since(start); d > 2*tcpTimeWait+time.Second {
 		t.Errorf("TIME_WAIT lasted %v, want about %v", d, tcpTimeWait)
 	}
 	exchange("second connection from the same port")
-	poll(t, "the flows to end", func() bool { return s.EgressStats().TCPActive == 0 })
+	poll.Until(t, 5*time.Second, "the flows to end", func() bool { return s.EgressStats().TCPActive == 0 })
 	if st := s.EgressStats(); st.TCPDials != 2 || st.TCPFailed != 0 {
 		t.Errorf("stats %+v, want 2 dials, none failed", st)
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // udpEcho is a UDP echo server on 127.0.0.1 that records the sources it
@@ -121,7 +123,7 @@ func TestEgressUDPIdle(t *testing.T) {
 	}
 	defer conn.Close()
 	roundTrip(t, conn, "one")
-	poll(t, "the idle flow to end", func() bool { return s.EgressStats().UDPActive == 0 })
+	poll.Until(t, 5*time.Second, "the idle flow to end", func() bool { return s.EgressStats().UDPActive == 0 })
 	roundTrip(t, conn, "two")
 	if st := s.EgressStats(); st.UDPFlows != 2 || st.UDPActive != 1 {
 		t.Errorf("stats %+v", st)
@@ -147,7 +149,7 @@ func TestEgressUDPFlowLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	poll(t, "the flood to be handled", func() bool {
+	poll.Until(t, 5*time.Second, "the flood to be handled", func() bool {
 		st := s.EgressStats()
 		return st.UDPFlows+st.Limited == flood
 	})
@@ -160,7 +162,7 @@ func TestEgressUDPFlowLimit(t *testing.T) {
 	}
 	defer other.Close()
 	roundTrip(t, other, "still works")
-	poll(t, "the admitted flows to reach the server", func() bool { return len(srv.sources()) == limit+1 })
+	poll.Until(t, 5*time.Second, "the admitted flows to reach the server", func() bool { return len(srv.sources()) == limit+1 })
 }
 
 // TestEgressUDPDenied: datagrams to refused destinations are dropped
@@ -174,7 +176,7 @@ func TestEgressUDPDenied(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.Write([]byte("x"))
-	poll(t, "the datagram to be refused", func() bool { return s.EgressStats().Denied == 1 })
+	poll.Until(t, 5*time.Second, "the datagram to be refused", func() bool { return s.EgressStats().Denied == 1 })
 	if st := s.EgressStats(); st.UDPFlows != 0 {
 		t.Errorf("stats %+v", st)
 	}

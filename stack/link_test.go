@@ -4,12 +4,14 @@ import (
 	"encoding/binary"
 	"sync"
 	"testing"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/vrouter/vrouter/internal/leaktest"
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // nopDispatcher is the NIC side of a link under test: it takes nothing.
@@ -136,7 +138,7 @@ func TestLinkWriterBackPressure(t *testing.T) {
 	// One packet that the writer takes and holds in the stuck Output,
 	// then more than the queue takes.
 	writeSeq(t, l, 0, 0, 1)
-	poll(t, "the writer to take the first packet", func() bool {
+	poll.Until(t, 5*time.Second, "the writer to take the first packet", func() bool {
 		l.qmu.Lock()
 		defer l.qmu.Unlock()
 		return len(l.queue) == 0
@@ -149,7 +151,7 @@ func TestLinkWriterBackPressure(t *testing.T) {
 			writeSeq(t, l, 0, 1+i, maxOutBatch)
 		}
 	}()
-	poll(t, "the queue to fill", func() bool {
+	poll.Until(t, 5*time.Second, "the queue to fill", func() bool {
 		l.qmu.Lock()
 		defer l.qmu.Unlock()
 		return len(l.queue) >= outQueueLen

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 const (
@@ -131,7 +133,7 @@ func (d *daemon) exited() bool {
 // listens, and for the socket itself.
 func (d *daemon) waitRunning(t *testing.T) {
 	t.Helper()
-	eventually(t, startTimeout, "daemon running", func() error {
+	poll.UntilNil(t, startTimeout, "daemon running", func() error {
 		if d.exited() {
 			t.Fatalf("daemon exited before running (%v); output:\n%s", d.waitErr, d.log.String())
 		}
@@ -218,7 +220,7 @@ func (b *syncBuffer) String() string {
 // waitContains polls until the buffer holds s.
 func (b *syncBuffer) waitContains(t *testing.T, timeout time.Duration, what, s string) {
 	t.Helper()
-	eventually(t, timeout, what, func() error {
+	poll.UntilNil(t, timeout, what, func() error {
 		if strings.Contains(b.String(), s) {
 			return nil
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // checkConfigured checks what `attach --netns` promises inside the
@@ -184,7 +186,7 @@ func TestSpoofing(t *testing.T) {
 		t.Fatalf("ping with spoofed source %s succeeded:\n%s", spoofed, out)
 	}
 	var after uint64
-	eventually(t, 5*time.Second, "drops.spoofed_source counts the spoofed pings", func() error {
+	poll.UntilNil(t, 5*time.Second, "drops.spoofed_source counts the spoofed pings", func() error {
 		if after = d.status(t).Drops["spoofed_source"]; after < before+n {
 			return fmt.Errorf("spoofed_source %d, want >= %d", after, before+n)
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // assignedApp is the object of `egress enable --json` and an element of
@@ -77,7 +79,7 @@ func (d *daemon) showAssignments(t *testing.T) map[string]string {
 
 func waitAssignments(t *testing.T, what, app, want string, nodes ...*daemon) {
 	t.Helper()
-	eventually(t, 10*time.Second, what, func() error {
+	poll.UntilNil(t, 10*time.Second, what, func() error {
 		for _, d := range nodes {
 			if got := d.showAssignments(t)[app]; got != want {
 				return fmt.Errorf("a node shows %q, want %q", got, want)
@@ -113,7 +115,7 @@ func TestEgressAssign(t *testing.T) {
 	app, other := newID("ap"), newID("ap")
 
 	// One gateway is not enough: a clear error, nothing assigned.
-	eventually(t, 10*time.Second, "g1 and w alive", func() error {
+	poll.UntilNil(t, 10*time.Second, "g1 and w alive", func() error {
 		if st := w.peerStates(t); st["g1"] != "alive" {
 			return fmt.Errorf("peers %v", st)
 		}
@@ -126,7 +128,7 @@ func TestEgressAssign(t *testing.T) {
 
 	p2 := freePort(t)
 	g2 := startGatewayNode(t, newStateDir(t), p2, "g2", keyFile, seed, "127.0.0.4", "127.0.0.5")
-	eventually(t, 15*time.Second, "three alive nodes everywhere", func() error {
+	poll.UntilNil(t, 15*time.Second, "three alive nodes everywhere", func() error {
 		for _, d := range []*daemon{g1, g2, w} {
 			if st := d.peerStates(t); st["g1"] != "alive" || st["g2"] != "alive" || st["w"] != "alive" {
 				return fmt.Errorf("peers %v", st)
@@ -188,7 +190,7 @@ func TestEgressAssign(t *testing.T) {
 
 	// g1 restarts with its state directory and keeps the assignment.
 	g1.terminate(t)
-	eventually(t, 10*time.Second, "g1's IP dead on w", func() error {
+	poll.UntilNil(t, 10*time.Second, "g1's IP dead on w", func() error {
 		if s := w.showAssignments(t)[app]; !strings.Contains(s, "127.0.0.2@g1:dead") {
 			return fmt.Errorf("w shows %q", s)
 		}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 type egressShow struct {
@@ -82,7 +84,7 @@ func TestDedicatedEgress(t *testing.T) {
 	seed := fmt.Sprintf("127.0.0.1:%d", wp)
 	g1, _ := start("g1", seed, "--egress-ip", "127.0.0.2", "--egress-ip", "127.0.0.3")
 	g2, _ := start("g2", seed, "--egress-ip", "127.0.0.4", "--egress-ip", "127.0.0.5")
-	eventually(t, 15*time.Second, "three alive nodes", func() error {
+	poll.UntilNil(t, 15*time.Second, "three alive nodes", func() error {
 		for _, d := range []*daemon{w, g1, g2} {
 			if st := d.peerStates(t); st["w"] != "alive" || st["g1"] != "alive" || st["g2"] != "alive" {
 				return fmt.Errorf("peers %v", st)
@@ -111,7 +113,7 @@ func TestDedicatedEgress(t *testing.T) {
 	}
 	// A: its active IP, once the WireGuard sessions to the gateways are up.
 	var src string
-	eventually(t, 20*time.Second, "app A through its gateway", func() error {
+	poll.UntilNil(t, 20*time.Second, "app A through its gateway", func() error {
 		var err error
 		src, err = seenFrom(nsA, in)
 		return err
@@ -163,7 +165,7 @@ func TestDedicatedEgress(t *testing.T) {
 	var after string
 	// Connections are tried with a 1 s timeout: one started before the
 	// worker noticed hangs that long, which bounds the measurement's error.
-	eventually(t, 10*time.Second, "a new connection after the gateway died", func() error {
+	poll.UntilNil(t, 10*time.Second, "a new connection after the gateway died", func() error {
 		s, err := seenFromWithin(nsA, in, 1)
 		if err != nil {
 			return err

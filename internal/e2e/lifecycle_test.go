@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // TestDaemonLifecycle: the daemon runs as nobody without capabilities, owns
@@ -104,7 +106,7 @@ func TestDaemonKilled(t *testing.T) {
 	}()
 	// The client may create the TUN before or after it hears from the
 	// daemon; give it a moment to get as far as it can.
-	created := waitUntil(3*time.Second, func() bool { _, ok := c.link(t, defaultIfname); return ok })
+	created := poll.Within(3*time.Second, func() bool { _, ok := c.link(t, defaultIfname); return ok })
 	t.Logf("mid-attach: client created %s before the daemon answered: %v", defaultIfname, created)
 	d.kill(t)
 
@@ -133,18 +135,6 @@ func TestDaemonKilled(t *testing.T) {
 	cc := d2.attach(t, c, pn, app, "web")
 	mustPing(t, a, cc.IP)
 	mustPing(t, c, ca.IP)
-}
-
-// waitUntil polls cond for at most timeout and reports whether it held.
-func waitUntil(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return true
 }
 
 // procStatus reads /proc/PID/status into key → value.

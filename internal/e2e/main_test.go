@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 var vrouterFlag = flag.String("vrouter", "", "vrouter binary under test (default $VROUTER_BIN, else ../../bin/vrouter)")
@@ -172,21 +171,4 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return os.Chmod(dst, mode) // the umask may have narrowed it
-}
-
-// eventually polls check until it returns nil, and fails the test with the
-// last error when timeout has passed.
-func eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not so after %v: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // freePort returns a port that is free for both TCP and UDP on 127.0.0.1
@@ -126,7 +128,7 @@ func TestMultiNode(t *testing.T) {
 	seed := fmt.Sprintf("127.0.0.1:%d", p1)
 	n2, _ := startNode(t, "n2", keyFile, seed)
 	n3, p3 := startNode(t, "n3", keyFile, seed)
-	eventually(t, 15*time.Second, "three alive nodes everywhere", func() error {
+	poll.UntilNil(t, 15*time.Second, "three alive nodes everywhere", func() error {
 		for _, d := range []*daemon{n1, n2, n3} {
 			st := d.peerStates(t)
 			if st["n1"] != "alive" || st["n2"] != "alive" || st["n3"] != "alive" {
@@ -139,7 +141,7 @@ func TestMultiNode(t *testing.T) {
 	pn1, pn2, app := newID("pn"), newID("pn"), newID("ap")
 	ns1, ns2, ns3, ns4 := newNetns(t), newNetns(t), newNetns(t), newNetns(t)
 	c1 := n1.attachOn(t, ns1, pn1, app, "web")
-	eventually(t, 5*time.Second, "n1's container on n2", func() error {
+	poll.UntilNil(t, 5*time.Second, "n1's container on n2", func() error {
 		if n2.containerIPs(t)[pn1+"/"+c1.IP] != "n1" {
 			return fmt.Errorf("not yet")
 		}
@@ -152,7 +154,7 @@ func TestMultiNode(t *testing.T) {
 	if c1.IP == c2.IP || c2.IP == c3.IP || c1.IP == c3.IP || c4.IP != c1.IP {
 		t.Fatalf("addresses %s %s %s %s: want three distinct in pn1 and pn2 reusing the first", c1.IP, c2.IP, c3.IP, c4.IP)
 	}
-	eventually(t, 5*time.Second, "every container on every node", func() error {
+	poll.UntilNil(t, 5*time.Second, "every container on every node", func() error {
 		for _, d := range []*daemon{n1, n2, n3} {
 			if n := len(d.containerIPs(t)); n != 4 {
 				return fmt.Errorf("%d containers", n)
@@ -162,7 +164,7 @@ func TestMultiNode(t *testing.T) {
 	})
 
 	// WireGuard sessions come up by themselves (keepalives), every pair.
-	eventually(t, 15*time.Second, "a WireGuard handshake between every pair of nodes", func() error {
+	poll.UntilNil(t, 15*time.Second, "a WireGuard handshake between every pair of nodes", func() error {
 		for _, d := range []*daemon{n1, n2, n3} {
 			var ps []peerJSON
 			if err := json.Unmarshal([]byte(d.mustCLI(t, "peers", "--json").stdout), &ps); err != nil {
@@ -219,7 +221,7 @@ func TestMultiNode(t *testing.T) {
 	// Kill -9 n3: its container disappears from the others and traffic to
 	// it gets host unreachable.
 	n3.kill(t)
-	eventually(t, 10*time.Second, "n3's container withdrawn", func() error {
+	poll.UntilNil(t, 10*time.Second, "n3's container withdrawn", func() error {
 		for _, d := range []*daemon{n1, n2} {
 			if node, ok := d.containerIPs(t)[pn1+"/"+c3.IP]; ok {
 				return fmt.Errorf("still listed on a node (owner %s)", node)
@@ -246,7 +248,7 @@ func TestMultiNode(t *testing.T) {
 		t.Fatalf("n3's WireGuard key: %v", err)
 	}
 	n3 = restartNode(t, n3.dir, p3, "n3", keyFile, seed)
-	eventually(t, 15*time.Second, "n3 alive again everywhere", func() error {
+	poll.UntilNil(t, 15*time.Second, "n3 alive again everywhere", func() error {
 		for _, d := range []*daemon{n1, n2, n3} {
 			if st := d.peerStates(t); st["n1"] != "alive" || st["n2"] != "alive" || st["n3"] != "alive" {
 				return fmt.Errorf("peers %v", st)
@@ -261,7 +263,7 @@ func TestMultiNode(t *testing.T) {
 	if c3b.IP != c3.IP {
 		t.Fatalf("re-attach on n3 got %s, want %s", c3b.IP, c3.IP)
 	}
-	eventually(t, 15*time.Second, "n1 reaches n3's new container", func() error {
+	poll.UntilNil(t, 15*time.Second, "n1 reaches n3's new container", func() error {
 		if out, ok := ping(t, ns1, c3.IP, 1); !ok {
 			return fmt.Errorf("ping: %s", lastLine(out))
 		}

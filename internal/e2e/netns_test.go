@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 const cmdTimeout = 30 * time.Second
@@ -183,7 +185,7 @@ func (n *netns) rxPackets(t *testing.T, ifname string) uint64 {
 // waitLinkGone polls until the interface has left the namespace.
 func (n *netns) waitLinkGone(t *testing.T, ifname string, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, n.name+": "+ifname+" gone", func() error {
+	poll.UntilNil(t, timeout, n.name+": "+ifname+" gone", func() error {
 		if _, ok := n.link(t, ifname); ok {
 			return fmt.Errorf("%s still present (links %v)", ifname, n.linkNames(t))
 		}
@@ -211,7 +213,7 @@ func (n *netns) routes(t *testing.T) []ipRoute {
 // server's bind.
 func (n *netns) waitListening(t *testing.T, proto string, port int) {
 	t.Helper()
-	eventually(t, 10*time.Second, fmt.Sprintf("%s listening on %s/%d", n.name, proto, port), func() error {
+	poll.UntilNil(t, 10*time.Second, fmt.Sprintf("%s listening on %s/%d", n.name, proto, port), func() error {
 		out, err := n.run(cmdTimeout, "ss", "-Hln"+proto, fmt.Sprintf("sport = :%d", port))
 		if err != nil {
 			return err

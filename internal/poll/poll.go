@@ -39,22 +39,38 @@ var errNotYet = errors.New("condition not met")
 // error.
 func UntilNil(t testing.TB, timeout time.Duration, what string, check func() error) time.Duration {
 	t.Helper()
+	took, err := wait(timeout, check)
+	switch {
+	case err == errNotYet:
+		t.Fatalf("timed out after %v waiting for: %s", timeout, what)
+	case err != nil:
+		t.Fatalf("timed out after %v waiting for: %s: %v", timeout, what, err)
+	}
+	return took
+}
+
+// Within polls cond for at most timeout and reports whether it held: for a
+// wait whose outcome the test only logs or branches on.
+func Within(timeout time.Duration, cond func() bool) bool {
+	_, err := wait(timeout, func() error {
+		if cond() {
+			return nil
+		}
+		return errNotYet
+	})
+	return err == nil
+}
+
+// wait is the one loop: check until nil or timeout, backing off.
+func wait(timeout time.Duration, check func() error) (time.Duration, error) {
 	start := time.Now()
-	wait := firstWait
+	pause := firstWait
 	for {
 		err := check()
-		if err == nil {
-			return time.Since(start)
+		if err == nil || time.Since(start) > timeout {
+			return time.Since(start), err
 		}
-		if time.Since(start) > timeout {
-			if err == errNotYet {
-				t.Fatalf("timed out after %v waiting for: %s", timeout, what)
-			} else {
-				t.Fatalf("timed out after %v waiting for: %s: %v", timeout, what, err)
-			}
-			return time.Since(start)
-		}
-		time.Sleep(wait)
-		wait = min(2*wait, maxWait)
+		time.Sleep(pause)
+		pause = min(2*pause, maxWait)
 	}
 }

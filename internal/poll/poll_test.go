@@ -76,3 +76,13 @@ func TestUntilNilReportsLastError(t *testing.T) {
 		t.Fatalf("UntilNil with nil at once: Fatalf %q", msg)
 	}
 }
+
+func TestWithin(t *testing.T) {
+	calls := 0
+	if !Within(10*time.Second, func() bool { calls++; return calls == 2 }) || calls != 2 {
+		t.Fatalf("Within: false or %d calls, want true after 2", calls)
+	}
+	if Within(10*time.Millisecond, func() bool { return false }) {
+		t.Fatal("Within of a never-true condition reported true")
+	}
+}
