@@ -1,6 +1,6 @@
 # vrouter — build, run and test targets.
 #
-#   make build   bin/vrouter
+#   make build   bin/vrouter and bin/vrouter-cni (the CNI plugin)
 #   make run     the daemon with embedded defaults (state in ./.vrouter, any user)
 #   make test    vet, gofmt check, unit + in-process tiers (-race), then the
 #                end-to-end tier (internal/e2e, build tag e2e) and the bench
@@ -30,6 +30,7 @@ all: build
 # Always handed to go build: its cache decides what is stale.
 build:
 	$(GO) build -o $(BIN) ./cmd/vrouter
+	$(GO) build -o bin/vrouter-cni ./cmd/vrouter-cni
 
 run: build
 	./$(BIN) run $(RUNFLAGS)

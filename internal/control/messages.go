@@ -2,6 +2,7 @@ package control
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -61,6 +62,34 @@ type AttachRequest struct {
 	ContainerKey string `json:"container_key,omitempty"` // netns identity, to refuse a second attach
 	Interface    string `json:"interface,omitempty"`
 	Netns        string `json:"netns,omitempty"`
+	// CNI names the attachment when a CNI plugin made it; the plugin finds
+	// the port again by it for DEL, CHECK and GC.
+	CNI *CNIAttachment `json:"cni,omitempty"`
+}
+
+// CNIAttachment is a CNI runtime's name for one port: the container id
+// and interface the runtime passed, and the name of the CNI network
+// configuration (not the PN id: several configurations may share a PN).
+type CNIAttachment struct {
+	ContainerID string `json:"container_id"`
+	Network     string `json:"network"`
+	IfName      string `json:"ifname"`
+}
+
+// MaxCNIField bounds each field of a CNIAttachment.
+const MaxCNIField = 256
+
+// Check refuses empty or oversized fields.
+func (a *CNIAttachment) Check() error {
+	for _, f := range []struct{ name, val string }{{"container id", a.ContainerID}, {"network name", a.Network}, {"interface", a.IfName}} {
+		if f.val == "" {
+			return fmt.Errorf("cni attachment: %s is empty", f.name)
+		}
+		if len(f.val) > MaxCNIField {
+			return fmt.Errorf("cni attachment: %s longer than %d bytes", f.name, MaxCNIField)
+		}
+	}
+	return nil
 }
 
 // DetachRequest names the container to detach.
@@ -79,20 +108,21 @@ type Response struct {
 
 // Container describes one attached container.
 type Container struct {
-	ID         string    `json:"id"`
-	Network    string    `json:"network"`
-	App        string    `json:"app"`
-	Type       string    `json:"type"`
-	Number     int       `json:"number"`
-	IP         string    `json:"ip"`
-	MTU        int       `json:"mtu"`
-	Resolver   string    `json:"resolver"`
-	Names      []string  `json:"names"`
-	Interface  string    `json:"interface,omitempty"`
-	Netns      string    `json:"netns,omitempty"`    // namespace path given at attach, if any
-	NetnsID    string    `json:"netns_id,omitempty"` // the AttachRequest's container_key
-	Node       string    `json:"node"`
-	AttachedAt time.Time `json:"attached_at"`
+	ID         string         `json:"id"`
+	Network    string         `json:"network"`
+	App        string         `json:"app"`
+	Type       string         `json:"type"`
+	Number     int            `json:"number"`
+	IP         string         `json:"ip"`
+	MTU        int            `json:"mtu"`
+	Resolver   string         `json:"resolver"`
+	Names      []string       `json:"names"`
+	Interface  string         `json:"interface,omitempty"`
+	Netns      string         `json:"netns,omitempty"`    // namespace path given at attach, if any
+	NetnsID    string         `json:"netns_id,omitempty"` // the AttachRequest's container_key
+	CNI        *CNIAttachment `json:"cni,omitempty"`      // set when a CNI plugin attached it
+	Node       string         `json:"node"`
+	AttachedAt time.Time      `json:"attached_at"`
 }
 
 // Status is the result of the "status" op.

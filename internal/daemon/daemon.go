@@ -370,6 +370,11 @@ func ValidateAttach(req *control.AttachRequest) (netip.Addr, error) {
 	if req.Number < 0 {
 		return netip.Addr{}, invalid("container number %d must be positive", req.Number)
 	}
+	if req.CNI != nil {
+		if err := req.CNI.Check(); err != nil {
+			return netip.Addr{}, invalid("%v", err)
+		}
+	}
 	var addr netip.Addr
 	if req.IP != "" {
 		a, err := netip.ParseAddr(req.IP)
@@ -523,6 +528,7 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 			Interface:  ifname,
 			Netns:      req.Netns,
 			NetnsID:    req.ContainerKey,
+			CNI:        req.CNI,
 			Node:       d.cfg.Name,
 			AttachedAt: rec.AttachedAt,
 		},

@@ -130,7 +130,8 @@ func (c IfaceConfig) check() error {
 }
 
 // Remove deletes the interface name from the namespace at nsPath. The TUN's
-// descriptors stay open but fail from then on.
+// descriptors stay open but fail from then on. An interface that is not
+// there gives an error wrapping ErrNoInterface.
 func Remove(nsPath, name string) error {
 	h, err := handleAt(nsPath)
 	if err != nil {
@@ -139,6 +140,10 @@ func Remove(nsPath, name string) error {
 	defer h.Close()
 	link, err := h.LinkByName(name)
 	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return fmt.Errorf("remove %s from %s: %w", name, nsPath, ErrNoInterface)
+		}
 		return fmt.Errorf("remove %s from %s: %w", name, nsPath, err)
 	}
 	if err := h.LinkDel(link); err != nil {
