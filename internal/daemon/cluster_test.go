@@ -187,10 +187,3 @@ func TestKeyFiles(t *testing.T) {
 		t.Fatal("missing key file accepted")
 	}
 }
-
-func TestOverlayAddr(t *testing.T) {
-	a, b := overlayAddr("node-a"), overlayAddr("node-b")
-	if !overlayPrefix.Contains(a) || !overlayPrefix.Contains(b) || a == b || a != overlayAddr("node-a") {
-		t.Fatalf("overlay addresses %v %v", a, b)
-	}
-}

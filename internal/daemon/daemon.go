@@ -19,13 +19,13 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/dns"
 	"github.com/vrouter/vrouter/internal/control"
 	"github.com/vrouter/vrouter/internal/ids"
+	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
 )
 
@@ -84,13 +84,11 @@ type Daemon struct {
 	started time.Time
 
 	resolver *dns.Resolver
-	names    atomic.Pointer[nameIndex] // what DNS answers; published by view
-	view     *containerView            // the container records, followed through the store's journal
+	view     *records.ContainerView // the container records, followed through the store's journal
 	// hostAddrs are the host's addresses at start: egress never dials them.
 	hostAddrs []netip.Addr
 	egress    *egressPath  // dedicated egress data path
 	assign    *egressState // dedicated egress assignments
-	records   recordCache  // decoded container records
 	remotes   remoteState  // remote entries installed in the router; owned by reconcileLoop
 	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
 	firstSeen map[string]time.Time
@@ -176,11 +174,10 @@ func New(cfg Config) (*Daemon, error) {
 		stacks:    make(map[string]*netStack),
 		hostAddrs: addrs,
 		assign:    newEgressState(),
-		egress:    newEgressPath(),
-		remotes:   newRemoteState(),
+		view:      records.NewContainerView(cfg.Name, cl.Store()),
 	}
-	d.names.Store(&nameIndex{})
-	d.view = newContainerView(cfg.Name, cl.Store(), &d.records, d.names.Store)
+	d.egress = newEgressPath(d.view)
+	d.remotes = remoteState{entries: records.NewFollower[remoteEntry](d.view)}
 	d.resolver, err = newResolver(&cfg, d)
 	if err != nil {
 		cl.Close()
@@ -418,7 +415,7 @@ func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.
 	for attempt := 1; ; attempt++ {
 		c, retry, err := d.tryAttach(ctx, req, want, port, ifname)
 		if err == nil {
-			d.view.sync()
+			d.view.Sync()
 			d.reconcileEgressPath(c)
 			return c.info, nil
 		}
@@ -449,7 +446,7 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 			return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("this network namespace is already attached as %s (%s)", c.info.ID, c.info.IP)}
 		}
 	}
-	takenAddrs, takenNums := d.view.claimed(req.Network, req.App, req.Type)
+	takenAddrs, takenNums := d.view.Claimed(req.Network, req.App, req.Type)
 	if want.IsValid() && takenAddrs[want] {
 		d.mu.Unlock()
 		return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("address %s is already in use in network %s (on another node)", want, req.Network)}
@@ -461,7 +458,7 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 	n := d.reg.network(req.Network)
 	if n == nil {
 		d.mu.Unlock()
-		return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("network %s: its VNI %d collides with another network on this node", req.Network, VNI(req.Network))}
+		return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("network %s: its VNI %d collides with another network on this node", req.Network, records.VNI(req.Network))}
 	}
 	addr, number, err := d.reg.reserve(n, want, req.App, req.Type, req.Number, takenAddrs, takenNums)
 	if err != nil {
@@ -478,7 +475,7 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 	}
 	d.mu.Unlock()
 
-	rec := containerRecord{ID: id, App: req.App, Type: req.Type, Number: number, MTU: d.cfg.MTU, Interface: ifname, AttachedAt: time.Now().UTC().Truncate(time.Second)}
+	rec := records.Container{ID: id, App: req.App, Type: req.Type, Number: number, MTU: d.cfg.MTU, Interface: ifname, AttachedAt: time.Now().UTC().Truncate(time.Second)}
 	lostAddr, lostNum, err := d.claim(ctx, req.Network, rec, addr)
 
 	d.mu.Lock()
@@ -555,7 +552,7 @@ func (d *Daemon) detach(id string) (any, error) {
 		d.log.Warn("closing port", "id", id, "err", err)
 	}
 	d.closeStacks(stale)
-	d.view.sync()
+	d.view.Sync()
 	d.log.Info("detached", "id", id, "ip", c.addr)
 	return c.info, nil
 }
@@ -582,7 +579,7 @@ func (d *Daemon) watch(c *container) {
 		d.release(c)
 		c.attached.Close()
 		d.closeStacks(stale)
-		d.view.sync()
+		d.view.Sync()
 		d.log.Warn("container port died; detached", "id", c.info.ID, "ip", c.addr, "err", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/records"
 )
 
 // egressIPsPerApp: every app with dedicated egress has this many IPs, each
@@ -37,7 +38,7 @@ type gatewayCandidate struct {
 // left with a single gateway gets one pick (a top-up). When too few
 // gateways qualify the error is a *control.Error "unavailable" and nothing
 // is picked.
-func chooseEgress(app string, gws []gatewayCandidate, assigned []egressAssignment) (have []egressAssignment, picks []egressPick, err error) {
+func chooseEgress(app string, gws []gatewayCandidate, assigned []egressAssignment) (have []egressAssignment, picks []records.EgressPick, err error) {
 	taken := make(map[netip.Addr]bool, len(assigned))
 	load := make(map[string]int)
 	serving := make(map[string]bool)
@@ -82,7 +83,7 @@ func chooseEgress(app string, gws []gatewayCandidate, assigned []egressAssignmen
 		return cmp.Or(cmp.Compare(a.load, b.load), cmp.Compare(a.name, b.name))
 	})
 	for _, c := range cands[:need] {
-		picks = append(picks, egressPick{IP: c.free, Gateway: c.name})
+		picks = append(picks, records.EgressPick{IP: c.free, Gateway: c.name})
 	}
 	return have, picks, nil
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/records"
 )
 
 const (
@@ -31,7 +33,7 @@ func assignment(ip, app, gateway string, minute int) egressAssignment {
 	return egressAssignment{IP: netip.MustParseAddr(ip), App: app, Gateway: gateway, AssignedAt: assignT0.Add(time.Duration(minute) * time.Minute)}
 }
 
-func picksString(ps []egressPick) string {
+func picksString(ps []records.EgressPick) string {
 	var parts []string
 	for _, p := range ps {
 		parts = append(parts, p.IP.String()+"@"+p.Gateway)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/records"
 )
 
 // startEgressTrio starts two gateways (g1: 127.0.0.2, 127.0.0.3; g2:
@@ -131,7 +132,7 @@ func noRequestsLeft(t *testing.T, nodes ...*testDaemon) {
 	t.Helper()
 	waitFor(t, "no egress request records left", func() bool {
 		for _, td := range nodes {
-			if len(td.cluster.Store().List(ereqPrefix)) != 0 {
+			if len(td.cluster.Store().List(records.EgressRequestPrefix)) != 0 {
 				return false
 			}
 		}
@@ -311,7 +312,7 @@ func TestEgressEnableRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	mute, err := cluster.New(cluster.Config{Name: "mute", BindAddr: "127.0.0.1", Key: key, Timing: cluster.TimingFast,
-		Meta: cluster.NodeMeta{Gateway: true, EgressIPs: mustAddrs("127.0.0.4"), Overlay: overlayAddr("mute")}})
+		Meta: cluster.NodeMeta{Gateway: true, EgressIPs: mustAddrs("127.0.0.4"), Overlay: records.OverlayAddr("mute")}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/records"
 )
 
 // The gateway's side of dedicated egress. Everything here that writes
@@ -20,13 +21,13 @@ import (
 // an IP is given only if this gateway does not hold it already.
 
 // ownAssignments returns this node's eip records by IP.
-func (d *Daemon) ownAssignments() map[netip.Addr]eipRecord {
-	out := make(map[netip.Addr]eipRecord)
-	for _, e := range d.cluster.Store().List(eipPrefix) {
+func (d *Daemon) ownAssignments() map[netip.Addr]records.EIP {
+	out := make(map[netip.Addr]records.EIP)
+	for _, e := range d.cluster.Store().List(records.EIPPrefix) {
 		if e.Owner != d.cfg.Name {
 			continue
 		}
-		if ip, rec, err := parseEIP(e.Key, e.Value); err == nil {
+		if ip, rec, err := records.ParseEIP(e.Key, e.Value); err == nil {
 			out[ip] = rec
 		}
 	}
@@ -51,17 +52,17 @@ func (d *Daemon) serveEgressRequests() {
 	}
 	type enable struct {
 		app   string
-		picks []egressPick
+		picks []records.EgressPick
 	}
 	var enables []enable
 	disabling := make(map[string]bool)
-	for _, e := range store.List(ereqPrefix) {
-		app, req, err := parseEgressRequest(e.Key, e.Value)
+	for _, e := range store.List(records.EgressRequestPrefix) {
+		app, req, err := records.ParseEgressRequest(e.Key, e.Value)
 		if err != nil {
 			d.log.Debug("ignoring malformed egress request", "owner", e.Owner, "err", err)
 			continue
 		}
-		if req.Action == reqEnable {
+		if req.Action == records.ActionEnable {
 			enables = append(enables, enable{app, req.IPs})
 			continue
 		}
@@ -70,7 +71,7 @@ func (d *Daemon) serveEgressRequests() {
 			if rec.App != app {
 				continue
 			}
-			store.Delete(eipKey(ip))
+			store.Delete(records.EIPKey(ip))
 			delete(mine, ip)
 			d.log.Info("released dedicated egress IP", "ip", ip, "app", app, "requested_by", e.Owner)
 		}
@@ -91,13 +92,13 @@ func (d *Daemon) serveEgressRequests() {
 			if _, held := mine[p.IP]; held || serves(en.app) {
 				continue
 			}
-			rec := eipRecord{App: en.app, AssignedAt: time.Now().UTC()}
-			b, err := json.Marshal(rec)
+			rec := records.EIP{App: en.app, AssignedAt: time.Now().UTC()}
+			b, err := rec.Encode()
 			if err != nil {
-				d.log.Error("encode egress record", "err", err)
+				d.log.Error("egress record", "err", err)
 				continue
 			}
-			store.Put(eipKey(p.IP), b)
+			store.Put(records.EIPKey(p.IP), b)
 			mine[p.IP] = rec
 			d.log.Info("assigned dedicated egress IP", "ip", p.IP, "app", en.app)
 		}
@@ -185,12 +186,12 @@ func (d *Daemon) restoreEgress() {
 			continue
 		}
 		seen[a.IP] = true
-		b, err := json.Marshal(eipRecord{App: a.App, AssignedAt: a.AssignedAt})
+		b, err := records.EIP{App: a.App, AssignedAt: a.AssignedAt}.Encode()
 		if err != nil {
-			d.log.Error("encode egress record", "err", err)
+			d.log.Error("egress record", "err", err)
 			continue
 		}
-		store.Put(eipKey(a.IP), b)
+		store.Put(records.EIPKey(a.IP), b)
 		d.log.Info("restored dedicated egress IP", "ip", a.IP, "app", a.App)
 	}
 	if f.Draining {

@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/records"
 )
 
 // The requester's side of dedicated egress: any node serves `egress
@@ -48,7 +48,7 @@ func (d *Daemon) egressInputs() ([]cluster.Node, []gatewayCandidate, []egressAss
 			IPs:      n.Meta.EgressIPs,
 		})
 	}
-	return nodes, gws, liveAssignments(nodes, d.cluster.Store().List(eipPrefix))
+	return nodes, gws, liveAssignments(nodes, d.cluster.Store().List(records.EIPPrefix))
 }
 
 // egressEnable gives app its IPs (or returns those it has). If it fails
@@ -99,14 +99,14 @@ func (d *Daemon) egressEnable(ctx context.Context, app string) (any, error) {
 
 // askGateways puts the request for picks and waits until each named gateway
 // has answered. It returns how many picks the app now holds.
-func (d *Daemon) askGateways(ctx context.Context, app string, picks []egressPick) (int, error) {
-	req := egressRequest{Action: reqEnable, ID: newRequestID(), IPs: picks}
+func (d *Daemon) askGateways(ctx context.Context, app string, picks []records.EgressPick) (int, error) {
+	req := records.EgressRequest{Action: records.ActionEnable, ID: newRequestID(), IPs: picks}
 	if err := d.putRequest(app, req); err != nil {
 		return 0, err
 	}
-	defer d.cluster.Store().Delete(ereqKey(app))
+	defer d.cluster.Store().Delete(records.EgressRequestKey(app))
 	granted := 0
-	var pending []egressPick
+	var pending []records.EgressPick
 	err := d.waitEgress(ctx, func() bool {
 		nodes, _, assigned := d.egressInputs()
 		granted, pending = 0, pending[:0]
@@ -142,7 +142,7 @@ const (
 // serves the app (through that IP, or another one a concurrent enable of
 // the same app got), refused when the IP went to another app or the
 // gateway is no longer alive.
-func pickState(p egressPick, app string, nodes []cluster.Node, assigned []egressAssignment) pickResult {
+func pickState(p records.EgressPick, app string, nodes []cluster.Node, assigned []egressAssignment) pickResult {
 	for _, a := range assigned {
 		if a.Gateway == p.Gateway && a.App == app {
 			return pickGranted
@@ -213,10 +213,10 @@ func (d *Daemon) egressDisable(ctx context.Context, app string) (any, error) {
 // releaseEgress asks every gateway to release app's IPs and waits until no
 // live gateway holds one.
 func (d *Daemon) releaseEgress(ctx context.Context, app string) error {
-	if err := d.putRequest(app, egressRequest{Action: reqDisable, ID: newRequestID()}); err != nil {
+	if err := d.putRequest(app, records.EgressRequest{Action: records.ActionDisable, ID: newRequestID()}); err != nil {
 		return err
 	}
-	defer d.cluster.Store().Delete(ereqKey(app))
+	defer d.cluster.Store().Delete(records.EgressRequestKey(app))
 	var holders []string
 	err := d.waitEgress(ctx, func() bool {
 		_, _, assigned := d.egressInputs()
@@ -238,15 +238,15 @@ func (d *Daemon) releaseEgress(ctx context.Context, app string) error {
 	return nil
 }
 
-func (d *Daemon) putRequest(app string, req egressRequest) error {
-	b, err := json.Marshal(req)
+func (d *Daemon) putRequest(app string, req records.EgressRequest) error {
+	b, err := req.Encode()
 	if err != nil {
-		return fmt.Errorf("encode egress request: %w", err)
+		return err
 	}
-	if err := cluster.CheckEntry(ereqKey(app), b); err != nil {
+	if err := cluster.CheckEntry(records.EgressRequestKey(app), b); err != nil {
 		return fmt.Errorf("egress request: %w", err)
 	}
-	d.cluster.Store().Put(ereqKey(app), b)
+	d.cluster.Store().Put(records.EgressRequestKey(app), b)
 	return nil
 }
 

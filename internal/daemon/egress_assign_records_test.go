@@ -5,56 +5,25 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
-func TestParseEgressRecords(t *testing.T) {
-	good, _ := json.Marshal(eipRecord{App: egressAppA, AssignedAt: assignT0})
-	if ip, rec, err := parseEIP("eip/127.0.0.2", good); err != nil || ip != netip.MustParseAddr("127.0.0.2") || rec.App != egressAppA || !rec.AssignedAt.Equal(assignT0) {
-		t.Fatalf("parseEIP = %v %+v %v", ip, rec, err)
-	}
-	for _, tc := range []struct{ key, value string }{
-		{"eip/127.0.0.2", `{"app":"ap-1","assigned_at":"2025-01-01T00:00:00Z"}`},
-		{"eip/127.0.0.2", `{"app":"` + egressAppA + `"}`},
-		{"eip/::1", string(good)},
-		{"eip/banana", string(good)},
-		{"xip/127.0.0.2", string(good)},
-		{"eip/127.0.0.2", `[]`},
-	} {
-		if _, _, err := parseEIP(tc.key, []byte(tc.value)); err == nil {
-			t.Errorf("parseEIP(%q, %q) accepted", tc.key, tc.value)
+// FuzzEgressFile: the state file is outside bytes (an operator may edit
+// it); its decoder never panics, and what it accepts the gateway can act
+// on.
+func FuzzEgressFile(f *testing.F) {
+	f.Add([]byte(`{"draining":true,"assignments":[{"ip":"127.0.0.2","app":"` + egressAppA + `","assigned_at":"2025-01-01T00:00:00Z"}]}`))
+	f.Add([]byte(`{"assignments":[]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ef, err := decodeEgressFile(b)
+		if err != nil {
+			return
 		}
-	}
-
-	req, _ := json.Marshal(egressRequest{Action: reqEnable, ID: "x", IPs: []egressPick{{netip.MustParseAddr("127.0.0.2"), "g1"}}})
-	if app, r, err := parseEgressRequest(ereqKey(egressAppA), req); err != nil || app != egressAppA || len(r.IPs) != 1 || r.IPs[0].Gateway != "g1" {
-		t.Fatalf("parseEgressRequest = %q %+v %v", app, r, err)
-	}
-	for _, tc := range []struct{ key, value string }{
-		{"ereq/ap-1", string(req)},
-		{"eip/" + egressAppA, string(req)},
-		{ereqKey(egressAppA), `{"action":"steal","id":"x"}`},
-		{ereqKey(egressAppA), `{"action":"enable","id":"x","ips":[{"ip":"127.0.0.2","gateway":""}]}`},
-		{ereqKey(egressAppA), `{"action":"enable","id":"x","ips":[{"ip":"","gateway":"g"}]}`},
-		{ereqKey(egressAppA), `{"action":"enable","ips":[` + strings.Repeat(`{"ip":"127.0.0.2","gateway":"g"},`, maxRequestIPs) + `{"ip":"127.0.0.2","gateway":"g"}]}`},
-	} {
-		if _, _, err := parseEgressRequest(tc.key, []byte(tc.value)); err == nil {
-			t.Errorf("parseEgressRequest(%q, %q) accepted", tc.key, tc.value)
+		for _, a := range ef.Assignments {
+			if !a.IP.Is4() || a.AssignedAt.IsZero() {
+				t.Fatalf("decodeEgressFile(%q) accepted %+v", b, a)
+			}
 		}
-	}
-}
-
-// FuzzEgressRecords: records of peers and the state file are outside
-// bytes; their decoders never panic.
-func FuzzEgressRecords(f *testing.F) {
-	f.Add("eip/127.0.0.2", []byte(`{"app":"`+egressAppA+`","assigned_at":"2025-01-01T00:00:00Z"}`))
-	f.Add("ereq/"+egressAppA, []byte(`{"action":"enable","id":"1","ips":[{"ip":"127.0.0.2","gateway":"g1"}]}`))
-	f.Add("", []byte(`{"draining":true,"assignments":[{"ip":"127.0.0.2","app":"`+egressAppA+`","assigned_at":"2025-01-01T00:00:00Z"}]}`))
-	f.Fuzz(func(t *testing.T, key string, value []byte) {
-		parseEIP(key, value)
-		parseEgressRequest(key, value)
-		decodeEgressFile(value)
 	})
 }
 

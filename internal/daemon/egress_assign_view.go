@@ -7,6 +7,7 @@ import (
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/records"
 )
 
 // egressTarget is one of an app's dedicated IPs as the data path sees it.
@@ -55,7 +56,7 @@ func (d *Daemon) refreshEgressView() *egressView {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	nodes := d.cluster.Nodes()
-	entries := d.cluster.Store().List(eipPrefix)
+	entries := d.cluster.Store().List(records.EIPPrefix)
 	v := buildEgressView(d.cfg.Name, nodes, entries, st.lastKnown)
 	st.view.Store(v)
 	return v
@@ -72,7 +73,7 @@ func liveAssignments(nodes []cluster.Node, entries []cluster.Entry) []egressAssi
 	seen := make(map[netip.Addr]bool)
 	var out []egressAssignment
 	for _, e := range entries {
-		ip, rec, err := parseEIP(e.Key, e.Value)
+		ip, rec, err := records.ParseEIP(e.Key, e.Value)
 		if err != nil || seen[ip] {
 			continue
 		}

@@ -9,18 +9,19 @@ import (
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/records"
 )
 
 func gwNode(name string, state cluster.NodeState, draining bool, addrs ...string) cluster.Node {
 	return cluster.Node{Name: name, State: state, Meta: cluster.NodeMeta{
-		Gateway: true, EgressIPs: mustAddrs(addrs...), Draining: draining, Overlay: overlayAddr(name),
+		Gateway: true, EgressIPs: mustAddrs(addrs...), Draining: draining, Overlay: records.OverlayAddr(name),
 	}}
 }
 
 func eipEntry(owner, ip, app string, minute int) cluster.Entry {
 	a := assignment(ip, app, owner, minute)
-	b, _ := json.Marshal(eipRecord{App: app, AssignedAt: a.AssignedAt})
-	return cluster.Entry{Key: eipKey(a.IP), Owner: owner, Value: b}
+	b, _ := json.Marshal(records.EIP{App: app, AssignedAt: a.AssignedAt})
+	return cluster.Entry{Key: records.EIPKey(a.IP), Owner: owner, Value: b}
 }
 
 // rowString renders one app's row as "IP@GATEWAY:health[:active][:primary] …".
@@ -108,7 +109,7 @@ func TestEgressView(t *testing.T) {
 	}
 	ts := v.apps[egressAppA]
 	if len(ts) != 2 || ts[0].IP != netip.MustParseAddr("127.0.0.4") || !ts[0].Primary || ts[1].Primary ||
-		ts[0].Overlay != overlayAddr("g2") || !ts[0].Healthy || !ts[1].Healthy {
+		ts[0].Overlay != records.OverlayAddr("g2") || !ts[0].Healthy || !ts[1].Healthy {
 		t.Errorf("targets of A = %+v", ts)
 	}
 

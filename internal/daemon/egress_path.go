@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"hash/fnv"
 	"maps"
 	"net/netip"
 	"slices"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vrouter/vrouter/cluster"
+	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack"
 )
@@ -29,19 +29,6 @@ import (
 // overlay cannot carry a frame to its own node): it uses the app's other
 // gateway.
 
-// EgressVNI derives the VNI of an app's egress traffic from one network:
-// per app and network, so that at the gateway flows of networks with the
-// same container addresses never share a table or a NAT.
-func EgressVNI(app, pn string) uint32 {
-	h := fnv.New32a()
-	h.Write([]byte("egress\x00" + app + "\x00" + pn))
-	v := h.Sum32() & 0xffffff
-	if v == 0 {
-		v = 1
-	}
-	return v
-}
-
 // egressPath is the state of path 5 on this node, owned by
 // reconcileEgressPath (serialised by mu).
 type egressPath struct {
@@ -52,12 +39,12 @@ type egressPath struct {
 	gw      gatewayPath             // egress_path_gateway.go
 }
 
-func newEgressPath() *egressPath {
+func newEgressPath(v *records.ContainerView) *egressPath {
 	return &egressPath{
 		probes:  make(map[netip.Addr]*gwProbe),
 		routes:  make(map[string]appRoute),
 		returns: make(map[uint32]bool),
-		gw:      newGatewayPath(),
+		gw:      newGatewayPath(v),
 	}
 }
 
@@ -78,7 +65,7 @@ func (r appRoute) route(app, pn string) *router.EgressRoute {
 	if !r.dedicated {
 		return nil
 	}
-	return &router.EgressRoute{VNI: EgressVNI(app, pn), Gateways: r.gws}
+	return &router.EgressRoute{VNI: records.EgressVNI(app, pn), Gateways: r.gws}
 }
 
 // reconcileEgressPath brings routes, returns and gateway NATs in line with
@@ -152,13 +139,13 @@ func (d *Daemon) reconcileEgressRoutes(p *egressPath, alive map[string]bool, fre
 		if !ok || !r.dedicated || len(r.gws) == 0 {
 			continue
 		}
-		vni := EgressVNI(an.app, an.pn)
+		vni := records.EgressVNI(an.app, an.pn)
 		for _, g := range r.gws {
 			if !slices.Contains(wantReturns[vni], g.Overlay) {
 				wantReturns[vni] = append(wantReturns[vni], g.Overlay)
 			}
 		}
-		returnNet[vni] = VNI(an.pn)
+		returnNet[vni] = records.VNI(an.pn)
 	}
 	// Every time, not only on change: the router binds a return to the
 	// network's current table, which goes and comes back with its ports.

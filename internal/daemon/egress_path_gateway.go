@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net/netip"
 
+	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack"
 )
@@ -12,7 +13,7 @@ import (
 // gateway holds an IP for and each network the app has containers in (on
 // other nodes), a netstack that NATs to that IP, and remote entries for
 // those containers in the egress VNI's table. It follows the container
-// records through the container view's journal, so a container attached
+// records with a records.Follower, so a container attached
 // anywhere costs the gateway one entry, not a pass over the cluster.
 
 type gwKey struct {
@@ -32,23 +33,19 @@ type gwEntry struct {
 type gatewayPath struct {
 	stacks  map[gwKey]*stack.Stack           // NATs
 	remotes map[gwKey]map[netip.Addr][4]byte // remote entries installed per NAT
-	want    map[string]gwEntry               // c/ key → the entry its record asks for
+	want    *records.Follower[gwEntry]       // c/ key → the entry its record asks for
 	users   map[gwKey]int                    // keys in want per NAT: the NAT lives while > 0
-	retry   map[string]bool                  // keys whose NAT or entry failed: tried again next time
 
-	cursor   uint64                // in the store's journal (containerView.changes)
 	held     map[string]netip.Addr // app → IP, as last applied
 	overlays map[string][4]byte    // live nodes, as last applied
-	stale    bool                  // changes were skipped: look at every key next time
 }
 
-func newGatewayPath() gatewayPath {
+func newGatewayPath(v *records.ContainerView) gatewayPath {
 	return gatewayPath{
 		stacks:  make(map[gwKey]*stack.Stack),
 		remotes: make(map[gwKey]map[netip.Addr][4]byte),
-		want:    make(map[string]gwEntry),
+		want:    records.NewFollower[gwEntry](v),
 		users:   make(map[gwKey]int),
-		retry:   make(map[string]bool),
 	}
 }
 
@@ -59,83 +56,69 @@ func newGatewayPath() gatewayPath {
 func (d *Daemon) reconcileGatewayPath(p *egressPath, overlays map[string][4]byte) {
 	g := &p.gw
 	held := d.localEgress()
-	if len(held) == 0 && len(g.want) == 0 && len(g.stacks) == 0 {
+	if len(held) == 0 && g.want.Len() == 0 && len(g.stacks) == 0 {
 		// Not a gateway of anything: skip the records, read them all once
 		// this node holds an IP.
-		g.stale, g.held = true, held
+		g.want.Invalidate()
+		g.held = held
 		return
 	}
-	keys, all := d.view.changes(&g.cursor)
-	if all || g.stale || !maps.Equal(held, g.held) || !maps.Equal(overlays, g.overlays) {
-		keys = d.view.keys()
-		for k := range g.want {
-			keys = append(keys, k)
-		}
-	}
-	g.stale, g.held, g.overlays = false, held, overlays
-	for k := range g.retry {
-		keys = append(keys, k)
-	}
+	full := !maps.Equal(held, g.held) || !maps.Equal(overlays, g.overlays)
+	g.held, g.overlays = held, overlays
 	self := d.cfg.Name
-	for _, w := range d.view.lookup(keys) {
-		var e gwEntry
-		wanted := false
-		if w.ok && w.e.owner != self {
-			ip, holds := held[w.e.app]
-			node, live := overlays[w.e.owner]
-			if holds && live {
-				e, wanted = gwEntry{k: gwKey{vni: EgressVNI(w.e.app, w.e.pn), ip: ip}, addr: w.e.addr, node: node}, true
-			}
+	want := func(c records.Claim) (gwEntry, bool) {
+		if c.Owner == self {
+			return gwEntry{}, false
 		}
-		d.applyGatewayEntry(g, w.key, e, wanted)
+		ip, holds := held[c.App]
+		node, live := overlays[c.Owner]
+		return gwEntry{k: gwKey{vni: records.EgressVNI(c.App, c.PN), ip: ip}, addr: c.Addr, node: node}, holds && live
 	}
+	g.want.Sync(full, want, func(_ string, cur, next *gwEntry) (*gwEntry, error) {
+		return d.applyGatewayEntry(g, cur, next)
+	})
 }
 
-// applyGatewayEntry makes the entry of one container record what it should
-// be (wanted false: none). Callers hold p.mu.
-func (d *Daemon) applyGatewayEntry(g *gatewayPath, key string, e gwEntry, wanted bool) {
-	cur, had := g.want[key]
-	if had && (!wanted || cur.k != e.k || cur.addr != e.addr) {
+// applyGatewayEntry changes the entry of one container record from cur to
+// next (nil: none) and returns the entry the record now holds. Callers
+// hold p.mu.
+func (d *Daemon) applyGatewayEntry(g *gatewayPath, cur, next *gwEntry) (*gwEntry, error) {
+	if cur != nil && (next == nil || cur.k != next.k || cur.addr != next.addr) {
 		if _, ok := g.remotes[cur.k][cur.addr]; ok {
 			d.router.RemoveRemote(cur.k.vni, cur.addr)
 			delete(g.remotes[cur.k], cur.addr)
 		}
-		delete(g.want, key)
-		had = false
 		if g.users[cur.k]--; g.users[cur.k] <= 0 {
 			delete(g.users, cur.k)
 			d.closeGatewayStack(g, cur.k)
 		}
+		cur = nil
 	}
-	if !wanted {
-		delete(g.retry, key)
-		return
+	if next == nil {
+		return nil, nil
 	}
-	if !had {
-		g.users[e.k]++
+	if cur == nil {
+		g.users[next.k]++
 	}
-	g.want[key] = e
+	e := *next
 	if g.stacks[e.k] == nil {
 		st, err := d.newGatewayStack(e.k)
 		if err != nil {
 			d.log.Error("gateway NAT", "vni", e.k.vni, "ip", e.k.ip, "err", err)
-			g.retry[key] = true
-			return
+			return next, err
 		}
 		g.stacks[e.k] = st
 		g.remotes[e.k] = make(map[netip.Addr][4]byte)
 	}
 	if node, ok := g.remotes[e.k][e.addr]; ok && node == e.node {
-		delete(g.retry, key)
-		return
+		return next, nil
 	}
 	if err := d.router.SetRemote(e.k.vni, e.addr, netip.AddrFrom4(e.node)); err != nil {
 		d.log.Warn("gateway remote entry", "vni", e.k.vni, "addr", e.addr, "err", err)
-		g.retry[key] = true
-		return
+		return next, err
 	}
 	g.remotes[e.k][e.addr] = e.node
-	delete(g.retry, key)
+	return next, nil
 }
 
 // closeGatewayStack unhooks and closes the NAT of k, which no container

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/records"
 )
 
 // gatewayReference is what a gateway's NATs should hold, computed the way
@@ -28,7 +29,7 @@ func gatewayReference(d *Daemon) map[gwKey]map[netip.Addr][4]byte {
 		if !ok || !live {
 			continue
 		}
-		k := gwKey{vni: EgressVNI(c.App, c.Network), ip: ip}
+		k := gwKey{vni: records.EgressVNI(c.App, c.Network), ip: ip}
 		if want[k] == nil {
 			want[k] = make(map[netip.Addr][4]byte)
 		}
@@ -106,7 +107,7 @@ func TestEgressPathFollowsContainers(t *testing.T) {
 		// The route is there when attach returns, not a reconcile later.
 		want := uint32(0)
 		if c.App == testApp {
-			want = EgressVNI(testApp, c.Network)
+			want = records.EgressVNI(testApp, c.Network)
 		}
 		if got := egressVNIs(w)[c.Network+"/"+c.IP]; got != want {
 			t.Fatalf("%s %s: egress VNI %d right after attach, want %d", c.App, c.IP, got, want)

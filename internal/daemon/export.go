@@ -7,6 +7,7 @@ package daemon
 import (
 	"net/netip"
 
+	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
 )
 
@@ -16,7 +17,7 @@ func (d *Daemon) GossipAddr() netip.AddrPort { return d.cluster.LocalAddr() }
 
 // OverlayAddr is the overlay address of the node called name, as every
 // daemon derives it.
-func OverlayAddr(name string) netip.Addr { return overlayAddr(name) }
+func OverlayAddr(name string) netip.Addr { return records.OverlayAddr(name) }
 
 // WireGuardPeers returns the peers configured on the node's WireGuard
 // device. A test that dials this node from a WireGuard device of its own

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vrouter/vrouter/cluster"
+	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
 )
 
@@ -29,7 +30,7 @@ func newOverlay(cfg *Config, rt *router.Router) (*router.WireGuard, cluster.Node
 	// Curve25519 clamping, as wg genkey does.
 	priv[0] &= 248
 	priv[31] = priv[31]&127 | 64
-	overlay := overlayAddr(cfg.Name)
+	overlay := records.OverlayAddr(cfg.Name)
 	dev, err := rt.EnableOverlay(overlay)
 	if err != nil {
 		return nil, cluster.NodeMeta{}, fmt.Errorf("overlay: %w", err)
@@ -77,7 +78,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 const dialDelay = time.Second
 
 func (d *Daemon) reconcile() {
-	d.view.sync()
+	d.view.Sync()
 	d.reconcileEgress()
 	d.reconcileEgressPath()
 	overlays := make(map[string]netip.Addr)

@@ -4,13 +4,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"hash/fnv"
 	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
 )
 
@@ -56,8 +56,6 @@ func newRegistry() *registry {
 	}
 }
 
-func appTypeKey(app, typ string) string { return app + "/" + typ }
-
 // network returns the PN, creating it on first use. Its VNI is a hash of
 // the PN id, so every node derives the same VNI without coordination.
 // Two PNs whose ids hash alike would share a forwarding table, so the
@@ -65,7 +63,7 @@ func appTypeKey(app, typ string) string { return app + "/" + typ }
 func (r *registry) network(id string) *network {
 	n := r.networks[id]
 	if n == nil {
-		vni := VNI(id)
+		vni := records.VNI(id)
 		for _, other := range r.networks {
 			if other.vni == vni {
 				return nil
@@ -75,17 +73,6 @@ func (r *registry) network(id string) *network {
 		r.networks[id] = n
 	}
 	return n
-}
-
-// VNI derives a PN's 24-bit VXLAN network identifier from its id.
-func VNI(pn string) uint32 {
-	h := fnv.New32a()
-	h.Write([]byte(pn))
-	v := h.Sum32() & 0xffffff
-	if v == 0 {
-		v = 1
-	}
-	return v
 }
 
 // dropNetworkIfEmpty forgets a PN that has no container left, so that its
@@ -116,7 +103,7 @@ func (r *registry) reserve(n *network, want netip.Addr, app, typ string, number 
 		}
 		n.addrs.take(addr)
 	}
-	k := appTypeKey(app, typ)
+	k := records.AppType(app, typ)
 	used := r.numbers[k]
 	if used == nil {
 		used = make(map[int]bool)
@@ -134,7 +121,7 @@ func (r *registry) reserve(n *network, want netip.Addr, app, typ string, number 
 
 func (r *registry) release(n *network, addr netip.Addr, app, typ string, number int) {
 	n.addrs.release(addr)
-	k := appTypeKey(app, typ)
+	k := records.AppType(app, typ)
 	delete(r.numbers[k], number)
 	if len(r.numbers[k]) == 0 {
 		delete(r.numbers, k)

@@ -3,30 +3,22 @@ package daemon
 import (
 	"maps"
 	"net/netip"
+
+	"github.com/vrouter/vrouter/internal/records"
 )
 
-// remoteKey is one container of another node in the router's table.
-type remoteKey struct {
-	vni  uint32
-	addr netip.Addr
-}
-
-// remoteEntry is the router entry installed for one container record.
+// remoteEntry is the router entry installed for one container record of
+// another node.
 type remoteEntry struct {
-	rk      remoteKey
+	vni     uint32
+	addr    netip.Addr
 	overlay netip.Addr // of the container's node
 }
 
 // remoteState is what reconcileRemotes installed; owned by reconcileLoop.
 type remoteState struct {
-	entries  map[string]remoteEntry // c/ key → its entry in the router
-	retry    map[string]bool        // keys whose entry the router refused: tried again next time
-	cursor   uint64                 // in the store's journal (containerView.changes)
-	overlays map[string]netip.Addr  // of alive nodes, as last applied
-}
-
-func newRemoteState() remoteState {
-	return remoteState{entries: make(map[string]remoteEntry), retry: make(map[string]bool)}
+	entries  *records.Follower[remoteEntry] // c/ key → its entry in the router
+	overlays map[string]netip.Addr          // of alive nodes, as last applied
 }
 
 // reconcileRemotes keeps the router's entries for other nodes' containers
@@ -39,46 +31,27 @@ func newRemoteState() remoteState {
 // unlikely as the collision itself.
 func (d *Daemon) reconcileRemotes(overlays map[string]netip.Addr) {
 	rs := &d.remotes
-	keys, all := d.view.changes(&rs.cursor)
-	if all || !maps.Equal(overlays, rs.overlays) {
-		keys = d.view.keys()
-		for k := range rs.entries {
-			keys = append(keys, k)
-		}
-	}
+	full := !maps.Equal(overlays, rs.overlays)
 	rs.overlays = overlays
-	for k := range rs.retry {
-		keys = append(keys, k)
-	}
-	for _, w := range d.view.lookup(keys) {
-		cur, had := rs.entries[w.key]
-		var want remoteEntry
-		wanted := false
-		if w.ok && w.e.owner != d.cfg.Name {
-			if ov, alive := overlays[w.e.owner]; alive {
-				want, wanted = remoteEntry{rk: remoteKey{VNI(w.e.pn), w.e.addr}, overlay: ov}, true
-			}
+	want := func(c records.Claim) (remoteEntry, bool) {
+		if c.Owner == d.cfg.Name {
+			return remoteEntry{}, false
 		}
-		switch {
-		case !wanted:
-			if had {
-				d.router.RemoveRemote(cur.rk.vni, cur.rk.addr)
-				delete(rs.entries, w.key)
-			}
-			delete(rs.retry, w.key)
-		case had && cur == want:
-			delete(rs.retry, w.key)
-		default:
-			if err := d.router.SetRemote(want.rk.vni, want.rk.addr, want.overlay); err != nil {
-				// A local container holds the address: a claim conflict that
-				// the claims should have prevented (e.g. after a partition),
-				// or a detach whose port is not gone yet.
-				d.log.Error("remote container conflicts with a local one", "vni", want.rk.vni, "addr", want.rk.addr, "err", err)
-				rs.retry[w.key] = true
-				continue
-			}
-			rs.entries[w.key] = want
-			delete(rs.retry, w.key)
-		}
+		ov, alive := overlays[c.Owner]
+		return remoteEntry{vni: records.VNI(c.PN), addr: c.Addr, overlay: ov}, alive
 	}
+	rs.entries.Sync(full, want, func(_ string, cur, next *remoteEntry) (*remoteEntry, error) {
+		if next == nil {
+			d.router.RemoveRemote(cur.vni, cur.addr)
+			return nil, nil
+		}
+		if err := d.router.SetRemote(next.vni, next.addr, next.overlay); err != nil {
+			// A local container holds the address: a claim conflict that
+			// the claims should have prevented (e.g. after a partition),
+			// or a detach whose port is not gone yet.
+			d.log.Error("remote container conflicts with a local one", "vni", next.vni, "addr", next.addr, "err", err)
+			return cur, err
+		}
+		return next, nil
+	})
 }

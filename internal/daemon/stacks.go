@@ -98,7 +98,7 @@ func (d *Daemon) dnsStatus() *control.DNSStatus {
 // newResolver builds the DNS resolver every network's stack serves.
 func newResolver(cfg *Config, d *Daemon) (*dns.Resolver, error) {
 	r, err := dns.New(dns.Config{
-		View:      nameView{d: d},
+		View:      d.view,
 		Upstreams: cfg.DNSUpstreams,
 		Logger:    cfg.Logger.With("component", "dns"),
 	})

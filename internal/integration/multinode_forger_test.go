@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/daemon"
 	"github.com/vrouter/vrouter/internal/poll"
+	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -167,20 +167,19 @@ func (f *forger) add(t *testing.T, vni uint32, addr string) *node {
 }
 
 // announce gossips a container record for addr in pn as the daemons write
-// them (internal/daemon/cluster.go: key "c/<pn>/<ip>", value a JSON
-// containerRecord). A key holder may announce containers of its own; the
+// them (internal/records). A key holder may announce containers of its own; the
 // daemons then route addr to the forger and accept it as inner source from
 // the forger only.
 func (f *forger) announce(t *testing.T, pn string, addr netip.Addr) {
 	t.Helper()
-	rec, err := json.Marshal(map[string]any{
-		"id": "c-f0f0f0f0f0f0", "app": mnApp, "type": "forged", "number": 1,
-		"mtu": router.DefaultMTU, "attached_at": time.Now().UTC().Truncate(time.Second),
-	})
+	rec, err := records.Container{
+		ID: "c-f0f0f0f0f0f0", App: mnApp, Type: "forged", Number: 1,
+		MTU: router.DefaultMTU, AttachedAt: time.Now().UTC().Truncate(time.Second),
+	}.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.cl.Store().Put("c/"+pn+"/"+addr.String(), rec)
+	f.cl.Store().Put(records.ContainerKey(pn, addr), rec)
 }
 
 // lockedWriter serialises writes to w.

@@ -17,6 +17,7 @@ import (
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
 	"github.com/vrouter/vrouter/internal/daemon"
+	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -170,7 +171,7 @@ func (n *mnNode) attach(t *testing.T, pn, addr string) (*node, control.Container
 	if info.IP != addr || info.Node != n.name {
 		t.Fatalf("attach %s on %s: daemon answered %+v", addr, n.name, info)
 	}
-	return &node{Container: c, network: daemon.VNI(pn)}, info
+	return &node{Container: c, network: records.VNI(pn)}, info
 }
 
 func (n *mnNode) containersOp(t *testing.T) []control.Container {

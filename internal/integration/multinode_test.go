@@ -18,6 +18,7 @@ import (
 	"github.com/vrouter/vrouter/internal/daemon"
 	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/internal/poll"
+	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
 
@@ -196,7 +197,7 @@ func TestMultiNodeInProcess(t *testing.T) {
 	t.Run("forged source", func(t *testing.T) {
 		f := startForger(t, "a-forger", key, n1.d.GossipAddr())
 		n1Meta := f.dial(t, n1)
-		vni := daemon.VNI(mnPN1)
+		vni := records.VNI(mnPN1)
 		// The positive control: a container the forger announced itself
 		// is routed and accepted through the same path.
 		own := f.add(t, vni, "10.240.0.9")

@@ -1,0 +1,32 @@
+// Package records owns what the daemon writes in the cluster store: the
+// key and value of every record family, their decoders (which read bytes
+// that peers gossip, so they never panic and have fuzz targets), the one
+// container view that follows those records through the store's journal,
+// and the one journal follower that every reconciler of the data path
+// uses to turn record changes into router changes.
+//
+// Record families (key → value; the owner of an entry is the node that
+// put it):
+//
+//	c/<pn>/<ip>              the container holding ip in pn (Container, JSON)
+//	n/<app>/<type>/<number>  the container holding that number (its id)
+//	eip/<ip>                 the app holding the egress IP; owned by the
+//	                         gateway that has ip, the only node that writes it (EIP)
+//	ereq/<app>               an enable or disable of app's dedicated egress
+//	                         in progress; owned by the node serving the CLI
+//	                         call (EgressRequest)
+//
+// c/ and n/ keys are claims: the first node to put one wins it
+// (cluster.Store.Winner), which is what makes addresses and container
+// numbers unique cluster-wide.
+//
+// Identifiers derived from names (ids.go: a network's VNI, an app's egress
+// VNI, a node's overlay address) are hashes today. The isolation work makes
+// them claims in this package (vni/ and overlay-address families, with the
+// hash as first candidate): see the placeholder in ids.go.
+//
+// Locking: ContainerView.mu guards the view; it is taken outside the
+// store's lock and the view calls nothing but the store. A Follower has no
+// lock: its owner (one reconcile goroutine, or a caller holding the
+// owner's lock) serialises it.
+package records

@@ -1,0 +1,60 @@
+package records
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+	"net/netip"
+)
+
+// Identifiers every node derives from names, without coordination. Two
+// names that hash alike collide; today the registry refuses such a pair of
+// networks on one node, and across nodes they are as unlikely as the
+// collision itself.
+//
+// VNI and overlay-address claims go here: the isolation work adds the
+// families (keys, codecs, and claim/tie-break rules) that make these
+// identifiers claims in the store, with these hashes as first candidates.
+
+// VNI derives a PN's 24-bit VXLAN network identifier from its id.
+func VNI(pn string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(pn))
+	v := h.Sum32() & 0xffffff
+	if v == 0 {
+		v = 1
+	}
+	return v
+}
+
+// EgressVNI derives the VNI of an app's egress traffic from one network:
+// per app and network, so that at the gateway flows of networks with the
+// same container addresses never share a table or a NAT.
+func EgressVNI(app, pn string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte("egress\x00" + app + "\x00" + pn))
+	v := h.Sum32() & 0xffffff
+	if v == 0 {
+		v = 1
+	}
+	return v
+}
+
+// OverlayPrefix holds the nodes' overlay addresses: the outer source and
+// destination of VXLAN inside WireGuard, never seen by containers.
+var OverlayPrefix = netip.MustParsePrefix("100.64.0.0/10")
+
+// OverlayAddr derives a node's overlay address from its name, so that it
+// is stable across restarts without being stored.
+func OverlayAddr(name string) netip.Addr {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	host := h.Sum32() & (1<<22 - 1)
+	if host == 0 || host == 1<<22-1 {
+		host = 1
+	}
+	base := OverlayPrefix.Addr().As4()
+	v := binary.BigEndian.Uint32(base[:]) | host
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
