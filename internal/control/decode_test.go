@@ -12,7 +12,7 @@ func TestDecodeRequest(t *testing.T) {
 	tests := []struct {
 		name string
 		in   string
-		code string // "" = accepted
+		code Code // "" = accepted
 		want *Request
 	}{
 		{name: "status", in: `{"version":1,"op":"status"}`, want: &Request{Version: 1, Op: "status"}},

@@ -15,10 +15,6 @@ const (
 	GatewayUndrain = "undrain"
 )
 
-// CodeUnavailable: the cluster cannot do it now (too few gateways with a
-// free egress IP, a gateway that does not answer in time).
-const CodeUnavailable = "unavailable"
-
 // Health of one dedicated egress IP (EgressIP.Health).
 const (
 	HealthHealthy  = "healthy"  // gateway alive and not draining

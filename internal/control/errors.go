@@ -5,28 +5,36 @@ import (
 	"fmt"
 )
 
+// Code is the machine-readable kind of an Error. The daemon chooses codes
+// only from the constants below, so that clients (and docs/control-protocol.md)
+// can rely on the list being complete.
+type Code string
+
 // Error codes carried in Response.Error.Code.
 const (
-	CodeBadRequest = "bad_request" // malformed message, wrong body, extra fds
-	CodeVersion    = "version"     // unsupported protocol version
-	CodeInvalid    = "invalid"     // well-formed request with invalid values
-	CodeNotFound   = "not_found"
-	CodeConflict   = "conflict"
-	CodeFull       = "full"
-	CodeInternal   = "internal"
+	CodeBadRequest Code = "bad_request" // malformed message, wrong body, extra fds
+	CodeVersion    Code = "version"     // unsupported protocol version
+	CodeInvalid    Code = "invalid"     // well-formed request with invalid values
+	CodeNotFound   Code = "not_found"
+	CodeConflict   Code = "conflict"
+	CodeFull       Code = "full"
+	CodeInternal   Code = "internal"
+	// CodeUnavailable: the cluster cannot do it now (too few gateways with
+	// a free egress IP, a gateway that does not answer in time).
+	CodeUnavailable Code = "unavailable"
 )
 
 // Error is a protocol-level error. Handlers return it to choose the code the
 // client sees; Call returns it when the daemon answered with an error.
 type Error struct {
-	Code    string `json:"code"`
+	Code    Code   `json:"code"`
 	Message string `json:"message"`
 }
 
 func (e *Error) Error() string { return e.Message }
 
 // Errorf builds an *Error with the given code.
-func Errorf(code, format string, args ...any) *Error {
+func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 

@@ -314,7 +314,7 @@ func (d *Daemon) Close() error {
 func (d *Daemon) handle(ctx context.Context, req *control.Request, fd *os.File) (any, error) {
 	if fd != nil && req.Op != "attach" {
 		fd.Close()
-		return nil, &control.Error{Code: "bad_request", Message: "only attach takes a file descriptor"}
+		return nil, control.Errorf(control.CodeBadRequest, "only attach takes a file descriptor")
 	}
 	switch req.Op {
 	case "attach":
@@ -337,7 +337,7 @@ func (d *Daemon) handle(ctx context.Context, req *control.Request, fd *os.File) 
 	case "status":
 		return d.status(), nil
 	}
-	return nil, &control.Error{Code: "bad_request", Message: fmt.Sprintf("unknown op %q", req.Op)}
+	return nil, control.Errorf(control.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 // reapStacks closes the stacks of networks a failed attach left empty.
@@ -348,38 +348,34 @@ func (d *Daemon) reapStacks() {
 	d.closeStacks(stale)
 }
 
-func invalid(format string, args ...any) error {
-	return &control.Error{Code: "invalid", Message: fmt.Sprintf(format, args...)}
-}
-
 // ValidateAttach checks an attach request the way the daemon does, so the
 // CLI can refuse bad input before it creates a TUN.
 func ValidateAttach(req *control.AttachRequest) (netip.Addr, error) {
 	if err := ids.Network(req.Network); err != nil {
-		return netip.Addr{}, invalid("%v", err)
+		return netip.Addr{}, control.Errorf(control.CodeInvalid, "%v", err)
 	}
 	if err := ids.App(req.App); err != nil {
-		return netip.Addr{}, invalid("%v", err)
+		return netip.Addr{}, control.Errorf(control.CodeInvalid, "%v", err)
 	}
 	if err := ids.Type(req.Type); err != nil {
-		return netip.Addr{}, invalid("%v", err)
+		return netip.Addr{}, control.Errorf(control.CodeInvalid, "%v", err)
 	}
 	if req.Number < 0 {
-		return netip.Addr{}, invalid("container number %d must be positive", req.Number)
+		return netip.Addr{}, control.Errorf(control.CodeInvalid, "container number %d must be positive", req.Number)
 	}
 	if req.CNI != nil {
 		if err := req.CNI.Check(); err != nil {
-			return netip.Addr{}, invalid("%v", err)
+			return netip.Addr{}, control.Errorf(control.CodeInvalid, "%v", err)
 		}
 	}
 	var addr netip.Addr
 	if req.IP != "" {
 		a, err := netip.ParseAddr(req.IP)
 		if err != nil {
-			return netip.Addr{}, invalid("ip %q is not an IPv4 address", req.IP)
+			return netip.Addr{}, control.Errorf(control.CodeInvalid, "ip %q is not an IPv4 address", req.IP)
 		}
 		if !router.IsHost(a) {
-			return netip.Addr{}, invalid("ip %q is outside 10.240.0.1-10.240.3.254", req.IP)
+			return netip.Addr{}, control.Errorf(control.CodeInvalid, "ip %q is outside 10.240.0.1-10.240.3.254", req.IP)
 		}
 		addr = a
 	}
@@ -392,7 +388,7 @@ const maxClaimAttempts = 8
 
 func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.File) (_ any, err error) {
 	if fd == nil {
-		return nil, &control.Error{Code: "bad_request", Message: "attach needs a TUN file descriptor"}
+		return nil, control.Errorf(control.CodeBadRequest, "attach needs a TUN file descriptor")
 	}
 	want, err := ValidateAttach(req)
 	if err != nil {
@@ -402,7 +398,7 @@ func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.
 	port, ifname, err := d.cfg.OpenPort(fd, d.cfg.MTU)
 	if err != nil {
 		fd.Close()
-		return nil, invalid("%v", err)
+		return nil, control.Errorf(control.CodeInvalid, "%v", err)
 	}
 	defer func() {
 		if err != nil {
@@ -441,24 +437,24 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 		if c := d.reg.byKey[req.ContainerKey]; c != nil {
 			d.mu.Unlock()
 			if c == pendingKey {
-				return nil, false, &control.Error{Code: "conflict", Message: "this network namespace is being attached already"}
+				return nil, false, control.Errorf(control.CodeConflict, "this network namespace is being attached already")
 			}
-			return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("this network namespace is already attached as %s (%s)", c.info.ID, c.info.IP)}
+			return nil, false, control.Errorf(control.CodeConflict, "this network namespace is already attached as %s (%s)", c.info.ID, c.info.IP)
 		}
 	}
 	takenAddrs, takenNums := d.view.Claimed(req.Network, req.App, req.Type)
 	if want.IsValid() && takenAddrs[want] {
 		d.mu.Unlock()
-		return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("address %s is already in use in network %s (on another node)", want, req.Network)}
+		return nil, false, control.Errorf(control.CodeConflict, "address %s is already in use in network %s (on another node)", want, req.Network)
 	}
 	if req.Number != 0 && takenNums[req.Number] {
 		d.mu.Unlock()
-		return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("container number %d of %s type %s is already in use (on another node)", req.Number, req.App, req.Type)}
+		return nil, false, control.Errorf(control.CodeConflict, "container number %d of %s type %s is already in use (on another node)", req.Number, req.App, req.Type)
 	}
 	n := d.reg.network(req.Network)
 	if n == nil {
 		d.mu.Unlock()
-		return nil, false, &control.Error{Code: "conflict", Message: fmt.Sprintf("network %s: its VNI %d collides with another network on this node", req.Network, records.VNI(req.Network))}
+		return nil, false, control.Errorf(control.CodeConflict, "network %s: its VNI %d collides with another network on this node", req.Network, records.VNI(req.Network))
 	}
 	addr, number, err := d.reg.reserve(n, want, req.App, req.Type, req.Number, takenAddrs, takenNums)
 	if err != nil {
@@ -490,10 +486,10 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 		return nil, false, fmt.Errorf("claim %s in %s: %w", addr, req.Network, err)
 	case lostAddr:
 		undo()
-		return nil, !want.IsValid(), &control.Error{Code: "conflict", Message: fmt.Sprintf("address %s is already in use in network %s (claimed concurrently by another node)", addr, req.Network)}
+		return nil, !want.IsValid(), control.Errorf(control.CodeConflict, "address %s is already in use in network %s (claimed concurrently by another node)", addr, req.Network)
 	case lostNum:
 		undo()
-		return nil, req.Number == 0, &control.Error{Code: "conflict", Message: fmt.Sprintf("container number %d of %s type %s is already in use (claimed concurrently by another node)", number, req.App, req.Type)}
+		return nil, req.Number == 0, control.Errorf(control.CodeConflict, "container number %d of %s type %s is already in use (claimed concurrently by another node)", number, req.App, req.Type)
 	}
 	if err := d.ensureStackLocked(n); err != nil {
 		undo()
@@ -542,7 +538,7 @@ func (d *Daemon) detach(id string) (any, error) {
 	c := d.reg.containers[id]
 	if c == nil {
 		d.mu.Unlock()
-		return nil, &control.Error{Code: "not_found", Message: fmt.Sprintf("no container %s", id)}
+		return nil, control.Errorf(control.CodeNotFound, "no container %s", id)
 	}
 	d.reg.remove(c)
 	stale := d.staleStacksLocked()

@@ -132,7 +132,7 @@ func (td *testDaemon) attach(t *testing.T, ar control.AttachRequest) (control.Co
 	return c, err
 }
 
-func errCode(err error) string {
+func errCode(err error) control.Code {
 	var ce *control.Error
 	if errors.As(err, &ce) {
 		return ce.Code
@@ -207,7 +207,7 @@ func TestAttachRefusals(t *testing.T) {
 	tests := []struct {
 		name    string
 		req     control.AttachRequest
-		code    string
+		code    control.Code
 		message string
 	}{
 		{"ip taken", control.AttachRequest{Network: testPN, App: testApp, Type: "web", IP: "10.240.1.7"}, "conflict", "in use"},

@@ -101,20 +101,20 @@ func (s *egressState) lockApp(ctx context.Context, app string) (unlock func(), e
 
 func (d *Daemon) egressOp(ctx context.Context, req *control.EgressRequest) (any, error) {
 	if req == nil {
-		return nil, &control.Error{Code: control.CodeBadRequest, Message: "egress needs a body"}
+		return nil, control.Errorf(control.CodeBadRequest, "egress needs a body")
 	}
 	switch req.Action {
 	case control.EgressEnable, control.EgressDisable:
 		if req.App == "" {
-			return nil, invalid("egress %s needs an app", req.Action)
+			return nil, control.Errorf(control.CodeInvalid, "egress %s needs an app", req.Action)
 		}
 	case control.EgressShow:
 	default:
-		return nil, invalid("unknown egress action %q (want enable, disable or show)", req.Action)
+		return nil, control.Errorf(control.CodeInvalid, "unknown egress action %q (want enable, disable or show)", req.Action)
 	}
 	if req.App != "" {
 		if err := ids.App(req.App); err != nil {
-			return nil, invalid("%v", err)
+			return nil, control.Errorf(control.CodeInvalid, "%v", err)
 		}
 	}
 	switch req.Action {
@@ -128,7 +128,7 @@ func (d *Daemon) egressOp(ctx context.Context, req *control.EgressRequest) (any,
 
 func (d *Daemon) gatewayOp(req *control.GatewayRequest) (any, error) {
 	if req == nil {
-		return nil, &control.Error{Code: control.CodeBadRequest, Message: "gateway needs a body"}
+		return nil, control.Errorf(control.CodeBadRequest, "gateway needs a body")
 	}
 	var on bool
 	switch req.Action {
@@ -136,7 +136,7 @@ func (d *Daemon) gatewayOp(req *control.GatewayRequest) (any, error) {
 		on = true
 	case control.GatewayUndrain:
 	default:
-		return nil, invalid("unknown gateway action %q (want drain or undrain)", req.Action)
+		return nil, control.Errorf(control.CodeInvalid, "unknown gateway action %q (want drain or undrain)", req.Action)
 	}
 	st, err := d.setDraining(on)
 	if err != nil {

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"cmp"
-	"fmt"
 	"net/netip"
 	"slices"
 
@@ -76,8 +75,8 @@ func chooseEgress(app string, gws []gatewayCandidate, assigned []egressAssignmen
 		}
 	}
 	if len(cands) < need {
-		return have, nil, &control.Error{Code: control.CodeUnavailable, Message: fmt.Sprintf(
-			"dedicated egress needs two gateways with a free egress IP; found %d", len(serving)+len(cands))}
+		return have, nil, control.Errorf(control.CodeUnavailable,
+			"dedicated egress needs two gateways with a free egress IP; found %d", len(serving)+len(cands))
 	}
 	slices.SortFunc(cands, func(a, b candidate) int {
 		return cmp.Or(cmp.Compare(a.load, b.load), cmp.Compare(a.name, b.name))

@@ -15,7 +15,8 @@ import (
 func TestEgressRequestValidation(t *testing.T) {
 	td := startDaemon(t)
 	for _, tc := range []struct {
-		action, app, code string
+		action, app string
+		code        control.Code
 	}{
 		{"enable", "", "invalid"},
 		{"disable", "", "invalid"},

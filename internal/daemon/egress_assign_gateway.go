@@ -207,7 +207,7 @@ func (d *Daemon) restoreEgress() {
 // drained across its restart until undrained.
 func (d *Daemon) setDraining(on bool) (control.GatewayState, error) {
 	if !d.isGateway() {
-		return control.GatewayState{}, invalid("node %s is not a gateway (it has no --egress-ip)", d.cfg.Name)
+		return control.GatewayState{}, control.Errorf(control.CodeInvalid, "node %s is not a gateway (it has no --egress-ip)", d.cfg.Name)
 	}
 	st := d.egressAssign()
 	st.drainMu.Lock()

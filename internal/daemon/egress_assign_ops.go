@@ -76,8 +76,8 @@ func (d *Daemon) egressEnable(ctx context.Context, app string) (any, error) {
 			return d.egressRow(app, have), nil
 		}
 		if err == nil && attempt > maxEgressAttempts {
-			err = &control.Error{Code: control.CodeConflict, Message: fmt.Sprintf(
-				"could not assign dedicated egress to %s: concurrent enables took the chosen IPs %d times; try again", app, maxEgressAttempts)}
+			err = control.Errorf(control.CodeConflict,
+				"could not assign dedicated egress to %s: concurrent enables took the chosen IPs %d times; try again", app, maxEgressAttempts)
 		}
 		if err == nil {
 			var n int
@@ -122,8 +122,8 @@ func (d *Daemon) askGateways(ctx context.Context, app string, picks []records.Eg
 	})
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && len(pending) > 0 {
-			return granted, &control.Error{Code: control.CodeUnavailable, Message: fmt.Sprintf(
-				"gateway %s did not confirm egress IP %s for %s in time", pending[0].Gateway, pending[0].IP, app)}
+			return granted, control.Errorf(control.CodeUnavailable,
+				"gateway %s did not confirm egress IP %s for %s in time", pending[0].Gateway, pending[0].IP, app)
 		}
 		return granted, fmt.Errorf("enable egress of %s: %w", app, err)
 	}
@@ -191,7 +191,7 @@ func (d *Daemon) egressDisable(ctx context.Context, app string) (any, error) {
 		}
 	}
 	if len(have) == 0 {
-		return nil, &control.Error{Code: control.CodeNotFound, Message: fmt.Sprintf("app %s has no dedicated egress", app)}
+		return nil, control.Errorf(control.CodeNotFound, "app %s has no dedicated egress", app)
 	}
 	row := d.egressRow(app, have)
 	if err := d.releaseEgress(ctx, app); err != nil {
@@ -230,8 +230,8 @@ func (d *Daemon) releaseEgress(ctx context.Context, app string) error {
 	})
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && len(holders) > 0 {
-			return &control.Error{Code: control.CodeUnavailable, Message: fmt.Sprintf(
-				"gateway %s did not release the egress IP of %s in time", holders[0], app)}
+			return control.Errorf(control.CodeUnavailable,
+				"gateway %s did not release the egress IP of %s in time", holders[0], app)
 		}
 		return fmt.Errorf("disable egress of %s: %w", app, err)
 	}
@@ -298,7 +298,7 @@ func (d *Daemon) egressShow(app string) (any, error) {
 			return []control.EgressApp{r}, nil
 		}
 	}
-	return nil, &control.Error{Code: control.CodeNotFound, Message: fmt.Sprintf("app %s has no dedicated egress", app)}
+	return nil, control.Errorf(control.CodeNotFound, "app %s has no dedicated egress", app)
 }
 
 func newRequestID() string {

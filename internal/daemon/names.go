@@ -11,14 +11,14 @@ import (
 // addresses each resolves to, in one network or in all of them.
 func (d *Daemon) listNames(req *control.NamesRequest) (any, error) {
 	if req == nil {
-		return nil, invalid("names needs an app")
+		return nil, control.Errorf(control.CodeInvalid, "names needs an app")
 	}
 	if err := ids.App(req.App); err != nil {
-		return nil, invalid("%v", err)
+		return nil, control.Errorf(control.CodeInvalid, "%v", err)
 	}
 	if req.Network != "" {
 		if err := ids.Network(req.Network); err != nil {
-			return nil, invalid("%v", err)
+			return nil, control.Errorf(control.CodeInvalid, "%v", err)
 		}
 	}
 	x := d.view.Names()

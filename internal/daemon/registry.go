@@ -89,7 +89,7 @@ func (r *registry) reserve(n *network, want netip.Addr, app, typ string, number 
 	addr := want
 	if addr.IsValid() {
 		if !n.addrs.take(addr) {
-			return netip.Addr{}, 0, &control.Error{Code: "conflict", Message: fmt.Sprintf("address %s is already in use in network %s", addr, n.id)}
+			return netip.Addr{}, 0, control.Errorf(control.CodeConflict, "address %s is already in use in network %s", addr, n.id)
 		}
 	} else {
 		// Addresses held by other nodes count as used: pick from a copy.
@@ -99,7 +99,7 @@ func (r *registry) reserve(n *network, want netip.Addr, app, typ string, number 
 		}
 		var ok bool
 		if addr, ok = all.lowestFree(); !ok {
-			return netip.Addr{}, 0, &control.Error{Code: "full", Message: fmt.Sprintf("network %s is full (%d containers)", n.id, all.count)}
+			return netip.Addr{}, 0, control.Errorf(control.CodeFull, "network %s is full (%d containers)", n.id, all.count)
 		}
 		n.addrs.take(addr)
 	}
@@ -113,7 +113,7 @@ func (r *registry) reserve(n *network, want netip.Addr, app, typ string, number 
 		number = lowestFreeNumber(used, takenNums)
 	} else if used[number] {
 		n.addrs.release(addr)
-		return netip.Addr{}, 0, &control.Error{Code: "conflict", Message: fmt.Sprintf("container number %d of %s type %s is already in use", number, app, typ)}
+		return netip.Addr{}, 0, control.Errorf(control.CodeConflict, "container number %d of %s type %s is already in use", number, app, typ)
 	}
 	used[number] = true
 	return addr, number, nil
