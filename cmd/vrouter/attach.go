@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/vrouter/vrouter/internal/control"
-	"github.com/vrouter/vrouter/internal/daemon"
 	"github.com/vrouter/vrouter/internal/tunnel"
 	"github.com/vrouter/vrouter/router"
 )
@@ -54,7 +53,7 @@ func cmdAttach(args []string, stdout io.Writer) error {
 			return usagef("--%s is required", f.name)
 		}
 	}
-	if _, err := daemon.ValidateAttach(&req); err != nil {
+	if _, err := req.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
 	var resolvPath string

@@ -348,40 +348,6 @@ func (d *Daemon) reapStacks() {
 	d.closeStacks(stale)
 }
 
-// ValidateAttach checks an attach request the way the daemon does, so the
-// CLI can refuse bad input before it creates a TUN.
-func ValidateAttach(req *control.AttachRequest) (netip.Addr, error) {
-	if err := ids.Network(req.Network); err != nil {
-		return netip.Addr{}, control.Errorf(control.CodeInvalid, "%v", err)
-	}
-	if err := ids.App(req.App); err != nil {
-		return netip.Addr{}, control.Errorf(control.CodeInvalid, "%v", err)
-	}
-	if err := ids.Type(req.Type); err != nil {
-		return netip.Addr{}, control.Errorf(control.CodeInvalid, "%v", err)
-	}
-	if req.Number < 0 {
-		return netip.Addr{}, control.Errorf(control.CodeInvalid, "container number %d must be positive", req.Number)
-	}
-	if req.CNI != nil {
-		if err := req.CNI.Check(); err != nil {
-			return netip.Addr{}, control.Errorf(control.CodeInvalid, "%v", err)
-		}
-	}
-	var addr netip.Addr
-	if req.IP != "" {
-		a, err := netip.ParseAddr(req.IP)
-		if err != nil {
-			return netip.Addr{}, control.Errorf(control.CodeInvalid, "ip %q is not an IPv4 address", req.IP)
-		}
-		if !router.IsHost(a) {
-			return netip.Addr{}, control.Errorf(control.CodeInvalid, "ip %q is outside 10.240.0.1-10.240.3.254", req.IP)
-		}
-		addr = a
-	}
-	return addr, nil
-}
-
 // maxClaimAttempts bounds how often attach picks another address or number
 // after losing a concurrent claim to another node.
 const maxClaimAttempts = 8
@@ -390,7 +356,7 @@ func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.
 	if fd == nil {
 		return nil, control.Errorf(control.CodeBadRequest, "attach needs a TUN file descriptor")
 	}
-	want, err := ValidateAttach(req)
+	want, err := req.Validate()
 	if err != nil {
 		fd.Close()
 		return nil, err
