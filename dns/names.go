@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/vrouter/vrouter/internal/ids"
 )
 
 // Negative answers carry an SOA of the zone: TTL 30 like the records, and a
@@ -70,7 +72,7 @@ func (h *netHandler) answerPrivate(req *mdns.Msg) *mdns.Msg {
 		return negative(m, mdns.RcodeSuccess, Zone)
 	}
 	app := labels[1]
-	if !isPrefixedUUID(app, "ap-") {
+	if !ids.IsApp(app) {
 		return negative(m, mdns.RcodeNameError, Zone)
 	}
 	recs := h.r.view.Containers(h.pn, app)
@@ -80,7 +82,7 @@ func (h *netHandler) answerPrivate(req *mdns.Msg) *mdns.Msg {
 	typ, number := "web", 0
 	if n >= 3 {
 		typ = labels[2]
-		if !isType(typ) {
+		if !ids.IsType(typ) {
 			return negative(m, mdns.RcodeNameError, Zone)
 		}
 	}
@@ -232,42 +234,6 @@ func escaped(s string, i int) bool {
 		n++
 	}
 	return n%2 == 1
-}
-
-// isPrefixedUUID checks prefix followed by a lower-case 8-4-4-4-12 UUID.
-func isPrefixedUUID(s, prefix string) bool {
-	if len(s) != len(prefix)+36 || !strings.HasPrefix(s, prefix) {
-		return false
-	}
-	s = s[len(prefix):]
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// isType checks a container type label: [a-z][a-z0-9-]*.
-func isType(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || i > 0 && (c >= '0' && c <= '9' || c == '-')) {
-			return false
-		}
-	}
-	return true
 }
 
 // parseNumber parses a container number: decimal, ≥ 1, no leading zero,

@@ -31,10 +31,12 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/vrouter/vrouter/internal/ids"
 )
 
 // Zone is the zone of the private names.
-const Zone = "private-network.internal."
+const Zone = ids.Zone
 
 // TTL is the TTL of every private A record, in seconds.
 const TTL = 30

@@ -15,10 +15,26 @@ const Zone = "private-network.internal."
 const MaxTypeLen = 63
 
 // Network checks a private network id: "pn-" followed by a lower-case UUID.
-func Network(s string) error { return prefixedUUID("network", "pn-", s) }
+func Network(s string) error { return prefixedUUID("network", networkPrefix, s) }
 
 // App checks an application id: "ap-" followed by a lower-case UUID.
-func App(s string) error { return prefixedUUID("app", "ap-", s) }
+func App(s string) error { return prefixedUUID("app", appPrefix, s) }
+
+// IsNetwork, IsApp and IsType report what Network, App and Type check,
+// without building an error: the DNS resolver calls them for every query
+// name it parses.
+func IsNetwork(s string) bool { return hasPrefixedUUID(s, networkPrefix) }
+
+// IsApp: see IsNetwork.
+func IsApp(s string) bool { return hasPrefixedUUID(s, appPrefix) }
+
+// IsType: see IsNetwork.
+func IsType(s string) bool { return s != "" && len(s) <= MaxTypeLen && typeChars(s) }
+
+const (
+	networkPrefix = "pn-"
+	appPrefix     = "ap-"
+)
 
 // Type checks a container type: [a-z][a-z0-9-]*, at most 63 bytes.
 func Type(s string) error {
@@ -28,21 +44,32 @@ func Type(s string) error {
 	if len(s) > MaxTypeLen {
 		return fmt.Errorf("container type %q is longer than %d characters", s, MaxTypeLen)
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		ok := c >= 'a' && c <= 'z' || i > 0 && (c >= '0' && c <= '9' || c == '-')
-		if !ok {
-			return fmt.Errorf("container type %q must match [a-z][a-z0-9-]*", s)
-		}
+	if !typeChars(s) {
+		return fmt.Errorf("container type %q must match [a-z][a-z0-9-]*", s)
 	}
 	return nil
 }
 
+func typeChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || i > 0 && (c >= '0' && c <= '9' || c == '-')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
 func prefixedUUID(what, prefix, s string) error {
-	if !strings.HasPrefix(s, prefix) || !isUUID(s[len(prefix):]) {
+	if !hasPrefixedUUID(s, prefix) {
 		return fmt.Errorf("malformed %s id %q: want %s<uuid> (lower-case, 8-4-4-4-12 hex)", what, s, prefix)
 	}
 	return nil
+}
+
+func hasPrefixedUUID(s, prefix string) bool {
+	return strings.HasPrefix(s, prefix) && isUUID(s[len(prefix):])
 }
 
 func isUUID(s string) bool {

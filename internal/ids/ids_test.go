@@ -35,6 +35,12 @@ func TestNetworkAndApp(t *testing.T) {
 		if got := App(tt.in) == nil; got != tt.app {
 			t.Errorf("App(%q) ok = %v, want %v", tt.in, got, tt.app)
 		}
+		if got := IsNetwork(tt.in); got != tt.network {
+			t.Errorf("IsNetwork(%q) = %v, want %v", tt.in, got, tt.network)
+		}
+		if got := IsApp(tt.in); got != tt.app {
+			t.Errorf("IsApp(%q) = %v, want %v", tt.in, got, tt.app)
+		}
 	}
 }
 
@@ -45,11 +51,35 @@ func TestType(t *testing.T) {
 		if err := Type(s); err != nil {
 			t.Errorf("Type(%q) = %v, want nil", s, err)
 		}
+		if !IsType(s) {
+			t.Errorf("IsType(%q) = false, want true", s)
+		}
 	}
 	for _, s := range bad {
 		if err := Type(s); err == nil {
 			t.Errorf("Type(%q) = nil, want error", s)
 		}
+		if IsType(s) {
+			t.Errorf("IsType(%q) = true, want false", s)
+		}
+	}
+}
+
+// The resolver checks query labels with the predicates on its hot path.
+func TestPredicatesDoNotAllocate(t *testing.T) {
+	bad := "ap-a71da13f-7c70-4c00-a644-eee8558d805G"
+	var ok int
+	if n := testing.AllocsPerRun(100, func() {
+		for _, b := range []bool{IsApp(ap), IsApp(bad), IsNetwork(pn), IsType("web"), IsType("Web")} {
+			if b {
+				ok++
+			}
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per run, want 0", n)
+	}
+	if ok != 3*101 {
+		t.Fatalf("%d predicates held, want %d", ok, 3*101)
 	}
 }
 
