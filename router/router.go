@@ -105,8 +105,10 @@ import (
 	"time"
 )
 
-// DefaultMTU is the port MTU used when PortConfig.MTU is 0: a 1500-byte
-// underlay minus VXLAN (50) and WireGuard (60) overhead.
+// DefaultMTU is the port MTU used when PortConfig.MTU is 0 and the daemon's
+// default: a 1500-byte underlay minus VXLAN (50) and WireGuard (60)
+// overhead, so a container's MTU does not change when a peer moves to
+// another node.
 const DefaultMTU = 1390
 
 // Errors AddPort wraps, for callers that map them to user messages.

@@ -28,7 +28,7 @@ func cmdRun(args []string, stdout io.Writer) error {
 	name := fs.String("name", host, "node name (unique in the cluster)")
 	stateDir := fs.String("state-dir", ".vrouter", "directory for the daemon's state")
 	controlPath := fs.String("control", "", "control socket path (default STATE-DIR/control.sock)")
-	mtu := fs.Int("mtu", daemon.DefaultMTU, "MTU of container ports")
+	mtu := fs.Int("mtu", router.DefaultMTU, "MTU of container ports")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	keyFile := fs.String("cluster-key-file", "", "cluster key (from vrouter keygen); default STATE-DIR/cluster.key, generated on first start")
 	gossip := fs.String("gossip", "0.0.0.0:7946", "gossip (memberlist) listen ADDR:PORT")

@@ -29,11 +29,6 @@ import (
 	"github.com/vrouter/vrouter/router"
 )
 
-// DefaultMTU leaves room for VXLAN (50) and WireGuard (60) on a 1500-byte
-// underlay, so a container's MTU does not change when a peer moves to
-// another node.
-const DefaultMTU = 1390
-
 // Config is what `vrouter run` passes in.
 type Config struct {
 	Name     string // node name
@@ -116,7 +111,7 @@ func New(cfg Config) (*Daemon, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MTU == 0 {
-		cfg.MTU = DefaultMTU
+		cfg.MTU = router.DefaultMTU
 	}
 	if cfg.MTU < 576 || cfg.MTU > 65535 {
 		return nil, fmt.Errorf("mtu %d out of range 576-65535", cfg.MTU)

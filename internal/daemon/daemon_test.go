@@ -146,7 +146,7 @@ func TestAttachAllocatesLowestFree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.IP != "10.240.0.1" || a.Number != 1 || a.MTU != DefaultMTU || a.Resolver != "169.254.20.10" || a.Node != "test-node" {
+	if a.IP != "10.240.0.1" || a.Number != 1 || a.MTU != router.DefaultMTU || a.Resolver != "169.254.20.10" || a.Node != "test-node" {
 		t.Fatalf("first attach = %+v", a)
 	}
 	if len(a.Names) != 3 || a.Names[0] != "1.web."+testApp+"."+testPN+".private-network.internal." {

@@ -41,9 +41,6 @@ import (
 )
 
 const (
-	// DefaultMTU matches the port MTU of a node with a 1500-byte underlay
-	// (1500 - VXLAN 50 - WireGuard 60).
-	DefaultMTU = 1390
 	// DefaultBatchSize is the Port's BatchSize when Config leaves it 0.
 	DefaultBatchSize = 32
 	// DefaultQueueLen is the outbound queue length when Config leaves it 0.
@@ -60,7 +57,7 @@ type Config struct {
 	// Addr is the container's only address (IPv4, required). It is
 	// configured as Addr/22 with a default route through the link.
 	Addr netip.Addr
-	// MTU of the link; 0 means DefaultMTU.
+	// MTU of the link; 0 means router.DefaultMTU.
 	MTU int
 	// BatchSize reported by the Port and the most packets one Port.Read
 	// returns; 0 means DefaultBatchSize.
@@ -95,7 +92,7 @@ func New(cfg Config) (*Container, error) {
 		return nil, fmt.Errorf("stacktest: address %v is not IPv4", cfg.Addr)
 	}
 	if cfg.MTU == 0 {
-		cfg.MTU = DefaultMTU
+		cfg.MTU = router.DefaultMTU
 	}
 	if cfg.MTU < header.IPv4MinimumMTU || cfg.MTU > 65535 {
 		return nil, fmt.Errorf("stacktest: MTU %d out of range [%d, 65535]", cfg.MTU, header.IPv4MinimumMTU)

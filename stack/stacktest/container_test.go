@@ -43,8 +43,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	c := newContainer(t, "10.240.0.1")
-	if got := c.MTU(); got != DefaultMTU {
-		t.Errorf("MTU() = %d, want %d", got, DefaultMTU)
+	if got := c.MTU(); got != router.DefaultMTU {
+		t.Errorf("MTU() = %d, want %d", got, router.DefaultMTU)
 	}
 	p := c.Port()
 	defer p.Close()
