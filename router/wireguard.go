@@ -2,7 +2,6 @@ package router
 
 import (
 	"bufio"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/vrouter/vrouter/internal/keys"
 )
 
 // persistentKeepalive keeps NAT mappings open and handshakes fresh, so
@@ -25,6 +26,7 @@ const persistentKeepalive = 25
 
 // WireGuardConfig configures the embedded wireguard-go device.
 type WireGuardConfig struct {
+	// PrivateKey: any 32 bytes (keys.Generate); NewWireGuard clamps it.
 	PrivateKey [32]byte
 	ListenPort int          // UDP port on every address; 0: random (see ListenPort)
 	Logger     *slog.Logger // nil: discard
@@ -82,7 +84,8 @@ func NewWireGuard(dev tun.Device, cfg WireGuardConfig) (*WireGuard, error) {
 	}
 	d := device.NewDevice(dev, conn.NewDefaultBind(), wgLog)
 	w := &WireGuard{dev: d, log: log}
-	conf := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(cfg.PrivateKey[:]), cfg.ListenPort)
+	priv := keys.Clamp(cfg.PrivateKey)
+	conf := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(priv[:]), cfg.ListenPort)
 	if err := d.IpcSet(conf); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("wireguard: configure device: %w", err)
@@ -261,22 +264,10 @@ func (w *WireGuard) Close() error {
 	return nil
 }
 
-// GenerateKey returns a new clamped Curve25519 private key.
-func GenerateKey() ([32]byte, error) {
-	var k [32]byte
-	if _, err := rand.Read(k[:]); err != nil {
-		return k, fmt.Errorf("generate key: %w", err)
-	}
-	k[0] &= 248
-	k[31] = k[31]&127 | 64
-	return k, nil
-}
-
 // PublicKey returns the public key of priv (clamped first, as WireGuard
 // does).
 func PublicKey(priv [32]byte) [32]byte {
-	priv[0] &= 248
-	priv[31] = priv[31]&127 | 64
+	priv = keys.Clamp(priv)
 	var pub [32]byte
 	p, err := curve25519.X25519(priv[:], curve25519.Basepoint)
 	if err != nil {

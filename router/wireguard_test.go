@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vrouter/vrouter/internal/keys"
 	"github.com/vrouter/vrouter/internal/leaktest"
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -44,7 +45,7 @@ func newWGNode(t *testing.T, overlay string) *wgNode {
 		t.Fatalf("EnableOverlay: %v", err)
 	}
 	n.dev = dev
-	key, err := router.GenerateKey()
+	key, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,13 +264,14 @@ func TestWireGuardOverlay(t *testing.T) {
 }
 
 func TestWireGuardKeys(t *testing.T) {
-	k1, err := router.GenerateKey()
+	// An unclamped key is clamped first, as wg does with any key it reads.
+	k, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	k2, _ := router.GenerateKey()
-	if k1 == k2 || k1[0]&7 != 0 || k1[31]&0xc0 != 0x40 {
-		t.Errorf("keys not random or not clamped: %x %x", k1, k2)
+	k[0], k[31] = 0xff, 0xff
+	if router.PublicKey(k) != router.PublicKey(keys.Clamp(k)) {
+		t.Errorf("PublicKey(%x) differs from the public key of its clamped form", k)
 	}
 	// RFC 7748 6.1 test vector.
 	var priv [32]byte

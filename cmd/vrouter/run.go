@@ -15,6 +15,7 @@ import (
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/dns"
 	"github.com/vrouter/vrouter/internal/daemon"
+	"github.com/vrouter/vrouter/internal/keys"
 	"github.com/vrouter/vrouter/internal/tunnel"
 	"github.com/vrouter/vrouter/router"
 )
@@ -171,10 +172,10 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 	if fs.NArg() > 0 {
 		return usagef("keygen takes no arguments")
 	}
-	k, err := daemon.GenerateKey()
+	k, err := keys.Generate()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, k)
+	fmt.Fprintln(stdout, keys.Encode(k))
 	return nil
 }

@@ -9,17 +9,18 @@ import (
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/keys"
 )
 
 // startPair starts two daemons sharing a cluster key; b joins a.
 func startPair(t *testing.T) (a, b *testDaemon) {
 	t.Helper()
 	keyFile := filepath.Join(t.TempDir(), "cluster.key")
-	k, err := GenerateKey()
+	k, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile, []byte(k+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte(keys.Encode(k)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	a = startDaemonWith(t, func(c *Config) {

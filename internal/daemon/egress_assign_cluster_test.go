@@ -13,6 +13,7 @@ import (
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/keys"
 	"github.com/vrouter/vrouter/internal/records"
 )
 
@@ -22,11 +23,11 @@ import (
 func startEgressTrio(t *testing.T) (g1, g2, w *testDaemon, keyFile string) {
 	t.Helper()
 	keyFile = filepath.Join(t.TempDir(), "cluster.key")
-	k, err := GenerateKey()
+	k, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile, []byte(k+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte(keys.Encode(k)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	g1 = startDaemonWith(t, func(c *Config) {
@@ -291,11 +292,11 @@ func TestEgressEnableRollback(t *testing.T) {
 	egressOpTimeout = time.Second
 	t.Cleanup(func() { egressOpTimeout = saved })
 	keyFile := filepath.Join(t.TempDir(), "cluster.key")
-	k, err := GenerateKey()
+	k, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile, []byte(k+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte(keys.Encode(k)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	g1 := startDaemonWith(t, func(c *Config) {

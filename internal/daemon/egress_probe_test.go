@@ -9,6 +9,7 @@ import (
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/keys"
 )
 
 // TestEgressProbe: a gateway whose probe of the outside fails is marked
@@ -21,11 +22,11 @@ func TestEgressProbe(t *testing.T) {
 	}
 	target := netip.MustParseAddrPort(outside.Addr().String())
 	keyFile := filepath.Join(t.TempDir(), "cluster.key")
-	k, err := GenerateKey()
+	k, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile, []byte(k+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte(keys.Encode(k)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	g1 := startDaemonWith(t, func(c *Config) {

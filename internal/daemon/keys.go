@@ -1,27 +1,17 @@
 package daemon
 
 import (
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"strings"
+
+	"github.com/vrouter/vrouter/internal/keys"
 )
 
-// keySize is the size of cluster keys (AES-256-GCM for memberlist) and of
-// WireGuard private keys.
-const keySize = 32
-
-// GenerateKey returns a new random key, base64-encoded as in key files.
-func GenerateKey() (string, error) {
-	var k [keySize]byte
-	if _, err := rand.Read(k[:]); err != nil {
-		return "", fmt.Errorf("generate key: %w", err)
-	}
-	return base64.StdEncoding.EncodeToString(k[:]), nil
-}
+const keySize = keys.Size
 
 // readKeyFile reads a base64 key of keySize bytes from path.
 func readKeyFile(path string) ([]byte, error) {
@@ -47,10 +37,11 @@ func loadOrCreateKey(path string) (key []byte, created bool, err error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, false, err
 	}
-	s, err := GenerateKey()
+	nk, err := keys.Generate()
 	if err != nil {
 		return nil, false, err
 	}
+	s := keys.Encode(nk)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, false, fmt.Errorf("create key file: %w", err)

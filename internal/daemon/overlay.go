@@ -25,11 +25,8 @@ func newOverlay(cfg *Config, rt *router.Router) (*router.WireGuard, cluster.Node
 	if created {
 		cfg.Logger.Info("generated a new WireGuard key", "path", path)
 	}
-	var priv [32]byte
+	var priv [32]byte // clamped by NewWireGuard and PublicKey
 	copy(priv[:], k)
-	// Curve25519 clamping, as wg genkey does.
-	priv[0] &= 248
-	priv[31] = priv[31]&127 | 64
 	overlay := records.OverlayAddr(cfg.Name)
 	dev, err := rt.EnableOverlay(overlay)
 	if err != nil {

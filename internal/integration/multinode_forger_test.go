@@ -12,6 +12,7 @@ import (
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/daemon"
+	"github.com/vrouter/vrouter/internal/keys"
 	"github.com/vrouter/vrouter/internal/poll"
 	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
@@ -73,7 +74,7 @@ func startForger(t *testing.T, name string, key []byte, seed netip.AddrPort) *fo
 	if err != nil {
 		t.Fatal(err)
 	}
-	priv, err := router.GenerateKey()
+	priv, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vrouter/vrouter/internal/control"
 	"github.com/vrouter/vrouter/internal/daemon"
+	"github.com/vrouter/vrouter/internal/keys"
 	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/internal/poll"
 	"github.com/vrouter/vrouter/internal/records"
@@ -362,12 +363,12 @@ func pingUntilReply(t *testing.T, n *node, dst netip.Addr, timeout time.Duration
 // writeClusterKey writes a new cluster key file, as `vrouter keygen`.
 func writeClusterKey(t *testing.T) string {
 	t.Helper()
-	k, err := daemon.GenerateKey()
+	k, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "cluster.key")
-	if err := os.WriteFile(path, []byte(k+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(keys.Encode(k)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
