@@ -10,6 +10,7 @@ import (
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
 	"github.com/vrouter/vrouter/internal/keys"
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // startPair starts two daemons sharing a cluster key; b joins a.
@@ -44,15 +45,11 @@ func alive(td *testDaemon) int {
 	return n
 }
 
+// waitFor is poll.Until with the package's timeout: gossip, failure
+// detection and claims settle within it even on a loaded machine.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, what, cond)
 }
 
 func containersOf(t *testing.T, td *testDaemon) []control.Container {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/poll"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/router/porttest"
 )
@@ -71,7 +72,8 @@ func startDaemonOpts(t testing.TB, edit func(*Config), leakCheck bool) *testDaem
 	before := runtime.NumGoroutine()
 	dir := t.TempDir()
 	fp := &fakePorts{}
-	cfg := Config{Name: "test-node", StateDir: filepath.Join(dir, "state"), Control: filepath.Join(dir, "c.sock"), OpenPort: fp.open}
+	cfg := Config{Name: "test-node", StateDir: filepath.Join(dir, "state"), Control: filepath.Join(dir, "c.sock"), OpenPort: fp.open,
+		GossipNetwork: &gossipNet}
 	edit(&cfg)
 	d, err := New(cfg)
 	if err != nil {
@@ -290,13 +292,7 @@ func TestDeadPortIsForgotten(t *testing.T) {
 	}
 	// The TUN vanishing (its namespace deleted) looks like this to the daemon.
 	td.ports.all()[0].Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for td.status().Containers != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("container %s still listed after its port died", c.ID)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, "container "+c.ID+" to go with its port", func() bool { return td.status().Containers == 0 })
 	d, err := td.attach(t, control.AttachRequest{Network: testPN, App: testApp, Type: "web"})
 	if err != nil {
 		t.Fatal(err)

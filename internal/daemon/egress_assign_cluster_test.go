@@ -312,7 +312,7 @@ func TestEgressEnableRollback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mute, err := cluster.New(cluster.Config{Name: "mute", BindAddr: "127.0.0.1", Key: key, Timing: cluster.TimingFast,
+	mute, err := cluster.New(cluster.Config{Name: "mute", BindAddr: "127.0.0.1", Key: key, Timing: cluster.TimingFast, Network: &gossipNet,
 		Meta: cluster.NodeMeta{Gateway: true, EgressIPs: mustAddrs("127.0.0.4"), Overlay: records.OverlayAddr("mute")}})
 	if err != nil {
 		t.Fatal(err)
