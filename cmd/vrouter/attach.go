@@ -33,6 +33,8 @@ func cmdAttach(args []string, stdout io.Writer) error {
 	fl.IntVar(&req.Number, "number", 0, "container number (default: lowest free for the app and type)")
 	fl.StringVar(&req.IP, "ip", "", "address to use (default: lowest free in 10.240.0.0/22)")
 	ifname := fl.String("ifname", "vr0", "name of the TUN device created with --netns")
+	usernsPath := fl.String("userns", "", "with --netns: the user namespace that owns it (e.g. /proc/PID/ns/user of a rootless engine's container), joined before creating the TUN, so that its owner needs no privilege")
+	modeName := fl.String("mode", string(tunnel.ModeFull), "with --netns: full (the default route through vrouter) or pn-only (only 10.240.0.0/22 and the resolver, beside the namespace's own default route)")
 	writeResolv := fl.Bool("write-resolv-conf", false, "with --netns /run/netns/NAME: point the namespace's resolv.conf (/etc/netns/NAME/resolv.conf, used by ip netns exec) at the private resolver")
 	asJSON := fl.Bool("json", false, "print the container as a JSON object")
 	sock := fl.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
@@ -56,6 +58,18 @@ func cmdAttach(args []string, stdout io.Writer) error {
 	if _, err := req.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
+	mode, err := tunnel.ParseMode(*modeName)
+	if err != nil {
+		return usagef("--mode: %v", err)
+	}
+	if *netnsPath == "" {
+		if fl.Changed("mode") {
+			return usagef("--mode needs --netns (with --fd the engine configures the interface)")
+		}
+		if *usernsPath != "" {
+			return usagef("--userns needs --netns")
+		}
+	}
 	var resolvPath string
 	if *writeResolv {
 		if *netnsPath == "" {
@@ -78,9 +92,16 @@ func cmdAttach(args []string, stdout io.Writer) error {
 	}
 
 	var c control.Container
-	var err error
 	if *netnsPath != "" {
-		c, err = attachNetns(path, *netnsPath, *ifname, resolvPath, req)
+		var ns nsOps = directNS(*netnsPath)
+		if *usernsPath != "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("--userns: find the vrouter binary for the helper: %w", err)
+			}
+			ns = tunnel.InUserNS{UserNS: *usernsPath, Netns: *netnsPath, Exe: exe}
+		}
+		c, err = attachNetns(path, ns, *netnsPath, *ifname, resolvPath, mode, req)
 	} else {
 		c, err = attachFD(path, *fdNum, req)
 	}
@@ -98,7 +119,7 @@ func cmdAttach(args []string, stdout io.Writer) error {
 // then configures it. Until the daemon has it, the TUN lives only as our fd,
 // so any failure (ours or the daemon's, even a crash) removes it; after the
 // hand-over a configuration failure is undone by detaching.
-func attachNetns(sock, nsPath, ifname, resolvPath string, req control.AttachRequest) (control.Container, error) {
+func attachNetns(sock string, ns nsOps, nsPath, ifname, resolvPath string, mode tunnel.Mode, req control.AttachRequest) (control.Container, error) {
 	key, err := tunnel.NetnsID(nsPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -121,10 +142,7 @@ func attachNetns(sock, nsPath, ifname, resolvPath string, req control.AttachRequ
 			return control.Container{}, fmt.Errorf("network namespace %s is already attached as %s (%s)", nsPath, c.ID, c.IP)
 		}
 	}
-	if err := tunnel.Preflight(nsPath, tunnel.IfaceConfig{DefaultRoute: true}); err != nil {
-		return control.Container{}, err
-	}
-	f, err := tunnel.CreateInNetns(nsPath, ifname)
+	f, err := ns.Create(ifname, tunnel.IfaceConfig{DefaultRoute: mode == tunnel.ModeFull})
 	if err != nil {
 		return control.Container{}, err
 	}
@@ -133,21 +151,15 @@ func attachNetns(sock, nsPath, ifname, resolvPath string, req control.AttachRequ
 	if err != nil {
 		return control.Container{}, err
 	}
-	addr := netip.MustParseAddr(c.IP)
-	cfg := tunnel.IfaceConfig{
-		Addr:         netip.PrefixFrom(addr, router.NetworkPrefix.Bits()),
-		MTU:          c.MTU,
-		DefaultRoute: true,
-		Routes:       []netip.Prefix{netip.PrefixFrom(netip.MustParseAddr(c.Resolver), 32)},
-	}
+	cfg := mode.Config(netip.PrefixFrom(netip.MustParseAddr(c.IP), router.NetworkPrefix.Bits()), c.MTU, netip.MustParseAddr(c.Resolver))
 	undo := func(err error) error {
 		undoErr := call(sock, &control.Request{Op: "detach", Detach: &control.DetachRequest{ID: c.ID}}, nil, nil)
-		if rmErr := tunnel.Remove(nsPath, ifname); rmErr != nil && undoErr != nil {
+		if rmErr := ns.Remove(ifname); rmErr != nil && undoErr != nil {
 			err = fmt.Errorf("%w (cleanup failed too: %v; %v)", err, undoErr, rmErr)
 		}
 		return err
 	}
-	if err := tunnel.Configure(nsPath, ifname, cfg); err != nil {
+	if err := ns.Configure(ifname, cfg); err != nil {
 		return control.Container{}, undo(fmt.Errorf("configure %s in %s: %w", ifname, nsPath, err))
 	}
 	if resolvPath != "" {
@@ -157,6 +169,44 @@ func attachNetns(sock, nsPath, ifname, resolvPath string, req control.AttachRequ
 	}
 	return c, nil
 }
+
+// nsOps makes and configures the TUN inside the container's namespace:
+// directly (the caller has the privileges) or through the user namespace
+// that owns it (tunnel.InUserNS).
+type nsOps interface {
+	// Create checks the namespace as tunnel.Preflight(cfg) does and
+	// creates the TUN.
+	Create(ifname string, cfg tunnel.IfaceConfig) (*os.File, error)
+	Configure(ifname string, cfg tunnel.IfaceConfig) error
+	Remove(ifname string) error
+}
+
+// directNS enters the namespace with the caller's own privileges.
+type directNS string
+
+func (p directNS) Create(ifname string, cfg tunnel.IfaceConfig) (*os.File, error) {
+	err := tunnel.Preflight(string(p), cfg)
+	var f *os.File
+	if err == nil {
+		f, err = tunnel.CreateInNetns(string(p), ifname)
+	}
+	if err != nil && os.Geteuid() != 0 {
+		if foreign, ferr := tunnel.ForeignUserNS(string(p)); ferr == nil && foreign {
+			err = fmt.Errorf("%w (the namespace belongs to another user namespace: pass it with --userns, e.g. /proc/PID/ns/user)", err)
+		}
+	}
+	return f, err
+}
+
+func (p directNS) Configure(ifname string, cfg tunnel.IfaceConfig) error {
+	return tunnel.Configure(string(p), ifname, cfg)
+}
+
+func (p directNS) Remove(ifname string) error { return tunnel.Remove(string(p), ifname) }
+
+// cmdNetnsHelper is the hidden helper that tunnel.InUserNS runs inside a
+// user namespace.
+func cmdNetnsHelper(args []string, _ io.Writer) error { return tunnel.RunHelper(args) }
 
 // netnsResolvConf returns the resolv.conf that `ip netns exec NAME` binds
 // over /etc/resolv.conf, for a namespace named by ip netns. Other

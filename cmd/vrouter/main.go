@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/vrouter/vrouter/internal/tunnel"
 )
 
 // Exit codes.
@@ -34,7 +37,7 @@ type command struct {
 	run     func(args []string, stdout io.Writer) error
 }
 
-var commands []command
+var commands, hiddenCommands []command
 
 func init() {
 	commands = []command{
@@ -48,6 +51,12 @@ func init() {
 		{"names", "list the DNS names of an app and what they resolve to", cmdNames},
 		{"egress", "enable, disable or show an app's dedicated egress IPs", cmdEgress},
 		{"gateway", "drain this gateway for maintenance, or undrain it", cmdGateway},
+		{"version", "print the version of this binary", cmdVersion},
+		{"completion", "print a bash or zsh completion script", cmdCompletion},
+	}
+	// Internal commands: neither in the usage nor in completion.
+	hiddenCommands = []command{
+		{tunnel.HelperCommand, "create or configure a TUN inside a user namespace (attach --userns)", cmdNetnsHelper},
 	}
 }
 
@@ -56,6 +65,14 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	args, err := hoistGlobalFlags(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "vrouter: %s\n", oneLine(err.Error()))
+		return exitUsage
+	}
+	if len(args) > 0 && args[0] == "--version" {
+		args = append([]string{"version"}, args[1:]...)
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(stdout)
 		if len(args) == 0 {
@@ -63,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	for _, c := range commands {
+	for _, c := range slices.Concat(commands, hiddenCommands) {
 		if c.name != args[0] {
 			continue
 		}
@@ -91,7 +108,8 @@ func printUsage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'vrouter COMMAND --help' for the flags of a command.")
+	fmt.Fprintln(w, "\nGlobal flags, before or after COMMAND: --control SOCK, --json.")
+	fmt.Fprintln(w, "Run 'vrouter COMMAND --help' for the flags of a command, 'vrouter --version' for the version.")
 }
 
 // oneLine keeps every error on one line, as the CLI contract promises.
@@ -99,10 +117,15 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
+// lastFlags is the flag set the last newFlags call made: completion reads
+// each command's flags from it after running the command with --help.
+var lastFlags *pflag.FlagSet
+
 // newFlags returns a flag set that reports errors instead of exiting and
 // prints its usage only when asked (--help).
 func newFlags(name, synopsis string, stdout io.Writer) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	lastFlags = fs
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
 		fmt.Fprintf(stdout, "usage: vrouter %s\n\n%s", synopsis, fs.FlagUsages())
