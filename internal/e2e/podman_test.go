@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/poll"
 )
 
 // podman runs Debian's podman 4.3 with the CNI backend on a configuration,
@@ -312,5 +314,48 @@ func TestPodman(t *testing.T) {
 	p.mustRun(t, "", "rm", "-f", "-t", "0", "--all")
 	if cs := d.containers(t); len(cs) != 0 {
 		t.Fatalf("after podman rm --all: ports %+v", cs)
+	}
+}
+
+// TestPodmanTwoNodes: one podman, two vrouter daemons in a cluster on
+// loopback, a network configuration for each daemon on the same private
+// network: a container on node A reaches one on node B by name.
+func TestPodmanTwoNodes(t *testing.T) {
+	p := newPodman(t)
+	keyFile := newClusterKey(t)
+	n1, p1 := startNode(t, "n1", keyFile, "")
+	n2, _ := startNode(t, "n2", keyFile, fmt.Sprintf("127.0.0.1:%d", p1))
+	poll.UntilNil(t, 15*time.Second, "both nodes alive on both", func() error {
+		for _, d := range []*daemon{n1, n2} {
+			if st := d.peerStates(t); st["n1"] != "alive" || st["n2"] != "alive" {
+				return fmt.Errorf("peers %v", st)
+			}
+		}
+		return nil
+	})
+	network, app := newID("pn"), newID("ap")
+	p.pnNetwork(t, "pn-node1", n1.sock, network)
+	p.pnNetwork(t, "pn-node2", n2.sock, network)
+	p.start(t, "on1", "APP="+app+";TYPE=web;NUMBER=1", "pn-node1")
+	p.start(t, "on2", "APP="+app+";TYPE=web;NUMBER=2", "pn-node2")
+	_, ip2 := p.pnAddr(t, "on2")
+	_, ip1 := p.pnAddr(t, "on1")
+	if ip1 == ip2 {
+		t.Fatalf("both containers got %s", ip1)
+	}
+	// The record of the other node's container arrives by gossip, the
+	// WireGuard session on the first packets.
+	poll.UntilNil(t, 15*time.Second, "on1 → 2.web on node 2", func() error {
+		got, err := p.pingFrom("on1", "2.web")
+		if err == nil && got != ip2 {
+			return fmt.Errorf("2.web answered from %s, want %s", got, ip2)
+		}
+		return err
+	})
+	if got, err := p.pingFrom("on2", "1.web"); err != nil || got != ip1 {
+		t.Fatalf("on2 → 1.web on node 1: %s %v, want %s", got, err, ip1)
+	}
+	if c := n1.containerIPs(t); c[network+"/"+ip2] != "n2" || c[network+"/"+ip1] != "n1" {
+		t.Fatalf("node 1 sees %v", c)
 	}
 }
