@@ -13,9 +13,13 @@ import (
 
 // PortConfig describes a port to AddPort.
 type PortConfig struct {
-	// Network is the PN's VNI (24 bits). Ports with equal Network share a
-	// forwarding table; ports of different networks never see each other.
+	// Network is the PN's VNI, in the PN half of the VNI space (see
+	// IsNetworkVNI). Ports with equal Network share a forwarding table;
+	// ports of different networks never see each other.
 	Network uint32
+	// PN is the id of the port's private network, which must own the
+	// table of Network (ErrVNIOwned otherwise).
+	PN string
 	// Addr is the container's address, a host address of NetworkPrefix.
 	// Packets from the port must carry it as source.
 	Addr netip.Addr
@@ -27,8 +31,11 @@ type PortConfig struct {
 }
 
 func (c *PortConfig) normalize() error {
-	if c.Network > 1<<24-1 {
-		return fmt.Errorf("network %d is not a 24-bit VNI", c.Network)
+	if !IsNetworkVNI(c.Network) {
+		return fmt.Errorf("network %d is not a private network's 24-bit VNI (1..%d)", c.Network, EgressVNIBit-1)
+	}
+	if c.PN == "" {
+		return fmt.Errorf("no private network id")
 	}
 	if !IsHost(c.Addr) {
 		return fmt.Errorf("address %s is not a host address of %s", c.Addr, NetworkPrefix)

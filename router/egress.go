@@ -88,8 +88,8 @@ func (a *Attached) SetEgress(rt *EgressRoute) error {
 		a.egress.Store(nil)
 		return nil
 	}
-	if rt.VNI == 0 || rt.VNI > 1<<24-1 {
-		return fmt.Errorf("port %s: egress VNI %d is not a 24-bit VNI", a.cfg.Name, rt.VNI)
+	if !IsEgressVNI(rt.VNI) {
+		return fmt.Errorf("port %s: VNI %d is not an egress VNI (%d..%d)", a.cfg.Name, rt.VNI, EgressVNIBit, MaxVNI)
 	}
 	er := &egressRoute{vni: rt.VNI}
 	for _, g := range rt.Gateways {
@@ -219,11 +219,11 @@ type egressReturn struct {
 }
 
 // SetEgressReturn accepts frames of egress VNI vni from the given gateways
-// (their overlay addresses) for the ports of network whose route uses vni.
-// No gateways removes the entry.
-func (r *Router) SetEgressReturn(vni, network uint32, gateways []netip.Addr) error {
-	if vni == 0 || vni > 1<<24-1 || network > 1<<24-1 {
-		return fmt.Errorf("egress return: VNI %d or network %d is not a 24-bit VNI", vni, network)
+// (their overlay addresses) for the ports of network (the VNI of PN pn,
+// which must own it) whose route uses vni. No gateways removes the entry.
+func (r *Router) SetEgressReturn(vni, network uint32, pn string, gateways []netip.Addr) error {
+	if len(gateways) > 0 && (!IsEgressVNI(vni) || !IsNetworkVNI(network)) {
+		return fmt.Errorf("egress return: VNI %d is not an egress VNI or network %d not a private network's", vni, network)
 	}
 	r.state.Lock()
 	defer r.state.Unlock()
@@ -237,6 +237,10 @@ func (r *Router) SetEgressReturn(vni, network uint32, gateways []netip.Addr) err
 	t := r.state.networks[network]
 	if t == nil {
 		return fmt.Errorf("egress return %d: network %d has no ports", vni, network)
+	}
+	if t.owner != pn {
+		r.vniRefused.Add(1)
+		return fmt.Errorf("egress return %d: network %d is %s's, not %s's: %w", vni, network, t.owner, pn, ErrVNIOwned)
 	}
 	er := &egressReturn{network: t}
 	for _, g := range gateways {
@@ -262,6 +266,11 @@ func (r *Router) publishReturns() {
 
 // returnDest returns the local port a frame of egress VNI vni from node
 // may deliver pkt to, or a drop reason.
+//
+// What comes back from a gateway is the NAT's answer from outside the
+// network: an inner source inside the network range (a gateway posing as
+// the container's peers), the resolver (posing as its DNS), a broadcast,
+// multicast or "this network" address is refused (return_source).
 func (r *Router) returnDest(vni uint32, node [4]byte, pkt ipv4Packet) (*Attached, counter) {
 	m := r.returns.Load()
 	if m == nil {
@@ -280,6 +289,9 @@ func (r *Router) returnDest(vni uint32, node [4]byte, pkt ipv4Packet) (*Attached
 	}
 	if !allowed {
 		return nil, dropForgedSource
+	}
+	if _, in := indexOf(pkt.src); in || pkt.src == r.resolver || pkt.src[0] == 0 || isBroadcastOrMulticast(pkt.src) {
+		return nil, dropReturnSource
 	}
 	di, in := indexOf(pkt.dst)
 	if !in {

@@ -44,7 +44,7 @@ func TestDedicatedEgress(t *testing.T) {
 	leaktest.Check(t)
 	const (
 		network   = 7
-		egressVNI = 900
+		egressVNI = router.EgressVNIBit | 900
 	)
 	w := newWGNode(t, "100.64.0.1")
 	g1 := newWGNode(t, "100.64.0.2")
@@ -60,10 +60,10 @@ func TestDedicatedEgress(t *testing.T) {
 	if err := w.wg.SetPeers([]router.WGPeer{g1.peer(), g2.peer()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := g1.r.SetLocal(egressVNI, &fakeNAT{r: g1.r, vni: egressVNI, name: "g1"}, router.LocalOptions{Egress: true}); err != nil {
+	if err := g1.r.SetLocal(egressVNI, pnOf(egressVNI), &fakeNAT{r: g1.r, vni: egressVNI, name: "g1"}, router.LocalOptions{Egress: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := g2.r.SetLocal(egressVNI, &fakeNAT{r: g2.r, vni: egressVNI, name: "g2"}, router.LocalOptions{Egress: true}); err != nil {
+	if err := g2.r.SetLocal(egressVNI, pnOf(egressVNI), &fakeNAT{r: g2.r, vni: egressVNI, name: "g2"}, router.LocalOptions{Egress: true}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -71,7 +71,7 @@ func TestDedicatedEgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := w.r.AddPort(c.Port(), router.PortConfig{Network: network, Addr: c.Addr(), Name: "c"})
+	a, err := w.r.AddPort(c.Port(), router.PortConfig{Network: network, PN: pnOf(network), Addr: c.Addr(), Name: "c"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestDedicatedEgress(t *testing.T) {
 		a.Close()
 		c.Close()
 	})
-	if err := w.r.SetEgressReturn(egressVNI, network, []netip.Addr{g1.overlay, g2.overlay}); err != nil {
+	if err := w.r.SetEgressReturn(egressVNI, network, pnOf(network), []netip.Addr{g1.overlay, g2.overlay}); err != nil {
 		t.Fatal(err)
 	}
 	route := func(g1New, g1Keep, g2New, g2Keep bool) {
@@ -151,7 +151,7 @@ func TestDedicatedEgress(t *testing.T) {
 
 	// Only the route's gateways may answer: g2 no longer may.
 	before := w.r.Stats().Drops["forged_source"]
-	if err := w.r.SetEgressReturn(egressVNI, network, []netip.Addr{g1.overlay}); err != nil {
+	if err := w.r.SetEgressReturn(egressVNI, network, pnOf(network), []netip.Addr{g1.overlay}); err != nil {
 		t.Fatal(err)
 	}
 	old.Write([]byte("who"))
@@ -173,7 +173,7 @@ func TestDedicatedEgress(t *testing.T) {
 	if err := a.SetEgress(&router.EgressRoute{VNI: 1 << 24}); err == nil {
 		t.Fatal("SetEgress accepted a 25-bit VNI")
 	}
-	if err := w.r.SetEgressReturn(egressVNI, 99, []netip.Addr{g1.overlay}); err == nil {
+	if err := w.r.SetEgressReturn(egressVNI, 99, pnOf(99), []netip.Addr{g1.overlay}); err == nil {
 		t.Fatal("SetEgressReturn accepted a network without ports")
 	}
 }
@@ -225,7 +225,7 @@ func TestOverlayProbe(t *testing.T) {
 	if sa.Counters["rx_packets"] != 0 || sb.Counters["rx_packets"] != 0 {
 		t.Fatalf("probes counted as traffic: a %v, b %v", sa.Counters, sb.Counters)
 	}
-	if err := a.r.SetRemote(0, netip.MustParseAddr("10.240.0.1"), b.overlay); err == nil {
+	if err := a.r.SetRemote(0, pnOf(0), netip.MustParseAddr("10.240.0.1"), b.overlay); err == nil {
 		t.Fatal("SetRemote accepted network 0, the probe VNI")
 	}
 	// b gone: its last answer stays where it was.

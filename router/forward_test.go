@@ -136,7 +136,7 @@ func TestReadErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newInternalRouter(t)
 			p := newErrPort(tt.errs...)
-			a, err := r.AddPort(p, PortConfig{Network: 1, Addr: AddrOf(1), Name: "errport"})
+			a, err := r.AddPort(p, PortConfig{Network: 1, PN: testPN(1), Addr: AddrOf(1), Name: "errport"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -298,7 +298,7 @@ func BenchmarkReadLoop(b *testing.B) {
 	r := New(Config{})
 	defer r.Close()
 	dst := newFakePort(batch, false)
-	if _, err := r.AddPort(dst, PortConfig{Network: 1, Addr: AddrOf(2), MTU: 1500}); err != nil {
+	if _, err := r.AddPort(dst, PortConfig{Network: 1, PN: testPN(1), Addr: AddrOf(2), MTU: 1500}); err != nil {
 		b.Fatal(err)
 	}
 	pkt := Pkt4("10.240.0.1", "10.240.0.2", PktOpts{Payload: size - 28})
@@ -309,7 +309,7 @@ func BenchmarkReadLoop(b *testing.B) {
 	}
 	b.SetBytes(batch * size)
 	b.ReportAllocs()
-	if _, err := r.AddPort(src, PortConfig{Network: 1, Addr: AddrOf(1), MTU: 1500}); err != nil {
+	if _, err := r.AddPort(src, PortConfig{Network: 1, PN: testPN(1), Addr: AddrOf(1), MTU: 1500}); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()

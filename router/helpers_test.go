@@ -168,7 +168,7 @@ func (p *fakePort) Close() error {
 // forward itself. Close works as usual.
 func attachNoLoop(tb testing.TB, r *Router, p Port, network uint32, addr string, mtu int) *Attached {
 	tb.Helper()
-	a, err := r.attach(p, PortConfig{Network: network, Addr: netip.MustParseAddr(addr), MTU: mtu, Name: addr})
+	a, err := r.attach(p, PortConfig{Network: network, PN: testPN(network), Addr: netip.MustParseAddr(addr), MTU: mtu, Name: addr})
 	if err != nil {
 		tb.Fatalf("attach %s: %v", addr, err)
 	}
@@ -272,3 +272,6 @@ func CheckICMPUnreachable(t *testing.T, b []byte, to string, code header.ICMPv4C
 	}
 	return ic
 }
+
+// testPN is the network id tests give the table of VNI vni.
+func testPN(vni uint32) string { return fmt.Sprintf("pn-%d", vni) }

@@ -55,17 +55,24 @@ type localSink struct {
 }
 
 // SetLocal makes l the terminator of network's non-container traffic; nil
-// removes it (packets to the resolver are then dropped as resolver). The
-// network's table lives while it has a Local, so SetLocal may precede the
-// first AddPort.
-func (r *Router) SetLocal(network uint32, l Local, opts LocalOptions) error {
-	if network > 1<<24-1 {
-		return fmt.Errorf("set local: network %d is not a 24-bit VNI", network)
+// removes it (packets to the resolver are then dropped as resolver). owner
+// is the id of the network (a PN, or at a gateway an app's egress in it)
+// and must own the VNI's table (ErrVNIOwned otherwise); removing another
+// network's Local does nothing. The network's table lives while it has a
+// Local, so SetLocal may precede the first AddPort.
+//
+// In a PN's VNI (IsNetworkVNI) the Local serves the node's own containers
+// only. Only in an egress VNI (IsEgressVNI: a gateway's NAT for one app)
+// does it take packets for outside the network that other nodes send
+// through the overlay.
+func (r *Router) SetLocal(network uint32, owner string, l Local, opts LocalOptions) error {
+	if network == probeVNI || network > MaxVNI {
+		return fmt.Errorf("set local: network %d is not a 24-bit VNI other than 0 (overlay probes)", network)
 	}
 	r.state.Lock()
 	defer r.state.Unlock()
 	if l == nil {
-		if t := r.state.networks[network]; t != nil && t.local.Load() != nil {
+		if t := r.state.networks[network]; t != nil && t.owner == owner && t.local.Load() != nil {
 			t.local.Store(nil)
 			t.hasLocal = false
 			r.dropIfEmptyLocked(t)
@@ -75,7 +82,10 @@ func (r *Router) SetLocal(network uint32, l Local, opts LocalOptions) error {
 	if r.state.closed {
 		return fmt.Errorf("set local: %w", ErrClosed)
 	}
-	t := r.tableLocked(network)
+	t, err := r.ownedTableLocked(network, owner)
+	if err != nil {
+		return fmt.Errorf("set local: %w", err)
+	}
 	ll, ok := l.(LargeLocal)
 	t.local.Store(&localSink{l: l, egress: opts.Egress, large: ok && ll.TakesLarge()})
 	t.hasLocal = true

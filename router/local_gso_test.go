@@ -220,7 +220,7 @@ func FuzzWriteLocalGSO(f *testing.F) {
 		{newFakePort(128, false), "10.240.0.2"},
 		{&countingOffloadPort{fakePort: newFakePort(offloadBatch, false)}, "10.240.0.3"},
 	} {
-		a, err := r.attach(tc.p, PortConfig{Network: 1, Addr: netip.MustParseAddr(tc.addr), MTU: 1000, Name: tc.addr})
+		a, err := r.attach(tc.p, PortConfig{Network: 1, PN: testPN(1), Addr: netip.MustParseAddr(tc.addr), MTU: 1000, Name: tc.addr})
 		if err != nil {
 			f.Fatal(err)
 		}

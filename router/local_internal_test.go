@@ -15,7 +15,7 @@ func TestLocalRateLimit(t *testing.T) {
 	r := New(Config{})
 	defer r.Close()
 	l := &countLocal{}
-	if err := r.SetLocal(1, l, LocalOptions{}); err != nil {
+	if err := r.SetLocal(1, testPN(1), l, LocalOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	const batch = 128

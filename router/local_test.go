@@ -50,7 +50,7 @@ func TestLocalDelivery(t *testing.T) {
 	}
 
 	l := &recordLocal{}
-	if err := r.SetLocal(vni, l, router.LocalOptions{}); err != nil {
+	if err := r.SetLocal(vni, pnOf(vni), l, router.LocalOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	q := router.UDP4("10.240.0.2", "169.254.20.10")
@@ -93,7 +93,7 @@ func TestLocalDelivery(t *testing.T) {
 	}
 
 	// Removing the Local: resolver drops again.
-	if err := r.SetLocal(vni, nil, router.LocalOptions{}); err != nil {
+	if err := r.SetLocal(vni, pnOf(vni), nil, router.LocalOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	send(t, p1, q[:0:0]) // an empty read: malformed
@@ -110,7 +110,7 @@ func TestLocalDelivery(t *testing.T) {
 // network; removing the Local forgets it.
 func TestLocalKeepsNetwork(t *testing.T) {
 	r := newTestRouter(t)
-	if err := r.SetLocal(3, &recordLocal{}, router.LocalOptions{}); err != nil {
+	if err := r.SetLocal(3, pnOf(3), &recordLocal{}, router.LocalOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if n := r.Stats().Networks; n != 1 {
@@ -121,17 +121,17 @@ func TestLocalKeepsNetwork(t *testing.T) {
 	if n := r.Stats().Networks; n != 1 {
 		t.Fatalf("networks after the last port left = %d, want 1 (the Local holds it)", n)
 	}
-	if err := r.SetLocal(3, nil, router.LocalOptions{}); err != nil {
+	if err := r.SetLocal(3, pnOf(3), nil, router.LocalOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if n := r.Stats().Networks; n != 0 {
 		t.Fatalf("networks = %d, want 0", n)
 	}
-	if err := r.SetLocal(1<<24, &recordLocal{}, router.LocalOptions{}); err == nil {
+	if err := r.SetLocal(1<<24, pnOf(1<<24), &recordLocal{}, router.LocalOptions{}); err == nil {
 		t.Fatal("SetLocal accepted a 25-bit VNI")
 	}
 	r.Close()
-	if err := r.SetLocal(3, &recordLocal{}, router.LocalOptions{}); err == nil {
+	if err := r.SetLocal(3, pnOf(3), &recordLocal{}, router.LocalOptions{}); err == nil {
 		t.Fatal("SetLocal after Close succeeded")
 	}
 }
@@ -142,7 +142,7 @@ func TestLocalEgress(t *testing.T) {
 	r := newTestRouter(t)
 	_, p := addPort(t, r, 5, "10.240.0.1")
 	l := &recordLocal{}
-	if err := r.SetLocal(5, l, router.LocalOptions{}); err != nil {
+	if err := r.SetLocal(5, pnOf(5), l, router.LocalOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	out := router.UDP4("10.240.0.1", "127.0.0.1")
@@ -150,7 +150,7 @@ func TestLocalEgress(t *testing.T) {
 	if s := router.WaitAccounted(t, r, 1); s.Drops["outside_network"] != 1 || len(l.got()) != 0 {
 		t.Fatalf("without egress: drops %v, local got %d", s.Drops, len(l.got()))
 	}
-	if err := r.SetLocal(5, l, router.LocalOptions{Egress: true}); err != nil {
+	if err := r.SetLocal(5, pnOf(5), l, router.LocalOptions{Egress: true}); err != nil {
 		t.Fatal(err)
 	}
 	send(t, p, out)

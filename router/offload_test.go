@@ -279,7 +279,7 @@ func TestOffloadEgressToLargeLocal(t *testing.T) {
 	for _, large := range []bool{true, false} {
 		r := newInternalRouter(t)
 		l := &largeLocal{large: large}
-		if err := r.SetLocal(1, l, LocalOptions{Egress: true}); err != nil {
+		if err := r.SetLocal(1, testPN(1), l, LocalOptions{Egress: true}); err != nil {
 			t.Fatal(err)
 		}
 		a := attachNoLoop(t, r, newFakeOffloadPort(), 1, "10.240.0.1", 1390)

@@ -325,7 +325,13 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 		di, in := indexOf(pkt.dst)
 		if !in {
 			// At a gateway: a worker's container going out through the
-			// app's NAT (path 5).
+			// app's NAT (path 5). Only an egress VNI leads there: a PN's
+			// own Local is this node's egress for its own containers, and
+			// another node's must not leave from this node's address.
+			if !IsEgressVNI(f.vni) {
+				c[dropOverlayEgress]++
+				continue
+			}
 			if ls := t.local.Load(); ls != nil && ls.egress {
 				ls.l.Deliver(pkt.hdr)
 				c[ctrToStack]++

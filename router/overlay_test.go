@@ -37,7 +37,7 @@ func newOverlayNode(tb testing.TB, ip [4]byte) *overlayNode {
 
 func (n *overlayNode) setRemote(tb testing.TB, network uint32, addr string, node [4]byte) {
 	tb.Helper()
-	if err := n.r.SetRemote(network, netip.MustParseAddr(addr), netip.AddrFrom4(node)); err != nil {
+	if err := n.r.SetRemote(network, testPN(network), netip.MustParseAddr(addr), netip.AddrFrom4(node)); err != nil {
 		tb.Fatalf("SetRemote(%d, %s): %v", network, addr, err)
 	}
 }
@@ -151,7 +151,7 @@ func TestOverlayWriteDrops(t *testing.T) {
 		{"broadcast", frame(UDP4("10.240.0.1", "10.240.3.255"), 7, testNodeB), "broadcast"},
 		{"destination remote", frame(UDP4("10.240.0.1", "10.240.0.5"), 7, testNodeB), "unknown_destination"},
 		{"destination unknown", frame(UDP4("10.240.0.1", "10.240.0.3"), 7, testNodeB), "unknown_destination"},
-		{"destination outside PN", frame(UDP4("10.240.0.1", "8.8.8.8"), 7, testNodeB), "unknown_destination"},
+		{"destination outside PN", frame(UDP4("10.240.0.1", "8.8.8.8"), 7, testNodeB), "overlay_egress"},
 		{"too big for the port", frame(Pkt4("10.240.0.1", "10.240.0.2", PktOpts{Payload: 600}), 7, testNodeB), "too_big"},
 	}
 	for _, tc := range tests {
@@ -312,28 +312,28 @@ func TestRemoteEntries(t *testing.T) {
 	addr := netip.MustParseAddr("10.240.0.2")
 	attachNoLoop(t, r, newFakePort(1, false), 7, "10.240.0.1", 1390)
 
-	if err := r.SetRemote(7, netip.MustParseAddr("10.240.0.1"), node); !errors.Is(err, ErrAddrInUse) {
+	if err := r.SetRemote(7, testPN(7), netip.MustParseAddr("10.240.0.1"), node); !errors.Is(err, ErrAddrInUse) {
 		t.Errorf("SetRemote over a local port: %v", err)
 	}
-	if err := r.SetRemote(9, addr, node); err != nil {
+	if err := r.SetRemote(9, testPN(9), addr, node); err != nil {
 		t.Fatal(err)
 	}
 	if s := r.Stats(); s.Networks != 2 {
 		t.Errorf("Networks = %d with a remote-only network", s.Networks)
 	}
-	if err := r.SetRemote(9, addr, netip.AddrFrom4(testNodeA)); err != nil {
+	if err := r.SetRemote(9, testPN(9), addr, netip.AddrFrom4(testNodeA)); err != nil {
 		t.Errorf("replacing a remote: %v", err)
 	}
 	idx, _ := HostIndex(addr)
 	if e := r.state.networks[9].lookup(idx); e.kind != entryRemote || e.node != testNodeA || r.state.networks[9].remotes != 1 {
 		t.Errorf("entry after replace: %+v", e)
 	}
-	if _, err := r.attach(newFakePort(1, false), PortConfig{Network: 9, Addr: addr}); !errors.Is(err, ErrAddrInUse) {
+	if _, err := r.attach(newFakePort(1, false), PortConfig{Network: 9, PN: testPN(9), Addr: addr}); !errors.Is(err, ErrAddrInUse) {
 		t.Errorf("AddPort over a remote: %v", err)
 	}
-	r.RemoveRemote(7, netip.MustParseAddr("10.240.0.1")) // local: no-op
-	r.RemoveRemote(7, netip.MustParseAddr("10.240.0.3")) // absent: no-op
-	r.RemoveRemote(9, addr)
+	r.RemoveRemote(7, testPN(7), netip.MustParseAddr("10.240.0.1")) // local: no-op
+	r.RemoveRemote(7, testPN(7), netip.MustParseAddr("10.240.0.3")) // absent: no-op
+	r.RemoveRemote(9, testPN(9), addr)
 	if s := r.Stats(); s.Networks != 1 || r.tableOf(9) != nil || r.tableOf(7) == nil {
 		t.Errorf("after RemoveRemote: Networks %d", s.Networks)
 	}
@@ -341,7 +341,7 @@ func TestRemoteEntries(t *testing.T) {
 		network    uint32
 		addr, node string
 	}{{1 << 24, "10.240.0.2", "100.64.0.1"}, {1, "10.240.3.255", "100.64.0.1"}, {1, "10.240.0.2", "::1"}} {
-		if err := r.SetRemote(tc.network, netip.MustParseAddr(tc.addr), netip.MustParseAddr(tc.node)); err == nil {
+		if err := r.SetRemote(tc.network, testPN(tc.network), netip.MustParseAddr(tc.addr), netip.MustParseAddr(tc.node)); err == nil {
 			t.Errorf("SetRemote(%d, %s, %s) accepted", tc.network, tc.addr, tc.node)
 		}
 	}
@@ -462,13 +462,36 @@ func VXLANFrame(pkt []byte, src, dst netip.Addr, vni uint32, off int) []byte {
 // of a node with a local port and remote entries: it must never panic, and
 // every frame is accounted for.
 func FuzzOverlayWrite(f *testing.F) {
+	const evni = EgressVNIBit | 7 // a gateway's NAT here, and a return for the port at .3
+	const rvni = EgressVNIBit | 8
 	f.Add(VXLANFrame(UDP4("10.240.0.1", "10.240.0.2"), netip.AddrFrom4(testNodeA), netip.AddrFrom4(testNodeB), 7, 0))
 	f.Add(VXLANFrame(UDP4("10.240.0.1", "10.240.3.255"), netip.AddrFrom4(testNodeA), netip.AddrFrom4(testNodeB), 7, 0))
+	f.Add(VXLANFrame(UDP4("10.240.0.1", "192.0.2.1"), netip.AddrFrom4(testNodeA), netip.AddrFrom4(testNodeB), 7, 0))
+	f.Add(VXLANFrame(UDP4("10.240.0.1", "192.0.2.1"), netip.AddrFrom4(testNodeA), netip.AddrFrom4(testNodeB), evni, 0))
+	f.Add(VXLANFrame(UDP4("192.0.2.1", "10.240.0.3"), netip.AddrFrom4(testNodeA), netip.AddrFrom4(testNodeB), rvni, 0))
+	f.Add(VXLANFrame(UDP4("10.240.0.9", "10.240.0.3"), netip.AddrFrom4(testNodeA), netip.AddrFrom4(testNodeB), rvni, 0))
 	f.Add(VXLANFrame(append([]byte{0x45, 0, 0xff, 0xff}, make([]byte, 16)...), netip.AddrFrom4(testNodeA), netip.AddrFrom4(testNodeB), 7, 0))
+	f.Add(VXLANFrame(make([]byte, 20), netip.AddrFrom4(testNodeA), netip.AddrFrom4(testNodeB), probeVNI, 0))
 	f.Add([]byte{})
 	b := newOverlayNode(f, testNodeB)
 	attachNoLoop(f, b.r, newFakePort(8, false), 7, "10.240.0.2", 1390)
+	ret := attachNoLoop(f, b.r, newFakePort(8, false), 7, "10.240.0.3", 1390)
 	b.setRemote(f, 7, "10.240.0.1", testNodeA)
+	nodeEgress := &countLocal{}
+	if err := b.r.SetLocal(7, testPN(7), nodeEgress, LocalOptions{Egress: true}); err != nil {
+		f.Fatal(err)
+	}
+	b.setRemote(f, evni, "10.240.0.1", testNodeA)
+	if err := b.r.SetLocal(evni, testPN(evni), &countLocal{}, LocalOptions{Egress: true}); err != nil {
+		f.Fatal(err)
+	}
+	gw := netip.AddrFrom4(testNodeA)
+	if err := ret.SetEgress(&EgressRoute{VNI: rvni, Gateways: []EgressGateway{{Overlay: gw, New: true, Existing: true}}}); err != nil {
+		f.Fatal(err)
+	}
+	if err := b.r.SetEgressReturn(rvni, 7, testPN(7), []netip.Addr{gw}); err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		before := b.r.Stats()
 		buf := append(make([]byte, wgOffset, wgOffset+len(frame)), frame...)
@@ -480,9 +503,16 @@ func FuzzOverlayWrite(f *testing.F) {
 		for k, v := range after.Drops {
 			drops += v - before.Drops[k]
 		}
-		if after.Counters["rx_packets"]-before.Counters["rx_packets"] != 1 ||
-			drops+after.Counters["forwarded"]-before.Counters["forwarded"] != 1 {
+		want := uint64(1)
+		if f, ok := decodeVXLAN(frame); ok && f.dst == testNodeB && f.vni == probeVNI {
+			want = 0 // probes are not traffic: outside the rx balance
+		}
+		if after.Counters["rx_packets"]-before.Counters["rx_packets"] != want ||
+			drops+after.Counters["forwarded"]-before.Counters["forwarded"]+after.Counters["to_stack"]-before.Counters["to_stack"] != want {
 			t.Errorf("frame not accounted for exactly once: %v %v", after.Counters, after.Drops)
+		}
+		if nodeEgress.n != 0 {
+			t.Fatalf("a frame from the overlay reached the node's own egress stack")
 		}
 	})
 }

@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func newTestRouter(t *testing.T) *router.Router {
 func addPort(t *testing.T, r *router.Router, network uint32, addr string) (*router.Attached, *porttest.Port) {
 	t.Helper()
 	p := porttest.New(8, 1500)
-	a, err := r.AddPort(p, router.PortConfig{Network: network, Addr: netip.MustParseAddr(addr), MTU: 1390, Name: addr})
+	a, err := r.AddPort(p, router.PortConfig{Network: network, PN: pnOf(network), Addr: netip.MustParseAddr(addr), MTU: 1390, Name: addr})
 	if err != nil {
 		t.Fatalf("AddPort(%d, %s): %v", network, addr, err)
 	}
@@ -71,3 +72,6 @@ func canceled() context.Context {
 	cancel()
 	return ctx
 }
+
+// pnOf is the network id tests give the table of VNI vni.
+func pnOf(vni uint32) string { return fmt.Sprintf("pn-%d", vni) }

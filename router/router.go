@@ -140,8 +140,11 @@ type Router struct {
 	// returns is a read-only copy of state.returns for the overlay's
 	// receive path (see SetEgressReturn).
 	returns atomic.Pointer[map[uint32]*egressReturn]
-	probe   probeState // overlay probes (probe.go)
-	pools   pools      // read batches, by shape (batch.go)
+	// vniRefused counts entries, ports and Locals refused because their
+	// network does not own the VNI's table (ErrVNIOwned).
+	vniRefused atomic.Uint64
+	probe      probeState // overlay probes (probe.go)
+	pools      pools      // read batches, by shape (batch.go)
 	// localGSOFree holds WriteLocalGSO's scratches (local_gso.go).
 	localGSOFree chan *localGSOScratch
 
@@ -216,7 +219,10 @@ func (r *Router) attach(p Port, cfg PortConfig) (*Attached, error) {
 	if r.state.closed {
 		return nil, fmt.Errorf("attach port %q: %w", cfg.Name, ErrClosed)
 	}
-	t := r.tableLocked(cfg.Network)
+	t, err := r.ownedTableLocked(cfg.Network, cfg.PN)
+	if err != nil {
+		return nil, fmt.Errorf("attach port %q: %w", cfg.Name, err)
+	}
 	if t.lookup(idx) != nil {
 		// A local port or a remote entry (a container of another node).
 		r.dropIfEmptyLocked(t)
@@ -228,7 +234,7 @@ func (r *Router) attach(p Port, cfg PortConfig) (*Attached, error) {
 	t.slots[idx].Store(a.entry)
 	t.ports++
 	r.state.ports[a] = struct{}{}
-	r.log.Debug("port attached", "port", cfg.Name, "network", cfg.Network, "addr", cfg.Addr, "mtu", cfg.MTU, "batch", batch)
+	r.log.Debug("port attached", "port", cfg.Name, "pn", cfg.PN, "network", cfg.Network, "addr", cfg.Addr, "mtu", cfg.MTU, "batch", batch)
 	return a, nil
 }
 
@@ -239,18 +245,6 @@ func (r *Router) unlink(a *Attached) {
 	a.table.slots[a.slot].CompareAndSwap(a.entry, nil)
 	a.table.ports--
 	r.dropIfEmptyLocked(a.table)
-}
-
-// tableLocked returns the table of network vni, creating it if needed.
-// Callers hold r.state.
-func (r *Router) tableLocked(vni uint32) *table {
-	t := r.state.networks[vni]
-	if t == nil {
-		t = &table{vni: vni}
-		r.state.networks[vni] = t
-		r.publishNetworks()
-	}
-	return t
 }
 
 // dropIfEmptyLocked forgets t when no port and no remote entry is left.
@@ -308,6 +302,7 @@ func (r *Router) Stats() Stats {
 	s.Counters["from_stack"] = r.local.packets.Load()
 	s.Counters["from_stack_bytes"] = r.local.bytes.Load()
 	s.Counters["from_stack_dropped"] = r.local.dropped.Load()
+	s.Counters["vni_owner_refused"] = r.vniRefused.Load()
 	return s
 }
 

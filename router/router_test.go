@@ -174,7 +174,7 @@ func TestTooBig(t *testing.T) {
 	r := newTestRouter(t)
 	_, p1 := addPort(t, r, 1, "10.240.0.1")
 	small := porttest.New(4, 1500)
-	if _, err := r.AddPort(small, router.PortConfig{Network: 1, Addr: netip.MustParseAddr("10.240.0.2"), MTU: 1280, Name: "small"}); err != nil {
+	if _, err := r.AddPort(small, router.PortConfig{Network: 1, PN: pnOf(1), Addr: netip.MustParseAddr("10.240.0.2"), MTU: 1280, Name: "small"}); err != nil {
 		t.Fatal(err)
 	}
 	big := router.Pkt4("10.240.0.1", "10.240.0.2", router.PktOpts{Payload: 1300, DF: true})
@@ -206,14 +206,14 @@ func TestAddPortErrors(t *testing.T) {
 		is   error
 		msg  string
 	}{
-		{"duplicate", router.PortConfig{Network: 7, Addr: netip.MustParseAddr("10.240.0.1")}, router.ErrAddrInUse, "in use"},
-		{"network address", router.PortConfig{Network: 7, Addr: netip.MustParseAddr("10.240.0.0")}, nil, "not a host address"},
-		{"broadcast address", router.PortConfig{Network: 7, Addr: netip.MustParseAddr("10.240.3.255")}, nil, "not a host address"},
-		{"outside", router.PortConfig{Network: 7, Addr: netip.MustParseAddr("10.0.0.1")}, nil, "not a host address"},
-		{"zero address", router.PortConfig{Network: 7}, nil, "not a host address"},
-		{"vni too big", router.PortConfig{Network: 1 << 24, Addr: netip.MustParseAddr("10.240.0.5")}, nil, "24-bit"},
-		{"mtu too small", router.PortConfig{Network: 7, Addr: netip.MustParseAddr("10.240.0.5"), MTU: 67}, nil, "MTU"},
-		{"mtu too big", router.PortConfig{Network: 7, Addr: netip.MustParseAddr("10.240.0.5"), MTU: 65536}, nil, "MTU"},
+		{"duplicate", router.PortConfig{Network: 7, PN: pnOf(7), Addr: netip.MustParseAddr("10.240.0.1")}, router.ErrAddrInUse, "in use"},
+		{"network address", router.PortConfig{Network: 7, PN: pnOf(7), Addr: netip.MustParseAddr("10.240.0.0")}, nil, "not a host address"},
+		{"broadcast address", router.PortConfig{Network: 7, PN: pnOf(7), Addr: netip.MustParseAddr("10.240.3.255")}, nil, "not a host address"},
+		{"outside", router.PortConfig{Network: 7, PN: pnOf(7), Addr: netip.MustParseAddr("10.0.0.1")}, nil, "not a host address"},
+		{"zero address", router.PortConfig{Network: 7, PN: pnOf(7)}, nil, "not a host address"},
+		{"vni too big", router.PortConfig{Network: 1 << 24, PN: pnOf(1 << 24), Addr: netip.MustParseAddr("10.240.0.5")}, nil, "24-bit"},
+		{"mtu too small", router.PortConfig{Network: 7, PN: pnOf(7), Addr: netip.MustParseAddr("10.240.0.5"), MTU: 67}, nil, "MTU"},
+		{"mtu too big", router.PortConfig{Network: 7, PN: pnOf(7), Addr: netip.MustParseAddr("10.240.0.5"), MTU: 65536}, nil, "MTU"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -288,7 +288,7 @@ func TestRouterClose(t *testing.T) {
 	var ports []*porttest.Port
 	var atts []*router.Attached
 	for i := 1; i <= 5; i++ {
-		a, p := addPort(t, r, uint32(i%2), router.AddrOf(i).String())
+		a, p := addPort(t, r, uint32(i%2+1), router.AddrOf(i).String())
 		ports, atts = append(ports, p), append(atts, a)
 	}
 	send(t, ports[0], router.UDP4("10.240.0.1", "10.240.0.3"))
@@ -317,7 +317,7 @@ func TestRouterClose(t *testing.T) {
 	if s.Ports != 0 || s.Networks != 0 || s.Counters["forwarded"] != 1 || s.Counters["rx_packets"] != 1 {
 		t.Errorf("Stats after Close: %+v", s)
 	}
-	_, err := r.AddPort(porttest.New(1, 1500), router.PortConfig{Addr: netip.MustParseAddr("10.240.0.1")})
+	_, err := r.AddPort(porttest.New(1, 1500), router.PortConfig{Network: 1, PN: "pn-1", Addr: netip.MustParseAddr("10.240.0.1")})
 	if !errors.Is(err, router.ErrClosed) {
 		t.Errorf("AddPort after Close: %v, want ErrClosed", err)
 	}
@@ -326,7 +326,7 @@ func TestRouterClose(t *testing.T) {
 func TestStatsKeys(t *testing.T) {
 	want := []string{"malformed", "not_ipv4", "spoofed_source", "unknown_destination", "outside_network",
 		"resolver", "broadcast", "too_big", "write_error", "vxlan_malformed", "unknown_vni", "forged_source",
-		"overlay_queue_full", "stack_rate_limited", "no_gateway"}
+		"overlay_queue_full", "stack_rate_limited", "no_gateway", "return_source", "overlay_egress"}
 	if got := router.DropReasons(); !slices.Equal(got, want) {
 		t.Errorf("DropReasons() = %v, want %v", got, want)
 	}
@@ -380,7 +380,7 @@ func TestConcurrentTraffic(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for k := 0; k < 50; k++ {
-			a, err := r.AddPort(porttest.New(2, 1500), router.PortConfig{Network: 1, Addr: router.AddrOf(n + 1), Name: "churn"})
+			a, err := r.AddPort(porttest.New(2, 1500), router.PortConfig{Network: 1, PN: pnOf(1), Addr: router.AddrOf(n + 1), Name: "churn"})
 			if err != nil {
 				t.Errorf("AddPort: %v", err)
 				return
@@ -425,7 +425,7 @@ func TestWriteErrorKeepsSenderRunning(t *testing.T) {
 	a1, p1 := addPort(t, r, 1, "10.240.0.1")
 	_, p3 := addPort(t, r, 1, "10.240.0.3")
 	bad := brokenPort{porttest.New(4, 1500)}
-	if _, err := r.AddPort(bad, router.PortConfig{Network: 1, Addr: netip.MustParseAddr("10.240.0.2"), Name: "broken"}); err != nil {
+	if _, err := r.AddPort(bad, router.PortConfig{Network: 1, PN: pnOf(1), Addr: netip.MustParseAddr("10.240.0.2"), Name: "broken"}); err != nil {
 		t.Fatal(err)
 	}
 	send(t, p1, router.UDP4("10.240.0.1", "10.240.0.2"))

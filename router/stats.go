@@ -22,6 +22,8 @@ const (
 	dropOverlayQueueFull
 	dropStackRateLimited
 	dropNoGateway
+	dropReturnSource
+	dropOverlayEgress
 	numDrops
 )
 
@@ -60,6 +62,8 @@ var counterNames = [numCounters]string{
 	dropOverlayQueueFull:   "overlay_queue_full",
 	dropStackRateLimited:   "stack_rate_limited",
 	dropNoGateway:          "no_gateway",
+	dropReturnSource:       "return_source",
+	dropOverlayEgress:      "overlay_egress",
 	ctrRxPackets:           "rx_packets",
 	ctrRxBytes:             "rx_bytes",
 	ctrForwarded:           "forwarded",

@@ -29,8 +29,17 @@ type entry struct {
 // holding Router.state. A port keeps a pointer to its network's table, so
 // forwarding never looks a network up in a map and cannot reach another
 // network's slots: isolation between PNs is by construction.
+//
+// A table belongs to the one network that created it (owner: a PN id, or
+// the id of an app's egress in a PN): every entry and Local stored in it
+// was given for that owner, and one given for another network is refused
+// (ErrVNIOwned). Two networks whose VNIs collide therefore never share a
+// table; the second one is refused instead of mixed in. The owner never
+// changes: a table that empties is dropped, and only then can another
+// network take its VNI.
 type table struct {
 	vni     uint32
+	owner   string
 	slots   [tableSize]atomic.Pointer[entry]
 	ports   int // local ports in this table; guarded by Router.state
 	remotes int // remote entries in this table; guarded by Router.state

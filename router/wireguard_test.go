@@ -81,7 +81,7 @@ func (n *wgNode) container(t *testing.T, network uint32, addr string) *stacktest
 	if err != nil {
 		t.Fatalf("container %s: %v", addr, err)
 	}
-	a, err := n.r.AddPort(c.Port(), router.PortConfig{Network: network, Addr: c.Addr(), Name: addr})
+	a, err := n.r.AddPort(c.Port(), router.PortConfig{Network: network, PN: pnOf(network), Addr: c.Addr(), Name: addr})
 	if err != nil {
 		t.Fatalf("AddPort %s: %v", addr, err)
 	}
@@ -94,7 +94,7 @@ func (n *wgNode) container(t *testing.T, network uint32, addr string) *stacktest
 
 func (n *wgNode) remote(t *testing.T, network uint32, addr string, owner *wgNode) {
 	t.Helper()
-	if err := n.r.SetRemote(network, netip.MustParseAddr(addr), owner.overlay); err != nil {
+	if err := n.r.SetRemote(network, pnOf(network), netip.MustParseAddr(addr), owner.overlay); err != nil {
 		t.Fatalf("SetRemote(%d, %s): %v", network, addr, err)
 	}
 }
@@ -225,7 +225,7 @@ func TestWireGuardOverlay(t *testing.T) {
 		// 10.240.0.5 is a container of a third node; node A may not send
 		// with its address even though A is a valid peer.
 		third := netip.MustParseAddr("100.64.0.3")
-		if err := b.r.SetRemote(7, netip.MustParseAddr("10.240.0.5"), third); err != nil {
+		if err := b.r.SetRemote(7, pnOf(7), netip.MustParseAddr("10.240.0.5"), third); err != nil {
 			t.Fatal(err)
 		}
 		before := b.r.Stats()
@@ -242,7 +242,7 @@ func TestWireGuardOverlay(t *testing.T) {
 	})
 
 	t.Run("remove remote", func(t *testing.T) {
-		a.r.RemoveRemote(7, netip.MustParseAddr("10.240.0.2"))
+		a.r.RemoveRemote(7, pnOf(7), netip.MustParseAddr("10.240.0.2"))
 		err := a7.Ping(ctx, b7.Addr())
 		if !errors.Is(err, stacktest.ErrHostUnreachable) {
 			t.Errorf("ping after RemoveRemote: %v, want host unreachable", err)

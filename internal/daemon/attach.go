@@ -56,6 +56,7 @@ func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.
 		c, retry, err := d.tryAttach(ctx, req, want, port, ifname)
 		if err == nil {
 			d.view.Sync()
+			d.refreshRemotes()
 			d.reconcileEgressPath(c)
 			return c.info, nil
 		}
@@ -141,7 +142,7 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 		d.release(c)
 		return nil, false, fmt.Errorf("attach %s: %w", id, err)
 	}
-	att, err := d.router.AddPort(port, router.PortConfig{Network: n.vni, Addr: addr, MTU: d.cfg.MTU, Name: id})
+	att, err := d.router.AddPort(port, router.PortConfig{Network: n.vni, PN: n.id, Addr: addr, MTU: d.cfg.MTU, Name: id})
 	if err != nil {
 		undo()
 		c := &container{addr: addr, info: control.Container{Network: req.Network, App: req.App, Type: req.Type, Number: number}}
@@ -193,6 +194,7 @@ func (d *Daemon) detach(id string) (any, error) {
 	}
 	d.closeStacks(stale)
 	d.view.Sync()
+	d.refreshRemotes()
 	d.log.Info("detached", "id", id, "ip", c.addr)
 	return c.info, nil
 }
@@ -220,6 +222,7 @@ func (d *Daemon) watch(c *container) {
 		c.attached.Close()
 		d.closeStacks(stale)
 		d.view.Sync()
+		d.refreshRemotes()
 		d.log.Warn("container port died; detached", "id", c.info.ID, "ip", c.addr, "err", err)
 	}
 }

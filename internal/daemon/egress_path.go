@@ -133,7 +133,7 @@ func (d *Daemon) reconcileEgressRoutes(p *egressPath, alive map[string]bool, fre
 	p.routes = routes
 
 	wantReturns := make(map[uint32][]netip.Addr)
-	returnNet := make(map[uint32]uint32)
+	returnNet := make(map[uint32]string)
 	for _, an := range nets {
 		r, ok := routes[an.app]
 		if !ok || !r.dedicated || len(r.gws) == 0 {
@@ -145,12 +145,13 @@ func (d *Daemon) reconcileEgressRoutes(p *egressPath, alive map[string]bool, fre
 				wantReturns[vni] = append(wantReturns[vni], g.Overlay)
 			}
 		}
-		returnNet[vni] = records.VNI(an.pn)
+		returnNet[vni] = an.pn
 	}
 	// Every time, not only on change: the router binds a return to the
 	// network's current table, which goes and comes back with its ports.
 	for vni, gws := range wantReturns {
-		if err := d.router.SetEgressReturn(vni, returnNet[vni], gws); err != nil {
+		pn := returnNet[vni]
+		if err := d.router.SetEgressReturn(vni, records.VNI(pn), pn, gws); err != nil {
 			d.log.Warn("egress return", "vni", vni, "err", err)
 			continue
 		}
@@ -158,7 +159,7 @@ func (d *Daemon) reconcileEgressRoutes(p *egressPath, alive map[string]bool, fre
 	}
 	for vni := range p.returns {
 		if _, ok := wantReturns[vni]; !ok {
-			d.router.SetEgressReturn(vni, 0, nil)
+			d.router.SetEgressReturn(vni, 0, "", nil)
 			delete(p.returns, vni)
 		}
 	}

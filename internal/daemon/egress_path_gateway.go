@@ -18,6 +18,7 @@ import (
 
 type gwKey struct {
 	vni uint32
+	net string // records.EgressNet of the app and network: the owner of vni's table
 	ip  netip.Addr
 }
 
@@ -72,7 +73,7 @@ func (d *Daemon) reconcileGatewayPath(p *egressPath, overlays map[string][4]byte
 		}
 		ip, holds := held[c.App]
 		node, live := overlays[c.Owner]
-		return gwEntry{k: gwKey{vni: records.EgressVNI(c.App, c.PN), ip: ip}, addr: c.Addr, node: node}, holds && live
+		return gwEntry{k: gwKey{vni: records.EgressVNI(c.App, c.PN), net: records.EgressNet(c.App, c.PN), ip: ip}, addr: c.Addr, node: node}, holds && live
 	}
 	g.want.Sync(full, want, func(_ string, cur, next *gwEntry) (*gwEntry, error) {
 		return d.applyGatewayEntry(g, cur, next)
@@ -85,7 +86,7 @@ func (d *Daemon) reconcileGatewayPath(p *egressPath, overlays map[string][4]byte
 func (d *Daemon) applyGatewayEntry(g *gatewayPath, cur, next *gwEntry) (*gwEntry, error) {
 	if cur != nil && (next == nil || cur.k != next.k || cur.addr != next.addr) {
 		if _, ok := g.remotes[cur.k][cur.addr]; ok {
-			d.router.RemoveRemote(cur.k.vni, cur.addr)
+			d.router.RemoveRemote(cur.k.vni, cur.k.net, cur.addr)
 			delete(g.remotes[cur.k], cur.addr)
 		}
 		if g.users[cur.k]--; g.users[cur.k] <= 0 {
@@ -113,7 +114,7 @@ func (d *Daemon) applyGatewayEntry(g *gatewayPath, cur, next *gwEntry) (*gwEntry
 	if node, ok := g.remotes[e.k][e.addr]; ok && node == e.node {
 		return next, nil
 	}
-	if err := d.router.SetRemote(e.k.vni, e.addr, netip.AddrFrom4(e.node)); err != nil {
+	if err := d.router.SetRemote(e.k.vni, e.k.net, e.addr, netip.AddrFrom4(e.node)); err != nil {
 		d.log.Warn("gateway remote entry", "vni", e.k.vni, "addr", e.addr, "err", err)
 		return next, err
 	}
@@ -125,14 +126,14 @@ func (d *Daemon) applyGatewayEntry(g *gatewayPath, cur, next *gwEntry) (*gwEntry
 // record needs any more.
 func (d *Daemon) closeGatewayStack(g *gatewayPath, k gwKey) {
 	for addr := range g.remotes[k] {
-		d.router.RemoveRemote(k.vni, addr)
+		d.router.RemoveRemote(k.vni, k.net, addr)
 	}
 	delete(g.remotes, k)
 	st := g.stacks[k]
 	if st == nil {
 		return // it never started
 	}
-	d.router.SetLocal(k.vni, nil, router.LocalOptions{})
+	d.router.SetLocal(k.vni, k.net, nil, router.LocalOptions{})
 	delete(g.stacks, k)
 	// Closing waits for flows to abort: not on the reconcile loop.
 	d.watchers.Go(func() { st.Close() })
@@ -157,7 +158,7 @@ func (d *Daemon) newGatewayStack(k gwKey) (*stack.Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.SetLocal(vni, st, router.LocalOptions{Egress: true}); err != nil {
+	if err := rt.SetLocal(vni, k.net, st, router.LocalOptions{Egress: true}); err != nil {
 		st.Close()
 		return nil, err
 	}

@@ -29,7 +29,7 @@ func gatewayReference(d *Daemon) map[gwKey]map[netip.Addr][4]byte {
 		if !ok || !live {
 			continue
 		}
-		k := gwKey{vni: records.EgressVNI(c.App, c.Network), ip: ip}
+		k := gwKey{vni: records.EgressVNI(c.App, c.Network), net: records.EgressNet(c.App, c.Network), ip: ip}
 		if want[k] == nil {
 			want[k] = make(map[netip.Addr][4]byte)
 		}

@@ -43,7 +43,7 @@ func (d *Daemon) ensureStackLocked(n *network) error {
 	if err != nil {
 		return fmt.Errorf("network %s: %w", n.id, err)
 	}
-	if err := rt.SetLocal(vni, st, router.LocalOptions{Egress: true}); err != nil {
+	if err := rt.SetLocal(vni, n.id, st, router.LocalOptions{Egress: true}); err != nil {
 		st.Close()
 		return fmt.Errorf("network %s: %w", n.id, err)
 	}
@@ -60,7 +60,7 @@ func (d *Daemon) staleStacksLocked() []*netStack {
 		if _, ok := d.reg.networks[pn]; ok {
 			continue
 		}
-		d.router.SetLocal(ns.vni, nil, router.LocalOptions{})
+		d.router.SetLocal(ns.vni, ns.pn, nil, router.LocalOptions{})
 		delete(d.stacks, pn)
 		stale = append(stale, ns)
 	}

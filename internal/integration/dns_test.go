@@ -39,11 +39,11 @@ func (tp *topology) withResolver(vni uint32, pn string, res *dns.Resolver) {
 	if err != nil {
 		tp.t.Fatal(err)
 	}
-	if err := rt.SetLocal(vni, st, router.LocalOptions{}); err != nil {
+	if err := rt.SetLocal(vni, netOf(vni), st, router.LocalOptions{}); err != nil {
 		tp.t.Fatal(err)
 	}
 	tp.t.Cleanup(func() {
-		rt.SetLocal(vni, nil, router.LocalOptions{})
+		rt.SetLocal(vni, netOf(vni), nil, router.LocalOptions{})
 		if err := st.Close(); err != nil {
 			tp.t.Errorf("stack close: %v", err)
 		}

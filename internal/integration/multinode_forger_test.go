@@ -159,7 +159,7 @@ func (f *forger) add(t *testing.T, vni uint32, addr string) *node {
 			t.Errorf("close forger container %s: %v", addr, err)
 		}
 	})
-	a, err := f.router.AddPort(c.Port(), router.PortConfig{Network: vni, Addr: c.Addr(), MTU: c.MTU(), Name: "forger-" + addr})
+	a, err := f.router.AddPort(c.Port(), router.PortConfig{Network: vni, PN: netOf(vni), Addr: c.Addr(), MTU: c.MTU(), Name: "forger-" + addr})
 	if err != nil {
 		t.Fatal(err)
 	}

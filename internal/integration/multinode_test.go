@@ -203,7 +203,7 @@ func TestMultiNodeInProcess(t *testing.T) {
 		// is routed and accepted through the same path.
 		own := f.add(t, vni, "10.240.0.9")
 		f.announce(t, mnPN1, own.Addr())
-		if err := f.router.SetRemote(vni, c1.Addr(), n1Meta.Overlay); err != nil {
+		if err := f.router.SetRemote(vni, netOf(vni), c1.Addr(), n1Meta.Overlay); err != nil {
 			t.Fatal(err)
 		}
 		poll.Until(t, 10*time.Second, "n1 to list the forger's own container", func() bool {

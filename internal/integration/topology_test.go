@@ -26,6 +26,9 @@ type topology struct {
 	router *router.Router
 }
 
+// netOf is the network id the tests give the router table of VNI vni.
+func netOf(vni uint32) string { return fmt.Sprintf("pn-vni-%d", vni) }
+
 // node is one container attached to the topology's router.
 type node struct {
 	*stacktest.Container
@@ -69,6 +72,7 @@ func (n *node) attach(tp *topology) {
 	tp.t.Helper()
 	a, err := tp.router.AddPort(n.Port(), router.PortConfig{
 		Network: n.network,
+		PN:      netOf(n.network),
 		Addr:    n.Addr(),
 		MTU:     n.MTU(),
 		Name:    n.Addr().String(),

@@ -105,7 +105,7 @@ func TestDetachAndReattach(t *testing.T) {
 	}
 	defer c.Close()
 	p := c.Port()
-	if _, err := tp.router.AddPort(p, router.PortConfig{Network: 1, Addr: b.Addr()}); !errors.Is(err, router.ErrAddrInUse) {
+	if _, err := tp.router.AddPort(p, router.PortConfig{Network: 1, PN: netOf(1), Addr: b.Addr()}); !errors.Is(err, router.ErrAddrInUse) {
 		t.Errorf("second port for %v: %v, want ErrAddrInUse", b.Addr(), err)
 	}
 	p.Close()

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"hash/fnv"
 	"net/netip"
+
+	"github.com/vrouter/vrouter/router"
 )
 
 // Identifiers every node derives from names, without coordination. Two
@@ -15,11 +17,12 @@ import (
 // families (keys, codecs, and claim/tie-break rules) that make these
 // identifiers claims in the store, with these hashes as first candidates.
 
-// VNI derives a PN's 24-bit VXLAN network identifier from its id.
+// VNI derives a PN's VXLAN network identifier from its id, in the PN half
+// of the VNI space (router.IsNetworkVNI): an egress VNI never equals it.
 func VNI(pn string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(pn))
-	v := h.Sum32() & 0xffffff
+	v := h.Sum32() & (router.EgressVNIBit - 1)
 	if v == 0 {
 		v = 1
 	}
@@ -28,16 +31,20 @@ func VNI(pn string) uint32 {
 
 // EgressVNI derives the VNI of an app's egress traffic from one network:
 // per app and network, so that at the gateway flows of networks with the
-// same container addresses never share a table or a NAT.
+// same container addresses never share a table or a NAT. It lies in the
+// egress half of the VNI space (router.IsEgressVNI), apart from every PN's
+// own VNI.
 func EgressVNI(app, pn string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte("egress\x00" + app + "\x00" + pn))
-	v := h.Sum32() & 0xffffff
-	if v == 0 {
-		v = 1
-	}
-	return v
+	return h.Sum32()&(router.EgressVNIBit-1) | router.EgressVNIBit
 }
+
+// EgressNet names the owner of an egress VNI's table at a gateway: the
+// app's egress in one network. Two pairs whose egress VNIs collide are
+// refused by the router (router.ErrVNIOwned) rather than sharing a table
+// and a NAT.
+func EgressNet(app, pn string) string { return "egress/" + app + "/" + pn }
 
 // OverlayPrefix holds the nodes' overlay addresses: the outer source and
 // destination of VXLAN inside WireGuard, never seen by containers.
