@@ -18,6 +18,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -64,6 +65,8 @@ type Cluster struct {
 	mc        *memberlist.Config
 	ml        *memberlist.Memberlist
 	store     *Store
+	sign      *signer
+	pins      *pins
 	queue     *memberlist.TransmitLimitedQueue
 	changes   chan struct{}
 	local     netip.AddrPort
@@ -79,6 +82,9 @@ type Cluster struct {
 	joining      bool
 	joinConflict error
 	metaErrors   uint64
+	metaRefused  uint64               // peers' metadata without a valid signature
+	keyChanged   uint64               // peers' metadata signed by another key than the pinned one
+	warned       map[string]time.Time // rate limit of identity warnings, by node and reason
 	closed       bool
 
 	joinMu    sync.Mutex // serializes Join
@@ -98,13 +104,29 @@ func New(cfg Config) (*Cluster, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	priv := cfg.SigningKey
+	if priv == nil {
+		if _, priv, err = ed25519.GenerateKey(nil); err != nil {
+			return nil, fmt.Errorf("cluster config: generate signing key: %w", err)
+		}
+	}
+	sign, err := newSigner(priv)
+	if err != nil {
+		return nil, fmt.Errorf("cluster config: %w", err)
+	}
+	pins, err := loadPins(cfg.PinFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster config: %w", err)
+	}
+	started := time.Now()
 	meta := cfg.Meta
 	for meta.BootID == 0 {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
 		meta.BootID = binary.LittleEndian.Uint64(b[:])
 	}
-	mb, err := meta.MarshalBinary()
+	meta.Started = started.UnixNano()
+	mb, err := signMeta(cfg.Name, &meta, sign)
 	if err != nil {
 		return nil, fmt.Errorf("cluster config: %w", err)
 	}
@@ -112,8 +134,11 @@ func New(cfg Config) (*Cluster, error) {
 		name:      cfg.Name,
 		log:       log.With("node", cfg.Name),
 		mc:        mc,
+		sign:      sign,
+		pins:      pins,
 		changes:   make(chan struct{}, 1),
-		started:   time.Now(),
+		started:   started,
+		warned:    make(map[string]time.Time),
 		reapAfter: mc.GossipToTheDeadTime,
 		meta:      meta,
 		metaBytes: mb,
@@ -125,6 +150,9 @@ func New(cfg Config) (*Cluster, error) {
 	c.store = newStore(cfg.Name, meta.BootID, tombstoneTTL(mc))
 	c.store.out = c.queueBroadcast
 	c.store.changed = c.signal
+	c.store.sign = sign
+	c.store.keyOf = pins.key
+	c.store.hlc = meta.Started
 	c.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(c.numNodes.Load()) },
 		RetransmitMult: mc.RetransmitMult,
@@ -279,7 +307,8 @@ func (c *Cluster) SetMeta(m NodeMeta) error {
 		c.mu.Unlock()
 		return fmt.Errorf("set meta: BootID cannot change (%d → %d)", c.meta.BootID, m.BootID)
 	}
-	b, err := m.MarshalBinary()
+	m.Started = c.meta.Started
+	b, err := signMeta(c.name, &m, c.sign)
 	if err != nil {
 		c.mu.Unlock()
 		return fmt.Errorf("set meta: %w", err)
@@ -316,6 +345,8 @@ func (c *Cluster) SettleTime() time.Duration {
 type Stats struct {
 	StoreStats
 	MetaErrors      uint64 // peers' metadata that failed to decode
+	MetaUnsigned    uint64 // peers' metadata refused: no valid signature, or a start in the future
+	MetaKeyChanged  uint64 // peers' metadata refused: signed by another key than the one pinned for the name
 	QueuedBroadcast int    // store broadcasts waiting in the gossip queue
 }
 
@@ -324,8 +355,49 @@ func (c *Cluster) Stats() Stats {
 	st := Stats{StoreStats: c.store.Stats(), QueuedBroadcast: c.queue.NumQueued()}
 	c.mu.Lock()
 	st.MetaErrors = c.metaErrors
+	st.MetaUnsigned = c.metaRefused
+	st.MetaKeyChanged = c.keyChanged
 	c.mu.Unlock()
 	return st
+}
+
+// SigningKey is this node's public signing key, as pinned by its peers.
+func (c *Cluster) SigningKey() [32]byte { return c.sign.pub }
+
+// Pins lists the signing keys pinned to peer names, sorted by name.
+func (c *Cluster) Pins() []Pin { return c.pins.list() }
+
+// ErrNoPin: Unpin of a name that has no pin.
+var ErrNoPin = errors.New("no signing key pinned for that name")
+
+// Unpin removes the signing key pinned to name, so that the next key seen
+// for it is trusted (as a new node would be): what an operator does after
+// reinstalling a node, whose new state dir has a new key. A node currently
+// refused for a changed key is re-checked at once.
+func (c *Cluster) Unpin(name string) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("unpin: %w", err)
+	}
+	ok, err := c.pins.remove(name)
+	if err != nil {
+		return fmt.Errorf("unpin %s: %w", name, err)
+	}
+	if !ok {
+		return fmt.Errorf("unpin %s: %w", name, ErrNoPin)
+	}
+	c.log.Info("removed signing key pin", "peer", name)
+	c.mu.Lock()
+	n := c.nodes[name]
+	var raw []byte
+	var addr netip.AddrPort
+	if n != nil && n.state.up() && n.refused != nil {
+		raw, addr = n.refused, n.addr
+	}
+	c.mu.Unlock()
+	if raw != nil {
+		c.peerUp(name, addr, raw)
+	}
+	return nil
 }
 
 // Close leaves gracefully (bounded wait for the leave to be gossiped), shuts
@@ -380,6 +452,7 @@ func (c *Cluster) maintain() {
 		case now := <-t.C:
 			c.reap(now)
 			c.store.gc()
+			c.pruneWarned(now)
 			// Each (owner, key) has at most one queued broadcast, so only
 			// a flood of distinct keys gets here; the oldest go first and
 			// push-pull repairs them.
@@ -397,9 +470,11 @@ func (c *Cluster) queueBroadcast(name string, msg []byte) {
 	c.queue.QueueBroadcast(&broadcast{name: name, msg: msg})
 }
 
-// peerUp handles memberlist's join and update events.
+// peerUp handles memberlist's join and update events. Metadata that fails
+// the identity checks changes nothing but the node's Identity: the last
+// trusted metadata (if any) and the store's view of the owner stay.
 func (c *Cluster) peerUp(name string, addr netip.AddrPort, rawMeta []byte) {
-	meta := c.decodeMeta(name, rawMeta)
+	meta, id := c.checkMeta(name, rawMeta)
 	c.mu.Lock()
 	n := c.nodes[name]
 	if n == nil {
@@ -409,30 +484,105 @@ func (c *Cluster) peerUp(name string, addr netip.AddrPort, rawMeta []byte) {
 		n.state, n.since = StateAlive, time.Now()
 		delete(c.byes, name)
 	}
-	n.addr, n.meta = addr, meta
+	n.addr, n.identity = addr, id
+	if id == IdentityOK {
+		n.meta, n.trusted, n.refused = meta, true, nil
+	} else {
+		n.refused = append([]byte(nil), rawMeta...)
+	}
 	c.setPeerLocked(name, n)
+	trusted, m := n.trusted, n.meta
 	c.mu.Unlock()
-	c.store.setOwner(name, meta.BootID, true)
+	if trusted {
+		c.store.setOwnerLife(name, m.BootID, m.Started, true)
+	}
 	c.signal()
 }
 
 // peerDown handles memberlist's leave event: the node is dead or left.
 func (c *Cluster) peerDown(name string, addr netip.AddrPort, rawMeta []byte) {
-	meta := c.decodeMeta(name, rawMeta)
+	meta, id := c.checkMeta(name, rawMeta)
 	c.mu.Lock()
 	n := c.nodes[name]
 	if n == nil {
 		n = &nodeInfo{}
 	}
-	n.addr, n.meta = addr, meta
+	n.addr, n.identity = addr, id
+	if id == IdentityOK {
+		n.meta, n.trusted, n.refused = meta, true, nil
+	}
 	n.state, n.since = StateDead, time.Now()
-	if boot, ok := c.byes[name]; ok && boot == meta.BootID {
+	if boot, ok := c.byes[name]; ok && n.trusted && boot == n.meta.BootID {
 		n.state = StateLeft
 	}
 	c.setPeerLocked(name, n)
+	trusted, m := n.trusted, n.meta
 	c.mu.Unlock()
-	c.store.setOwner(name, meta.BootID, false)
+	if trusted {
+		c.store.setOwnerLife(name, m.BootID, m.Started, false)
+	}
 	c.signal()
+}
+
+// checkMeta decodes a peer's metadata and checks its identity: signed for
+// name by the key it carries, that key pinned to name (pinning it if name
+// is new), and a start time not in our future.
+func (c *Cluster) checkMeta(name string, b []byte) (NodeMeta, IdentityState) {
+	m, err := verifyMeta(name, b)
+	now := time.Now()
+	switch {
+	case err != nil && !errors.Is(err, errMetaUnsigned):
+		c.mu.Lock()
+		c.metaErrors++
+		c.mu.Unlock()
+		c.warnIdentity(name, "undecodable", "undecodable node metadata; node ignored", "err", err)
+		return NodeMeta{}, IdentityUnsigned
+	case err != nil:
+		c.mu.Lock()
+		c.metaRefused++
+		c.mu.Unlock()
+		c.warnIdentity(name, "unsigned", "node metadata without a valid signature; node ignored", "err", err)
+		return NodeMeta{}, IdentityUnsigned
+	case m.Started > now.Add(maxClockSkew).UnixNano():
+		c.mu.Lock()
+		c.metaRefused++
+		c.mu.Unlock()
+		c.warnIdentity(name, "future", "node metadata starts in the future; node ignored (clock skew?)",
+			"started", time.Unix(0, m.Started).UTC())
+		return NodeMeta{}, IdentityUnsigned
+	}
+	ok, err := c.pins.check(name, m.SigningKey, now)
+	if err != nil {
+		c.warnIdentity(name, "pin-save", "could not save signing key pin", "err", err)
+	}
+	if !ok {
+		c.mu.Lock()
+		c.keyChanged++
+		c.mu.Unlock()
+		pinned, _ := c.pins.key(name)
+		c.warnIdentity(name, "key-changed", "node signing key differs from the pinned one; node refused until unpinned (vrouter peers unpin NAME)",
+			"pinned", fmt.Sprintf("%x", pinned[:8]), "offered", fmt.Sprintf("%x", m.SigningKey[:8]))
+		return NodeMeta{}, IdentityKeyChanged
+	}
+	return m, IdentityOK
+}
+
+// identityWarnEvery bounds the identity warnings per node and reason: a
+// forger can resend its metadata as often as it likes.
+const identityWarnEvery = time.Minute
+
+func (c *Cluster) warnIdentity(name, reason, msg string, args ...any) {
+	now := time.Now()
+	k := name + "\x00" + reason
+	c.mu.Lock()
+	last, seen := c.warned[k]
+	if seen && now.Sub(last) < identityWarnEvery {
+		c.mu.Unlock()
+		return
+	}
+	c.warned[k] = now
+	c.mu.Unlock()
+	c.log.Warn(msg, append([]any{"peer", name}, args...)...)
 }
 
 // handleBye records a peer's announced graceful leave. It may arrive before
@@ -454,14 +604,12 @@ func (c *Cluster) handleBye(name string, boot uint64) {
 	}
 }
 
-func (c *Cluster) decodeMeta(name string, b []byte) NodeMeta {
-	var m NodeMeta
-	if err := m.UnmarshalBinary(b); err != nil {
-		c.mu.Lock()
-		c.metaErrors++
-		c.mu.Unlock()
-		c.log.Warn("undecodable node metadata", "peer", name, "err", err)
-		return NodeMeta{}
+func (c *Cluster) pruneWarned(now time.Time) {
+	c.mu.Lock()
+	for k, t := range c.warned {
+		if now.Sub(t) >= identityWarnEvery {
+			delete(c.warned, k)
+		}
 	}
-	return m
+	c.mu.Unlock()
 }

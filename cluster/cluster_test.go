@@ -59,6 +59,9 @@ func testConfig(t *testing.T, name string) Config {
 		Timing:   TimingFast,
 		Logger:   testLogger(t),
 		Network:  &testNet,
+		// A restart under the same name keeps its key, as a daemon
+		// restarted on the same state dir does.
+		SigningKey: testSigningKey(name),
 	}
 }
 

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,13 @@ type Config struct {
 	// BindAddr:BindPort (production, the e2e tier). Tests pass an
 	// in-memory one (cluster/memnet).
 	Network Network
+
+	// SigningKey is the node's long-lived identity (identity.go); nil =
+	// a fresh one for this Cluster only (tests).
+	SigningKey ed25519.PrivateKey
+	// PinFile keeps the signing keys pinned to peer names across restarts
+	// (written atomically, mode 0600); "" = pins live in memory only.
+	PinFile string
 }
 
 // Network makes the transport memberlist gossips over. The cluster key's

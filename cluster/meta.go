@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,9 +13,10 @@ import (
 const MetaMaxSize = 512
 
 // metaVersion is the encoding version written by MarshalBinary. Later
-// versions may only append fields, so a version-1 reader can still read the
-// prefix it knows.
-const metaVersion = 1
+// versions may only append fields (before the signature, which is always
+// last), so an older reader can still read the prefix it knows. Version 1
+// had no signature: such metadata decodes, but a Cluster refuses it.
+const metaVersion = 2
 
 const (
 	metaFlagGateway   = 1 << 0
@@ -42,6 +44,12 @@ type NodeMeta struct {
 	EgressIPs   []netip.Addr
 	Draining    bool
 	Unhealthy   bool // a gateway whose probe of the outside fails (--egress-probe)
+
+	// Filled in and signed by the Cluster (values set by callers of New
+	// and SetMeta are replaced):
+	Started    int64    // unix nanos when this life started: no claim of it is older
+	SigningKey [32]byte // ed25519 public key; pinned to the node's name
+	Signature  [64]byte // over metaSigDomain | name | the encoding before it
 }
 
 var errMetaTooLarge = errors.New("node metadata exceeds 512 bytes")
@@ -49,15 +57,16 @@ var errMetaTooLarge = errors.New("node metadata exceeds 512 bytes")
 // MarshalBinary encodes m as:
 //
 //	version u8 | flags u8 | bootID u64 | wgkey [32] | endpoint addr, port u16 |
-//	overlay addr | n u8 | n × addr
+//	overlay addr | n u8 | n × addr | started i64 | signingKey [32] | signature [64]
 //
 // where addr is a family byte (0 none, 4, 6) followed by 0, 4 or 16 bytes.
 // Zoned IPv6 addresses are refused: a zone means nothing on another host.
+// The signature is written as it is in m; signMeta computes it.
 func (m NodeMeta) MarshalBinary() ([]byte, error) {
 	if len(m.EgressIPs) > 255 {
 		return nil, fmt.Errorf("%w: %d egress IPs", errMetaTooLarge, len(m.EgressIPs))
 	}
-	b := make([]byte, 0, 64+len(m.EgressIPs)*5)
+	b := make([]byte, 0, 184+len(m.EgressIPs)*5)
 	b = append(b, metaVersion, m.flags())
 	b = binary.BigEndian.AppendUint64(b, m.BootID)
 	b = append(b, m.WGPublicKey[:]...)
@@ -78,6 +87,9 @@ func (m NodeMeta) MarshalBinary() ([]byte, error) {
 			return nil, fmt.Errorf("egress IP %d: %w", i, err)
 		}
 	}
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Started))
+	b = append(b, m.SigningKey[:]...)
+	b = append(b, m.Signature[:]...)
 	if len(b) > MetaMaxSize {
 		return nil, fmt.Errorf("%w: %d bytes", errMetaTooLarge, len(b))
 	}
@@ -115,8 +127,10 @@ func appendAddr(b []byte, a netip.Addr) ([]byte, error) {
 
 // UnmarshalBinary decodes what MarshalBinary wrote. It never panics on
 // garbage: every read is length-checked, unknown flag bits and trailing bytes
-// of a version-1 encoding are errors. Encodings with a higher version are
-// read up to the fields this version knows.
+// of an encoding of this version are errors. Encodings with a higher version
+// are read up to the fields this version knows. It does not check the
+// signature (verifyMeta does): version-1 metadata decodes with a zero
+// SigningKey.
 func (m *NodeMeta) UnmarshalBinary(b []byte) error {
 	if len(b) > MetaMaxSize {
 		return fmt.Errorf("%w: %d bytes", errMetaTooLarge, len(b))
@@ -130,10 +144,18 @@ func (m *NodeMeta) UnmarshalBinary(b []byte) error {
 	if ver == 0 {
 		return fmt.Errorf("node metadata: version 0")
 	}
-	if ver == metaVersion && flags&^metaFlagsKnown != 0 {
+	if ver <= metaVersion && flags&^metaFlagsKnown != 0 {
 		return fmt.Errorf("node metadata: unknown flags %#x", flags)
 	}
 	var out NodeMeta
+	if ver >= 2 {
+		// The signature is always last.
+		if len(b) < 2+sigSize {
+			return fmt.Errorf("node metadata: %w", errShort)
+		}
+		copy(out.Signature[:], b[len(b)-sigSize:])
+		r.b = r.b[:len(r.b)-sigSize]
+	}
 	out.Gateway = flags&metaFlagGateway != 0
 	out.Draining = flags&metaFlagDraining != 0
 	out.Unhealthy = flags&metaFlagUnhealthy != 0
@@ -159,14 +181,61 @@ func (m *NodeMeta) UnmarshalBinary(b []byte) error {
 			out.EgressIPs = append(out.EgressIPs, ip)
 		}
 	}
+	if ver >= 2 {
+		out.Started = int64(r.u64())
+		copy(out.SigningKey[:], r.bytes(32))
+	}
 	if r.err != nil {
 		return fmt.Errorf("node metadata: %w", r.err)
 	}
-	if ver == metaVersion && r.remaining() != 0 {
+	if ver <= metaVersion && r.remaining() != 0 {
 		return fmt.Errorf("node metadata: %d trailing bytes", r.remaining())
 	}
 	*m = out
 	return nil
+}
+
+var errMetaUnsigned = errors.New("node metadata is not signed")
+
+// signMeta fills in m's SigningKey, signs m for name and returns the
+// encoding.
+func signMeta(name string, m *NodeMeta, s *signer) ([]byte, error) {
+	m.SigningKey = s.pub
+	m.Signature = [sigSize]byte{}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	sig := ed25519.Sign(s.priv, metaSignedBytes(name, b[:len(b)-sigSize]))
+	copy(m.Signature[:], sig)
+	copy(b[len(b)-sigSize:], sig)
+	return b, nil
+}
+
+func metaSignedBytes(name string, body []byte) []byte {
+	msg := make([]byte, 0, len(metaSigDomain)+1+len(name)+len(body))
+	msg = append(msg, metaSigDomain...)
+	msg = append(msg, byte(len(name)))
+	msg = append(msg, name...)
+	return append(msg, body...)
+}
+
+// verifyMeta decodes b and checks that it is signed, for name, by the key
+// it carries. Whether that key is the one pinned for name is the caller's
+// question. Errors wrap errMetaUnsigned when the encoding is fine but the
+// signature is missing or wrong.
+func verifyMeta(name string, b []byte) (NodeMeta, error) {
+	var m NodeMeta
+	if err := m.UnmarshalBinary(b); err != nil {
+		return NodeMeta{}, err
+	}
+	if b[0] < 2 || m.SigningKey == ([32]byte{}) {
+		return m, fmt.Errorf("%w (version %d)", errMetaUnsigned, b[0])
+	}
+	if !ed25519.Verify(m.SigningKey[:], metaSignedBytes(name, b[:len(b)-sigSize]), m.Signature[:]) {
+		return m, fmt.Errorf("%w: bad signature", errMetaUnsigned)
+	}
+	return m, nil
 }
 
 var errShort = errors.New("truncated")

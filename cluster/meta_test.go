@@ -15,6 +15,13 @@ func fullMeta(nEgress int) NodeMeta {
 		Overlay:    netip.MustParseAddr("10.99.0.3"),
 		Gateway:    true,
 		Draining:   true,
+		Started:    1_700_000_000_123_456_789,
+	}
+	for i := range m.SigningKey {
+		m.SigningKey[i] = byte(0x80 + i)
+	}
+	for i := range m.Signature {
+		m.Signature[i] = byte(0x40 + i)
 	}
 	for i := range m.WGPublicKey {
 		m.WGPublicKey[i] = byte(i)
@@ -40,7 +47,7 @@ func TestNodeMetaRoundTrip(t *testing.T) {
 		{"v6 and flags", fullMeta(3)},
 		{"4in6 stays 4in6", NodeMeta{Overlay: netip.MustParseAddr("::ffff:10.0.0.1")}},
 		{"port without address", NodeMeta{WGEndpoint: netip.AddrPortFrom(netip.Addr{}, 7)}},
-		{"largest that fits", fullMeta(26)},
+		{"largest that fits", fullMeta(20)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,8 +70,22 @@ func TestNodeMetaRoundTrip(t *testing.T) {
 }
 
 func TestNodeMetaLimits(t *testing.T) {
-	if _, err := fullMeta(27).MarshalBinary(); !errors.Is(err, errMetaTooLarge) {
-		t.Fatalf("27 IPv6 egress IPs: err = %v, want errMetaTooLarge", err)
+	if _, err := fullMeta(21).MarshalBinary(); !errors.Is(err, errMetaTooLarge) {
+		t.Fatalf("21 IPv6 egress IPs: err = %v, want errMetaTooLarge", err)
+	}
+	// A daemon has an IPv4 endpoint and IPv4 egress IPs: 70 of them fit
+	// beside the rest.
+	v4 := fullMeta(0)
+	v4.WGEndpoint = netip.MustParseAddrPort("192.0.2.1:51820")
+	for i := range 71 {
+		v4.EgressIPs = append(v4.EgressIPs, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}))
+	}
+	if _, err := v4.MarshalBinary(); !errors.Is(err, errMetaTooLarge) {
+		t.Fatalf("71 IPv4 egress IPs: err = %v, want errMetaTooLarge", err)
+	}
+	v4.EgressIPs = v4.EgressIPs[:70]
+	if _, err := v4.MarshalBinary(); err != nil {
+		t.Fatalf("70 IPv4 egress IPs: %v", err)
 	}
 	if _, err := fullMeta(300).MarshalBinary(); !errors.Is(err, errMetaTooLarge) {
 		t.Fatalf("300 egress IPs: err = %v, want errMetaTooLarge", err)
@@ -104,20 +125,23 @@ func TestNodeMetaUnmarshalRejects(t *testing.T) {
 			}
 		})
 	}
-	// A later version may append fields: a version-1 reader keeps the prefix.
-	newer := append([]byte{2}, good[1:]...)
+	// A later version may append fields before the signature: this
+	// reader keeps the prefix it knows and the signature.
+	sig := len(good) - sigSize
+	newer := append([]byte{metaVersion + 1}, good[1:sig]...)
 	newer = append(newer, 0xAA, 0xBB)
+	newer = append(newer, good[sig:]...)
 	var m NodeMeta
 	if err := m.UnmarshalBinary(newer); err != nil {
-		t.Fatalf("version 2 with extra fields: %v", err)
+		t.Fatalf("version 3 with extra fields: %v", err)
 	}
-	if m.BootID != fullMeta(2).BootID {
-		t.Fatalf("version 2 prefix: BootID %x", m.BootID)
+	if want := fullMeta(2); m.BootID != want.BootID || m.Started != want.Started || m.Signature != want.Signature {
+		t.Fatalf("version 3 prefix: %+v", m)
 	}
 }
 
 func FuzzNodeMetaUnmarshal(f *testing.F) {
-	for _, m := range []NodeMeta{{}, fullMeta(0), fullMeta(26)} {
+	for _, m := range []NodeMeta{{}, fullMeta(0), fullMeta(20)} {
 		b, err := m.MarshalBinary()
 		if err != nil {
 			f.Fatal(err)
@@ -126,6 +150,8 @@ func FuzzNodeMetaUnmarshal(f *testing.F) {
 	}
 	f.Add([]byte{1, 0, 1, 2, 3})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The signature check reads the same bytes and never panics.
+		_, _ = verifyMeta("n1", b)
 		var m NodeMeta
 		if err := m.UnmarshalBinary(b); err != nil {
 			return

@@ -46,14 +46,22 @@ type Node struct {
 	State NodeState
 	Self  bool
 	Since time.Time // when State last changed, on this node's clock
+	// Identity says whether the node's metadata was signed by the key
+	// pinned for its name. Meta is the last metadata that was (zero if
+	// none ever was): a node whose identity is not IdentityOK must not be
+	// given traffic, and its records are not merged.
+	Identity IdentityState
 }
 
 // nodeInfo is the Cluster's record of a peer, guarded by Cluster.mu.
 type nodeInfo struct {
-	addr  netip.AddrPort
-	meta  NodeMeta
-	state NodeState
-	since time.Time
+	addr     netip.AddrPort
+	meta     NodeMeta // the last trusted metadata
+	trusted  bool     // meta is set
+	identity IdentityState
+	refused  []byte // the last refused raw metadata, re-checked on Unpin
+	state    NodeState
+	since    time.Time
 }
 
 func addrPortOf(ip net.IP, port uint16) netip.AddrPort {
@@ -76,11 +84,12 @@ func (c *Cluster) Nodes() []Node {
 	})
 	for name, n := range c.nodes {
 		out = append(out, Node{
-			Name:  name,
-			Addr:  n.addr,
-			Meta:  n.meta,
-			State: n.state,
-			Since: n.since,
+			Name:     name,
+			Addr:     n.addr,
+			Meta:     n.meta,
+			State:    n.state,
+			Since:    n.since,
+			Identity: n.identity,
 		})
 	}
 	c.mu.Unlock()

@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 )
@@ -26,7 +28,17 @@ import (
 //     if that metadata never comes;
 //   - the owner is the authority on its own entries: a peer's copy of one of
 //     our entries that we no longer have (its tombstone was already GC'd) is
-//     withdrawn with a fresh tombstone instead of being accepted.
+//     withdrawn with a fresh tombstone instead of being accepted;
+//   - every record carries its owner's signature (identity.go), checked
+//     against the key pinned for the owner's name before anything is merged:
+//     records of unknown signers, with bad signatures, or whose Claimed lies
+//     before the owner's start or beyond maxClockSkew in our future are
+//     dropped and counted;
+//   - Claimed is a hybrid logical clock: the owner's wall clock, but never
+//     below a Claimed it has merged, so a claim made after seeing another
+//     orders after it whatever the clocks say. A claim made by Claim that
+//     later loses (a partition heals and an older claim appears) is fenced:
+//     the store withdraws it itself and lists the key in Fenced.
 //
 // Changes go out as single-record gossip broadcasts (re-gossiped by every
 // node that learns something new) and the full state is repaired by
@@ -43,9 +55,11 @@ type Store struct {
 	self    string
 	boot    uint64
 	now     func() time.Time
-	ttl     time.Duration                 // tombstones, orphans and the graveyard live this long
-	out     func(name string, msg []byte) // queue a gossip broadcast; nil when standalone
-	changed func()                        // "take a new snapshot"; nil when standalone
+	ttl     time.Duration                       // tombstones, orphans and the graveyard live this long
+	out     func(name string, msg []byte)       // queue a gossip broadcast; nil when standalone
+	changed func()                              // "take a new snapshot"; nil when standalone
+	sign    *signer                             // signs our records
+	keyOf   func(owner string) ([32]byte, bool) // a peer's pinned signing key; nil = none
 
 	mu        sync.Mutex
 	ver       uint64                      // last version handed out for our own entries
@@ -55,6 +69,10 @@ type Store struct {
 	journal   journal                     // changed keys; see ChangedSince
 	owners    map[string]ownerState       // memberlist's view of every owner but us
 	graveyard map[ownerBoot]time.Time     // reaped owner lives → expiry; their entries are refused
+	hlc       int64                       // last Claimed handed out or merged (unix nanos)
+	claims    map[string]struct{}         // our keys put by Claim: fenced if they lose later
+	fenced    map[string]time.Time        // our claims withdrawn because they lost → when
+	scratch   []byte                      // signing and verification buffer
 	st        storeCounters
 }
 
@@ -73,8 +91,9 @@ type slot struct {
 }
 
 type ownerState struct {
-	boot uint64
-	up   bool // alive or suspect
+	boot    uint64
+	started int64 // the life's start from its signed metadata (unix nanos); 0 = unknown
+	up      bool  // alive or suspect
 }
 
 type ownerBoot struct {
@@ -84,12 +103,18 @@ type ownerBoot struct {
 
 type storeCounters struct {
 	msgsReceived, msgsBadVersion, msgsMalformed uint64
-	applied, duplicate, rejected                uint64
+	applied, duplicate, stale, rejected         uint64
+	badSignature, unknownSigner, badClaim       uint64
+	claimsLost                                  uint64
 }
 
 // maxRecords bounds what peers can make us hold. A daemon holds a few
 // records per container, so hitting it means something is wrong.
 const maxRecords = 200_000
+
+// maxClockSkew is how far in our future a peer's Claimed may lie: clocks
+// of cluster nodes are expected to agree to within this.
+const maxClockSkew = 30 * time.Second
 
 func newStore(self string, boot uint64, ttl time.Duration) *Store {
 	return &Store{
@@ -101,7 +126,21 @@ func newStore(self string, boot uint64, ttl time.Duration) *Store {
 		dirs:      make(map[string]*keyDir),
 		owners:    make(map[string]ownerState),
 		graveyard: make(map[ownerBoot]time.Time),
+		claims:    make(map[string]struct{}),
+		fenced:    make(map[string]time.Time),
+		sign:      mustRandomSigner(),
 	}
+}
+
+// mustRandomSigner gives a standalone store a key of its own; a Cluster
+// replaces it with the node's.
+func mustRandomSigner() *signer {
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		panic(fmt.Sprintf("cluster: generate signing key: %v", err))
+	}
+	s, _ := newSigner(priv)
+	return s
 }
 
 // Put stores value under key with this node as owner and gossips it. It
@@ -117,12 +156,15 @@ func (s *Store) Put(key string, value []byte) Entry {
 		Key:     key,
 		Owner:   s.self,
 		Version: s.nextVersionLocked(now),
-		Claimed: now.UnixNano(),
 		Value:   append([]byte(nil), value...),
 	}, boot: s.boot}, updated: now}
 	if cur := s.recs[key][s.self]; cur != nil && !cur.deleted {
 		r.Claimed = cur.Claimed
+	} else {
+		r.Claimed = s.nextClaimLocked(now)
+		delete(s.fenced, key)
 	}
+	s.signLocked(&r.record)
 	s.setLocked(r)
 	e := r.entry()
 	s.mu.Unlock()
@@ -134,22 +176,32 @@ func (s *Store) Put(key string, value []byte) Entry {
 // not hold is a no-op.
 func (s *Store) Delete(key string) {
 	s.mu.Lock()
+	delete(s.fenced, key)
 	cur := s.recs[key][s.self]
 	if cur == nil || cur.deleted {
 		s.mu.Unlock()
 		return
 	}
-	now := s.now()
+	r := s.tombstoneLocked(cur, s.now())
+	s.mu.Unlock()
+	s.publish(&r.record)
+}
+
+// tombstoneLocked replaces our live slot cur with a signed tombstone.
+func (s *Store) tombstoneLocked(cur *slot, now time.Time) *slot {
+	delete(s.claims, cur.Key)
 	r := &slot{record: record{Entry: Entry{
-		Key:     key,
+		Key:     cur.Key,
 		Owner:   s.self,
 		Version: s.nextVersionLocked(now),
 		Claimed: cur.Claimed,
 	}, boot: s.boot, deleted: true}, updated: now}
+	s.signLocked(&r.record)
 	s.setLocked(r)
-	s.mu.Unlock()
-	s.publish(&r.record)
+	return r
 }
+
+func (s *Store) signLocked(r *record) { s.scratch = s.sign.signRecord(s.scratch, r) }
 
 // Get returns the visible live entry of owner for key.
 func (s *Store) Get(owner, key string) (Entry, bool) {
@@ -174,7 +226,7 @@ func (s *Store) Winner(key string) (Entry, bool) {
 		if !s.visibleLocked(r) {
 			continue
 		}
-		if best == nil || r.Claimed < best.Claimed || (r.Claimed == best.Claimed && r.Owner < best.Owner) {
+		if best == nil || claimBefore(r, best) {
 			best = r
 		}
 	}
@@ -208,6 +260,11 @@ func (s *Store) Claim(ctx context.Context, key string, value []byte, settle time
 		return false, nil
 	}
 	s.Put(key, value)
+	s.mu.Lock()
+	if cur := s.recs[key][s.self]; cur != nil && !cur.deleted {
+		s.claims[key] = struct{}{}
+	}
+	s.mu.Unlock()
 	if settle > 0 {
 		t := time.NewTimer(settle)
 		defer t.Stop()
@@ -221,7 +278,68 @@ func (s *Store) Claim(ctx context.Context, key string, value []byte, settle time
 		}
 	}
 	w, ok := s.Winner(key)
-	return ok && w.Owner == s.self, nil
+	won := ok && w.Owner == s.self
+	if !won {
+		// Lost while settling: the caller retries; nothing to report.
+		s.mu.Lock()
+		delete(s.fenced, key)
+		s.mu.Unlock()
+	}
+	return won, nil
+}
+
+// Fenced returns the keys whose claims (made by Claim) this store withdrew
+// because an older competing claim won after the fact, typically when a
+// partition healed. A key leaves the list when it is Put or Deleted again.
+// Whoever holds what the claim stood for (an address, a number) must stop
+// using it.
+func (s *Store) Fenced() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.fenced))
+	for k := range s.fenced {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// fenceLocked withdraws our claim on key if another visible entry now
+// wins it, and returns the tombstone to publish.
+func (s *Store) fenceLocked(key string, now time.Time) *record {
+	if _, ok := s.claims[key]; !ok {
+		return nil
+	}
+	cur := s.recs[key][s.self]
+	if cur == nil || cur.deleted {
+		delete(s.claims, key)
+		return nil
+	}
+	for _, r := range s.recs[key] {
+		if r.Owner != s.self && s.visibleLocked(r) && claimBefore(r, cur) {
+			t := s.tombstoneLocked(cur, now)
+			s.fenced[key] = now
+			s.st.claimsLost++
+			return &t.record
+		}
+	}
+	return nil
+}
+
+// claimBefore is Winner's order: the smaller (Claimed, Owner) wins.
+func claimBefore(a, b *slot) bool {
+	return a.Claimed < b.Claimed || (a.Claimed == b.Claimed && a.Owner < b.Owner)
+}
+
+// nextClaimLocked is the hybrid logical clock: the wall clock, but always
+// after every Claimed handed out or merged before.
+func (s *Store) nextClaimLocked(now time.Time) int64 {
+	c := now.UnixNano()
+	if c <= s.hlc {
+		c = s.hlc + 1
+	}
+	s.hlc = c
+	return c
 }
 
 func (r *slot) entry() Entry {
@@ -305,7 +423,11 @@ type mergeResult int
 const (
 	mergeApplied mergeResult = iota
 	mergeDuplicate
+	mergeStale // an older version than we hold: a late copy or a replay
 	mergeRejected
+	mergeBadSignature
+	mergeUnknownSigner
+	mergeBadClaim
 )
 
 // mergeLocked applies one remote record. It returns what happened and, when
@@ -318,14 +440,51 @@ func (s *Store) mergeLocked(r *record, now time.Time) (mergeResult, *record) {
 		return mergeRejected, nil
 	}
 	cur := s.recs[r.Key][r.Owner]
-	if cur != nil && (r.Version < cur.Version || (r.Version == cur.Version && (cur.deleted || !r.deleted))) {
+	// Copies that would change nothing are answered before the signature
+	// is checked: push-pull brings mostly those, and they are cheap.
+	if cur != nil && r.Version < cur.Version {
+		return mergeStale, nil
+	}
+	if cur != nil && r.Version == cur.Version && (cur.deleted || !r.deleted) {
 		return mergeDuplicate, nil
+	}
+	if r.Claimed > now.Add(maxClockSkew).UnixNano() {
+		return mergeBadClaim, nil
+	}
+	if o, ok := s.owners[r.Owner]; ok && o.boot == r.boot && r.Claimed < o.started {
+		return mergeBadClaim, nil
 	}
 	if cur == nil && s.nrecs >= maxRecords {
 		return mergeRejected, nil
 	}
+	if res := s.verifyLocked(r); res != mergeApplied {
+		return res, nil
+	}
 	s.setLocked(&slot{record: *r, updated: now})
+	s.hlc = max(s.hlc, r.Claimed)
 	return mergeApplied, nil
+}
+
+// verifyLocked checks r's signature against its owner's pinned key.
+func (s *Store) verifyLocked(r *record) mergeResult {
+	var pub [32]byte
+	if r.Owner == s.self {
+		pub = s.sign.pub
+	} else {
+		var ok bool
+		if s.keyOf != nil {
+			pub, ok = s.keyOf(r.Owner)
+		}
+		if !ok {
+			return mergeUnknownSigner
+		}
+	}
+	var good bool
+	s.scratch, good = verifyRecord(s.scratch, pub, r)
+	if !good {
+		return mergeBadSignature
+	}
+	return mergeApplied
 }
 
 // mergeSelfLocked handles a peer's copy of one of our own entries. We are
@@ -337,8 +496,16 @@ func (s *Store) mergeSelfLocked(r *record, now time.Time) (mergeResult, *record)
 		return mergeRejected, nil
 	}
 	cur := s.recs[r.Key][s.self]
-	if cur != nil && cur.Version >= r.Version {
+	if cur != nil && cur.Version > r.Version {
+		return mergeStale, nil
+	}
+	if cur != nil && cur.Version == r.Version {
 		return mergeDuplicate, nil
+	}
+	// Newer than anything we hold: genuine only if we signed it (an entry
+	// whose tombstone we GC'd); a forgery must not make us answer.
+	if res := s.verifyLocked(r); res != mergeApplied {
+		return res, nil
 	}
 	s.ver = max(s.ver, r.Version)
 	if r.deleted {
@@ -350,6 +517,7 @@ func (s *Store) mergeSelfLocked(r *record, now time.Time) (mergeResult, *record)
 		Version: s.nextVersionLocked(now),
 		Claimed: r.Claimed,
 	}, boot: s.boot, deleted: true}, updated: now}
+	s.signLocked(&t.record)
 	s.setLocked(t)
 	return mergeRejected, &t.record
 }
@@ -385,10 +553,21 @@ func (s *Store) handleMessage(b []byte, fromGossip bool) (m message, err error) 
 			if fromGossip {
 				regossip = append(regossip, r)
 			}
+			if t := s.fenceLocked(r.Key, now); t != nil {
+				replies = append(replies, t)
+			}
 		case mergeDuplicate:
 			s.st.duplicate++
+		case mergeStale:
+			s.st.stale++
 		case mergeRejected:
 			s.st.rejected++
+		case mergeBadSignature:
+			s.st.badSignature++
+		case mergeUnknownSigner:
+			s.st.unknownSigner++
+		case mergeBadClaim:
+			s.st.badClaim++
 		}
 		if reply != nil {
 			replies = append(replies, reply)
@@ -430,22 +609,38 @@ func (s *Store) localState() []byte {
 // setOwner records memberlist's view of a peer: its current BootID and
 // whether it is up (alive or suspect). Entries of any other BootID of that
 // owner are dropped.
-func (s *Store) setOwner(name string, boot uint64, up bool) {
+func (s *Store) setOwner(name string, boot uint64, up bool) { s.setOwnerLife(name, boot, 0, up) }
+
+// setOwnerLife is setOwner with the start time from the owner's signed
+// metadata: entries of that life claimed before it (taken in before the
+// metadata came) are dropped too. Claims of ours that an entry now visible
+// beats are fenced.
+func (s *Store) setOwnerLife(name string, boot uint64, started int64, up bool) {
 	if name == s.self {
 		return
 	}
 	s.mu.Lock()
+	now := s.now()
 	prev, known := s.owners[name]
-	s.owners[name] = ownerState{boot: boot, up: up}
+	s.owners[name] = ownerState{boot: boot, started: started, up: up}
 	if up {
 		delete(s.graveyard, ownerBoot{name, boot})
 	}
+	var fence []string
 	for key, owners := range s.recs {
 		r := owners[name]
 		if r == nil {
 			continue
 		}
 		was := known && prev.up && prev.boot == r.boot && !r.deleted
+		if r.boot == boot && r.Claimed < started {
+			s.st.badClaim++
+			s.deleteLocked(r)
+			if was {
+				s.logLocked(key)
+			}
+			continue
+		}
 		is := up && boot == r.boot && !r.deleted
 		if r.boot != boot {
 			s.deleteLocked(r)
@@ -453,8 +648,20 @@ func (s *Store) setOwner(name string, boot uint64, up bool) {
 		if was != is {
 			s.logLocked(key)
 		}
+		if is && !was {
+			fence = append(fence, key)
+		}
+	}
+	var replies []*record
+	for _, key := range fence {
+		if t := s.fenceLocked(key, now); t != nil {
+			replies = append(replies, t)
+		}
 	}
 	s.mu.Unlock()
+	for _, r := range replies {
+		s.publish(r)
+	}
 	s.notify()
 }
 
@@ -518,11 +725,18 @@ type StoreStats struct {
 	MsgsBadVersion   uint64 // dropped: unknown wire version
 	MsgsMalformed    uint64 // dropped: garbage, truncated or over the limits
 	RecordsApplied   uint64 // records that changed our state
-	RecordsDuplicate uint64 // records we already had (duplicates, out-of-order copies, push-pull)
+	RecordsDuplicate uint64 // records we already had (duplicates, push-pull)
+	RecordsStale     uint64 // records older than the version we hold (late copies, replays)
 	RecordsRejected  uint64 // records refused: copies of our own entries, reaped owners, over maxRecords
-	Entries          int    // visible live entries
-	Hidden           int    // live entries not visible (owner down, unknown or another BootID)
-	Tombstones       int
+	// Records dropped by the identity checks (identity.go); none of them is
+	// ever merged.
+	RecordsBadSignature  uint64 // the signature is not the owner's
+	RecordsUnknownSigner uint64 // no key pinned for the owner yet (push-pull repairs honest ones)
+	RecordsBadClaim      uint64 // Claimed before the owner's start or beyond maxClockSkew ahead
+	ClaimsLost           uint64 // our claims fenced after the fact (see Fenced)
+	Entries              int    // visible live entries
+	Hidden               int    // live entries not visible (owner down, unknown or another BootID)
+	Tombstones           int
 }
 
 // Stats returns the store's counters and current sizes.
@@ -535,7 +749,13 @@ func (s *Store) Stats() StoreStats {
 		MsgsMalformed:    s.st.msgsMalformed,
 		RecordsApplied:   s.st.applied,
 		RecordsDuplicate: s.st.duplicate,
+		RecordsStale:     s.st.stale,
 		RecordsRejected:  s.st.rejected,
+
+		RecordsBadSignature:  s.st.badSignature,
+		RecordsUnknownSigner: s.st.unknownSigner,
+		RecordsBadClaim:      s.st.badClaim,
+		ClaimsLost:           s.st.claimsLost,
 	}
 	for _, owners := range s.recs {
 		for _, r := range owners {

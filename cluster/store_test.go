@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,9 +20,35 @@ type testStore struct {
 	sent  []record
 }
 
+// testSigningKey is a node's signing key in tests: derived from its name, so
+// every test store knows every other's.
+func testSigningKey(name string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("test signing key " + name))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+func testSigner(name string) *signer {
+	s, err := newSigner(testSigningKey(name))
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// testKeyOf pins every name to its testSigningKey.
+func testKeyOf(name string) ([32]byte, bool) { return testSigner(name).pub, true }
+
+// signed returns r signed by its owner's testSigningKey.
+func signed(r record) record {
+	testSigner(r.Owner).signRecord(nil, &r)
+	return r
+}
+
 func newTestStore(t testing.TB, self string, boot uint64) *testStore {
 	ts := &testStore{clock: time.Unix(1_700_000_000, 0)}
 	ts.Store = newStore(self, boot, time.Minute)
+	ts.sign = testSigner(self)
+	ts.keyOf = testKeyOf
 	ts.now = func() time.Time { return ts.clock }
 	ts.out = func(name string, msg []byte) {
 		m, err := decodeMessage(msg)
@@ -42,6 +70,9 @@ func (ts *testStore) deliver(t testing.TB, recs ...record) {
 	t.Helper()
 	ptrs := make([]*record, len(recs))
 	for i := range recs {
+		if recs[i].sig == ([sigSize]byte{}) {
+			recs[i] = signed(recs[i])
+		}
 		ptrs[i] = &recs[i]
 	}
 	if _, err := ts.handleMessage(encodeRecords(ptrs...), true); err != nil {
@@ -94,7 +125,7 @@ func TestStoreMerge(t *testing.T) {
 			owners: []owner{up("a", 1)},
 			recs:   []record{rec("a", "k", 2, 1, "y"), rec("a", "k", 1, 1, "x")},
 			want:   "a/k=y@2",
-			stats:  StoreStats{RecordsApplied: 1, RecordsDuplicate: 1, Entries: 1},
+			stats:  StoreStats{RecordsApplied: 1, RecordsStale: 1, Entries: 1},
 		},
 		{
 			name:   "duplicates are idempotent",
@@ -115,7 +146,7 @@ func TestStoreMerge(t *testing.T) {
 			owners: []owner{up("a", 1)},
 			recs:   []record{tomb("a", "k", 2, 1), rec("a", "k", 1, 1, "x")},
 			want:   "",
-			stats:  StoreStats{RecordsApplied: 1, RecordsDuplicate: 1, Tombstones: 1},
+			stats:  StoreStats{RecordsApplied: 1, RecordsStale: 1, Tombstones: 1},
 		},
 		{
 			name:   "tombstone beats live at equal version",
@@ -222,7 +253,7 @@ func TestStoreMerge(t *testing.T) {
 			}
 			st := s.Stats()
 			got := StoreStats{
-				RecordsApplied: st.RecordsApplied, RecordsDuplicate: st.RecordsDuplicate, RecordsRejected: st.RecordsRejected,
+				RecordsApplied: st.RecordsApplied, RecordsDuplicate: st.RecordsDuplicate, RecordsStale: st.RecordsStale, RecordsRejected: st.RecordsRejected,
 				Entries: st.Entries, Hidden: st.Hidden, Tombstones: st.Tombstones,
 			}
 			if got != tt.stats {
@@ -523,7 +554,7 @@ func TestStoreLocalState(t *testing.T) {
 
 func TestStoreDropsGarbage(t *testing.T) {
 	s := newTestStore(t, "self", 7)
-	for _, b := range [][]byte{nil, {1}, {2, 1, 0, 0}, {1, 9}, {1, msgRecords, 0, 5}} {
+	for _, b := range [][]byte{nil, {wireVersion}, {1, 1, 0, 0}, {wireVersion, 9}, {wireVersion, msgRecords, 0, 5}} {
 		if _, err := s.handleMessage(b, true); err == nil {
 			t.Fatalf("accepted %x", b)
 		}

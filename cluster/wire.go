@@ -8,19 +8,24 @@ import (
 
 // Store message wire format (all integers big endian):
 //
-//	message  = version u8 (1) | type u8 | body
+//	message  = version u8 (2) | type u8 | body
 //	records  body = count u16 | count × record      (gossip broadcast)
 //	state    body = count u32 | count × record      (push-pull full state)
 //	bye      body = ownerLen u8 | owner | bootID u64 (owner leaves gracefully)
-//	record   = flags u8 (bit0 deleted) | ownerLen u8 | owner | keyLen u8 | key |
+//	record   = body | signature [64]
+//	body     = flags u8 (bit0 deleted) | ownerLen u8 | owner | keyLen u8 | key |
 //	           bootID u64 | version u64 | claimed i64 | valueLen u16 | value
+//
+// The signature is the owner's ed25519 signature of recordSigDomain | body
+// (identity.go). Version 1 had no signatures; its messages are refused and
+// counted (MsgsBadVersion), never merged.
 //
 // Every length is checked against the limits below, a tombstone carries no
 // value, and trailing bytes are an error. A single-record broadcast is at
-// most 1251 bytes, well under the ~1366 bytes memberlist leaves for a user
+// most 1315 bytes, under the ~1366 bytes memberlist leaves for a user
 // message in an encrypted 1400-byte gossip packet.
 const (
-	wireVersion = 1
+	wireVersion = 2
 
 	msgRecords = 1
 	msgState   = 2
@@ -29,7 +34,9 @@ const (
 	recFlagDeleted = 1 << 0
 
 	// recordFixed is the size of a record without owner, key and value.
-	recordFixed = 1 + 1 + 1 + 8 + 8 + 8 + 2
+	recordFixed = 1 + 1 + 1 + 8 + 8 + 8 + 2 + sigSize
+
+	sigSize = 64 // ed25519.SignatureSize
 	// recordMin is the smallest valid record (1-byte owner and key).
 	recordMin = recordFixed + 2
 )
@@ -56,6 +63,7 @@ type record struct {
 	Entry
 	boot    uint64
 	deleted bool
+	sig     [sigSize]byte // the owner's signature; see signedRecordBytes
 }
 
 // message is a decoded store message.
@@ -67,6 +75,10 @@ type message struct {
 }
 
 func appendRecord(b []byte, r *record) []byte {
+	return append(appendRecordBody(b, r), r.sig[:]...)
+}
+
+func appendRecordBody(b []byte, r *record) []byte {
 	var flags byte
 	if r.deleted {
 		flags |= recFlagDeleted
@@ -186,6 +198,7 @@ func readRecord(r *reader, rec *record) error {
 	if v := r.bytes(int(r.u16())); len(v) > 0 {
 		rec.Value = append([]byte(nil), v...)
 	}
+	copy(rec.sig[:], r.bytes(sigSize))
 	if r.err != nil {
 		return r.err
 	}

@@ -66,7 +66,9 @@ func TestWireBroadcastSize(t *testing.T) {
 	if len(b) != maxBroadcastSize {
 		t.Fatalf("largest broadcast is %d bytes, maxBroadcastSize says %d", len(b), maxBroadcastSize)
 	}
-	if len(b) > budget-100 {
+	// Signatures took 64 bytes of the margin; memberlist compresses a
+	// packet only when that makes it smaller, so this margin holds.
+	if len(b) > budget-50 {
 		t.Fatalf("largest broadcast %d bytes is not well under the %d-byte budget", len(b), budget)
 	}
 }
@@ -82,7 +84,8 @@ func TestWireDecodeRejects(t *testing.T) {
 		{"empty", nil, false},
 		{"one byte", []byte{1}, false},
 		{"version 0", mutate(func(b []byte) []byte { b[0] = 0; return b }), true},
-		{"version 2", mutate(func(b []byte) []byte { b[0] = 2; return b }), true},
+		{"version 1 (unsigned)", mutate(func(b []byte) []byte { b[0] = 1; return b }), true},
+		{"version 3", mutate(func(b []byte) []byte { b[0] = 3; return b }), true},
 		{"unknown type", mutate(func(b []byte) []byte { b[1] = 9; return b }), false},
 		{"count too large", mutate(func(b []byte) []byte { b[2], b[3] = 0xff, 0xff; return b }), false},
 		{"count too small", mutate(func(b []byte) []byte { b[3] = 0; return b }), false},
@@ -96,9 +99,9 @@ func TestWireDecodeRejects(t *testing.T) {
 		{"value too large", encodeRecords(&record{Entry: Entry{Key: "a", Owner: "n", Version: 1, Value: make([]byte, MaxValueLen+1)}}), false},
 		{"key too long", encodeRecords(&record{Entry: Entry{Key: strings.Repeat("k", MaxKeyLen+1), Owner: "n", Version: 1}}), false},
 		{"owner too long", encodeRecords(&record{Entry: Entry{Key: "k", Owner: strings.Repeat("o", MaxNameLen+1), Version: 1}}), false},
-		{"state count huge", []byte{1, msgState, 0xff, 0xff, 0xff, 0xff}, false},
+		{"state count huge", []byte{wireVersion, msgState, 0xff, 0xff, 0xff, 0xff}, false},
 		{"bye truncated", encodeBye("n", 1)[:5], false},
-		{"bye empty owner", []byte{1, msgBye, 0, 0, 0, 0, 0, 0, 0, 0, 1}, false},
+		{"bye empty owner", []byte{wireVersion, msgBye, 0, 0, 0, 0, 0, 0, 0, 0, 1}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
