@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
 	"github.com/vrouter/vrouter/internal/ids"
 )
@@ -163,14 +164,20 @@ func printCounters(w io.Writer, title string, m map[string]uint64) {
 }
 
 func cmdPeers(args []string, stdout io.Writer) error {
-	fs := newFlags("peers", "peers [--json] [flags]", stdout)
+	fs := newFlags("peers", "peers [--json] [flags]\n       vrouter peers unpin NAME [flags]", stdout)
 	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
 	asJSON := fs.Bool("json", false, "print a JSON array")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 && fs.Arg(0) == "unpin" {
+		if *asJSON {
+			return usagef("peers unpin takes no --json")
+		}
+		return peersUnpin(*sock, fs.Args()[1:], stdout)
+	}
 	if fs.NArg() > 0 {
-		return usagef("peers takes no arguments")
+		return usagef("peers takes no arguments (or: peers unpin NAME)")
 	}
 	var ps []control.Peer
 	if err := call(control.SocketPath(*sock), &control.Request{Op: "peers"}, nil, &ps); err != nil {
@@ -183,7 +190,7 @@ func cmdPeers(args []string, stdout io.Writer) error {
 		return writeJSON(stdout, ps)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tADDRESS\tSTATE\tOVERLAY\tPUBLIC KEY\tLAST HANDSHAKE")
+	fmt.Fprintln(tw, "NAME\tADDRESS\tSTATE\tIDENTITY\tOVERLAY\tPUBLIC KEY\tLAST HANDSHAKE")
 	for _, p := range ps {
 		name, hs := p.Name, "-"
 		if p.Self {
@@ -196,7 +203,26 @@ func cmdPeers(args []string, stdout io.Writer) error {
 		if key == "" {
 			key = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, p.Address, p.State, p.Overlay, key, hs)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, p.Address, p.State, p.Identity, p.Overlay, key, hs)
 	}
 	return tw.Flush()
+}
+
+// peersUnpin removes the signing key pinned to a peer's name: after a
+// node was reinstalled (new state dir, new key), its peers refuse it
+// until this is run on each of them.
+func peersUnpin(sock string, args []string, stdout io.Writer) error {
+	if len(args) != 1 {
+		return usagef("peers unpin takes one node name")
+	}
+	name := args[0]
+	if name == "" || len(name) > cluster.MaxNameLen {
+		return usagef("node name of %d bytes (1..%d)", len(name), cluster.MaxNameLen)
+	}
+	req := &control.Request{Op: control.OpUnpin, Unpin: &control.UnpinRequest{Name: name}}
+	if err := call(control.SocketPath(sock), req, nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "unpinned %s: the next signing key it presents will be trusted\n", name)
+	return nil
 }

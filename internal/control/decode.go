@@ -50,7 +50,7 @@ func DecodeRequest(b []byte) (*Request, error) {
 
 // checkBody requires exactly the body that belongs to the op.
 func checkBody(req *Request) error {
-	var wantAttach, wantDetach, wantNames, wantEgress, wantGateway bool
+	var wantAttach, wantDetach, wantNames, wantEgress, wantGateway, wantUnpin bool
 	switch req.Op {
 	case OpAttach:
 		wantAttach = true
@@ -62,6 +62,8 @@ func checkBody(req *Request) error {
 		wantEgress = true
 	case OpGateway:
 		wantGateway = true
+	case OpUnpin:
+		wantUnpin = true
 	case OpContainers, OpStatus, OpPeers:
 	case "":
 		return Errorf(CodeBadRequest, "request has no op")
@@ -97,6 +99,12 @@ func checkBody(req *Request) error {
 			return Errorf(CodeBadRequest, "op %q needs a gateway body", req.Op)
 		}
 		return Errorf(CodeBadRequest, "op %q takes no gateway body", req.Op)
+	}
+	if (req.Unpin != nil) != wantUnpin {
+		if wantUnpin {
+			return Errorf(CodeBadRequest, "op %q needs an unpin body", req.Op)
+		}
+		return Errorf(CodeBadRequest, "op %q takes no unpin body", req.Op)
 	}
 	return nil
 }

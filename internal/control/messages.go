@@ -20,6 +20,7 @@ const (
 	OpNames      = "names"
 	OpEgress     = "egress"
 	OpGateway    = "gateway"
+	OpUnpin      = "unpin"
 )
 
 // Request is the single message a client sends on a connection. Exactly the
@@ -33,6 +34,13 @@ type Request struct {
 	Names   *NamesRequest   `json:"names,omitempty"`
 	Egress  *EgressRequest  `json:"egress,omitempty"`
 	Gateway *GatewayRequest `json:"gateway,omitempty"`
+	Unpin   *UnpinRequest   `json:"unpin,omitempty"`
+}
+
+// UnpinRequest removes the signing key pinned to a peer's name, so that
+// the next key it presents is trusted (after the node was reinstalled).
+type UnpinRequest struct {
+	Name string `json:"name"`
 }
 
 // NamesRequest asks for the DNS names of an app, in one network or all.
@@ -140,6 +148,9 @@ type Status struct {
 	// Egress sums node egress over the networks with local containers
 	// (closed networks' counts are gone with their netstacks).
 	Egress map[string]uint64 `json:"egress,omitempty"`
+	// Cluster holds the gossip store's and the identity checks' counters
+	// (records_bad_signature, meta_key_changed, claims_lost, ...).
+	Cluster map[string]uint64 `json:"cluster,omitempty"`
 }
 
 // DNSStatus is the resolver's part of Status.
@@ -163,6 +174,11 @@ type Peer struct {
 	Draining  bool      `json:"draining,omitempty"`   // a gateway in maintenance: no new egress flows
 	Unhealthy bool      `json:"unhealthy,omitempty"`  // a gateway whose probe of the outside fails
 	Since     time.Time `json:"since"`
+	// Identity is "ok" when the node's metadata is signed by the key
+	// pinned for its name, "unsigned" or "key_changed" when it is refused
+	// (no traffic, no records merged); SigningKey is that key, base64.
+	Identity   string `json:"identity"`
+	SigningKey string `json:"signing_key,omitempty"`
 	// LastHandshake is the last WireGuard handshake with this node; absent
 	// for this node and for nodes never handshaken with.
 	LastHandshake *time.Time `json:"last_handshake,omitempty"`

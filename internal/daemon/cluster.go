@@ -134,6 +134,10 @@ func (d *Daemon) peers() []control.Peer {
 			p.PublicKey = keyString(n.Meta.WGPublicKey)
 			p.Endpoint = n.Meta.WGEndpoint.String()
 		}
+		p.Identity = n.Identity.String()
+		if n.Meta.SigningKey != ([32]byte{}) {
+			p.SigningKey = keyString(n.Meta.SigningKey)
+		}
 		p.Draining = n.Meta.Draining
 		p.Unhealthy = n.Meta.Unhealthy
 		for _, ip := range n.Meta.EgressIPs {
@@ -146,4 +150,41 @@ func (d *Daemon) peers() []control.Peer {
 		out = append(out, p)
 	}
 	return out
+}
+
+// unpin removes the signing key pinned to a peer's name (vrouter peers
+// unpin NAME).
+func (d *Daemon) unpin(name string) (any, error) {
+	if name == d.cfg.Name {
+		return nil, control.Errorf(control.CodeInvalid, "%s is this node: its own key is not pinned", name)
+	}
+	err := d.cluster.Unpin(name)
+	switch {
+	case errors.Is(err, cluster.ErrNoPin):
+		return nil, control.Errorf(control.CodeNotFound, "no signing key is pinned for %q", name)
+	case err != nil:
+		return nil, control.Errorf(control.CodeInvalid, "%v", err)
+	}
+	d.log.Info("signing key pin removed by the operator", "peer", name)
+	return nil, nil
+}
+
+// clusterCounters names the cluster's counters for status.
+func clusterCounters(st cluster.Stats) map[string]uint64 {
+	return map[string]uint64{
+		"msgs_received":          st.MsgsReceived,
+		"msgs_bad_version":       st.MsgsBadVersion,
+		"msgs_malformed":         st.MsgsMalformed,
+		"records_applied":        st.RecordsApplied,
+		"records_duplicate":      st.RecordsDuplicate,
+		"records_stale":          st.RecordsStale,
+		"records_rejected":       st.RecordsRejected,
+		"records_bad_signature":  st.RecordsBadSignature,
+		"records_unknown_signer": st.RecordsUnknownSigner,
+		"records_bad_claim":      st.RecordsBadClaim,
+		"claims_lost":            st.ClaimsLost,
+		"meta_errors":            st.MetaErrors,
+		"meta_unsigned":          st.MetaUnsigned,
+		"meta_key_changed":       st.MetaKeyChanged,
+	}
 }

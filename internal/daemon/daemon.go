@@ -227,6 +227,10 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 	meta.WGEndpoint = netip.AddrPortFrom(advIP, meta.WGEndpoint.Port())
 	meta.Gateway = len(cfg.EgressIPs) > 0
 	meta.EgressIPs = cfg.EgressIPs
+	signing, err := loadSigningKey(filepath.Join(cfg.StateDir, signingKeyFile))
+	if err != nil {
+		return nil, err
+	}
 	cl, err := cluster.New(cluster.Config{
 		Name:          cfg.Name,
 		BindAddr:      host,
@@ -237,6 +241,8 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 		Timing:        cfg.Timing,
 		Logger:        cfg.Logger.With("component", "cluster"),
 		Network:       cfg.GossipNetwork,
+		SigningKey:    signing,
+		PinFile:       filepath.Join(cfg.StateDir, pinFile),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
@@ -330,6 +336,8 @@ func (d *Daemon) handle(ctx context.Context, req *control.Request, fd *os.File) 
 		return d.gatewayOp(req.Gateway)
 	case "status":
 		return d.status(), nil
+	case "unpin":
+		return d.unpin(req.Unpin.Name)
 	}
 	return nil, control.Errorf(control.CodeBadRequest, "unknown op %q", req.Op)
 }
@@ -350,6 +358,7 @@ func (d *Daemon) status() control.Status {
 		Drops:         st.Drops,
 		DNS:           d.dnsStatus(),
 		Egress:        d.egressStatusLocked(),
+		Cluster:       clusterCounters(d.cluster.Stats()),
 	}
 }
 

@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/vrouter/vrouter/internal/keys"
 )
@@ -57,4 +59,46 @@ func loadOrCreateKey(path string) (key []byte, created bool, err error) {
 	}
 	k, err = readKeyFile(path)
 	return k, err == nil, err
+}
+
+// State-dir files of the node identity (cluster/identity.go).
+const (
+	signingKeyFile = "node.key"  // ed25519 seed, base64, 0600
+	pinFile        = "pins.json" // peers' signing keys by name
+)
+
+// loadSigningKey reads (or creates on first start) the node's long-lived
+// ed25519 signing key, kept as a base64 seed like the other key files. It
+// is the node's identity to its peers, so it must be ours and private: a
+// file readable by others, or owned by another user, is refused.
+func loadSigningKey(path string) (ed25519.PrivateKey, error) {
+	seed, created, err := loadOrCreateKey(path)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	if !created {
+		if err := checkPrivateFile(path); err != nil {
+			return nil, fmt.Errorf("signing key: %w", err)
+		}
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+// checkPrivateFile refuses a file that is not a regular file owned by us
+// with no group or other permissions.
+func checkPrivateFile(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%s has mode %04o: it must not be readable by others (chmod 600)", path, perm)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s is owned by uid %d, not by the daemon's user (uid %d)", path, st.Uid, os.Geteuid())
+	}
+	return nil
 }

@@ -82,7 +82,8 @@ func (d *Daemon) reconcile() {
 	var peers []router.WGPeer
 	seen := make(map[string]time.Time)
 	for _, n := range d.cluster.Nodes() {
-		if n.Self || n.State != cluster.StateAlive || !n.Meta.Overlay.IsValid() || n.Meta.WGPublicKey == ([32]byte{}) {
+		if n.Self || n.State != cluster.StateAlive || n.Identity != cluster.IdentityOK ||
+			!n.Meta.Overlay.IsValid() || n.Meta.WGPublicKey == ([32]byte{}) {
 			continue
 		}
 		first, ok := d.firstSeen[n.Name]
