@@ -14,6 +14,7 @@ import (
 var positional = map[string][]string{
 	"egress":     {"enable", "disable", "show"},
 	"gateway":    {"drain", "undrain"},
+	"peers":      {"unpin"},
 	"completion": {"bash", "zsh"},
 }
 
