@@ -20,7 +20,8 @@ FUZZTIME ?= 10s
 E2E_TIMEOUT ?= 8m
 UNIT_TIMEOUT ?= 8m
 # The demo node gossips on loopback only: a single-node cluster needs no
-# more, and nothing listens beyond this machine. Override to join others.
+# more. (WireGuard binds only the port of --listen, on every address; with
+# no peer it answers nothing.) Override to join others.
 RUNFLAGS ?= --gossip 127.0.0.1:7946 --listen 127.0.0.1:51820
 
 .PHONY: all build run test test-unit test-e2e test-bench bench fuzz lint vet fmt-check clean

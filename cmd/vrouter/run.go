@@ -2,15 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
-	"strconv"
+	"path/filepath"
 	"syscall"
+
+	"github.com/spf13/pflag"
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/dns"
@@ -23,127 +25,160 @@ import (
 // resolvConf is where the host's resolvers come from by default.
 const resolvConf = "/etc/resolv.conf"
 
-func cmdRun(args []string, stdout io.Writer) error {
-	fs := newFlags("run", "run [flags]", stdout)
+// runFlags are the flags of run, as parsed strings; config turns them into
+// a daemon.Config.
+type runFlags struct {
+	name, stateDir, control, logLevel, keyFile *string
+	gossip, advertise, listen, timing          *string
+	probe, debugListen                         *string
+	mtu                                        *int
+	join, upstreams, egressIPs                 *[]string
+	allowLoopback                              *bool
+}
+
+func defineRunFlags(fs *pflag.FlagSet) *runFlags {
 	host, _ := os.Hostname()
-	name := fs.String("name", host, "node name (unique in the cluster)")
-	stateDir := fs.String("state-dir", ".vrouter", "directory for the daemon's state")
-	controlPath := fs.String("control", "", "control socket path (default STATE-DIR/control.sock)")
-	mtu := fs.Int("mtu", router.DefaultMTU, "MTU of container ports")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	keyFile := fs.String("cluster-key-file", "", "cluster key (from vrouter keygen); default STATE-DIR/cluster.key, generated on first start")
-	gossip := fs.String("gossip", "0.0.0.0:7946", "gossip (memberlist) listen ADDR:PORT")
-	advertise := fs.String("advertise", "", "address other nodes reach this one at (default: the gossip address, or the host's first global IPv4)")
-	join := fs.StringArray("join", nil, "ADDR:PORT of a node to join (repeatable); none bootstraps a new cluster")
-	listen := fs.String("listen", "0.0.0.0:51820", "WireGuard UDP ADDR:PORT; the socket listens on every address, others reach it at the advertise address and PORT")
-	upstreams := fs.StringArray("dns-upstream", nil, "ADDR:PORT of a DNS server for names outside the private zone (repeatable, tried in order; default: the nameservers of /etc/resolv.conf)")
-	egressIPs := fs.StringArray("egress-ip", nil, "an address of this host that dedicated egress may use; makes the node a gateway (repeatable)")
-	probe := fs.String("egress-probe", "", "on a gateway: TCP IP:PORT outside that must be reachable from the first egress IP for the gateway to take new flows")
-	allowLoopback := fs.Bool("egress-allow-loopback", false, "let containers reach loopback and link-local destinations through the node (tests, demos)")
-	timing := fs.String("gossip-timing", "lan", "failure-detection timings: lan (memberlist defaults, ~6 s) or fast (~1 s, more traffic)")
-	debugListen := fs.String("debug-listen", "", "loopback IP:PORT serving Go's profiler at /debug/pprof/ (performance work; off by default)")
+	return &runFlags{
+		name:          fs.String("name", host, "node name (unique in the cluster)"),
+		stateDir:      fs.String("state-dir", ".vrouter", "directory for the daemon's state"),
+		control:       fs.String("control", "", "control socket path (default STATE-DIR/control.sock)"),
+		mtu:           fs.Int("mtu", router.DefaultMTU, "MTU of container ports"),
+		logLevel:      fs.String("log-level", "info", "log level: debug, info, warn or error"),
+		keyFile:       fs.String("cluster-key-file", "", "cluster key (from vrouter keygen); default STATE-DIR/cluster.key, generated on first start"),
+		gossip:        fs.String("gossip", "0.0.0.0:7946", "gossip (memberlist) listen IP:PORT"),
+		advertise:     fs.String("advertise", "", "address other nodes reach this one at (default: the gossip address, or the host's first global IPv4)"),
+		join:          fs.StringArray("join", nil, "ADDR:PORT of a node to join (repeatable); none bootstraps a new cluster"),
+		listen:        fs.String("listen", "0.0.0.0:51820", "WireGuard UDP IP:PORT; only PORT is bound, on every address; others reach it at the advertise address and PORT"),
+		upstreams:     fs.StringArray("dns-upstream", nil, "ADDR:PORT of a DNS server for names outside the private zone (repeatable, tried in order; default: the nameservers of /etc/resolv.conf)"),
+		egressIPs:     fs.StringArray("egress-ip", nil, "an address of this host that dedicated egress may use; makes the node a gateway (repeatable)"),
+		probe:         fs.String("egress-probe", "", "on a gateway: TCP IP:PORT outside that must be reachable from the first egress IP for the gateway to take new flows"),
+		allowLoopback: fs.Bool("egress-allow-loopback", false, "let containers reach loopback and link-local destinations through the node (tests, demos)"),
+		timing:        fs.String("gossip-timing", "lan", "failure-detection timings: lan (memberlist defaults, ~6 s) or fast (~1 s, more traffic)"),
+		debugListen:   fs.String("debug-listen", "", "loopback IP:PORT serving Go's profiler at /debug/pprof/ (performance work; off by default)"),
+	}
+}
+
+// parseRun turns run's command line into the daemon's configuration. It
+// has no side effects (it reads the host name for the default of --name);
+// every error is a usage error. DNSUpstreams stays empty without
+// --dns-upstream: cmdRun fills it from resolv.conf.
+func parseRun(args []string) (daemon.Config, error) {
+	fs := newFlags("run", "run [flags]", io.Discard)
+	f := defineRunFlags(fs)
 	if err := parse(fs, args); err != nil {
-		return err
+		return daemon.Config{}, err
 	}
 	if fs.NArg() > 0 {
-		return usagef("run takes no arguments, got %q", fs.Args())
+		return daemon.Config{}, usagef("run takes no arguments, got %q", fs.Args())
 	}
+	cfg, err := f.config()
+	if err != nil {
+		return daemon.Config{}, usageError{err.Error()}
+	}
+	if err := cfg.Validate(); err != nil {
+		return daemon.Config{}, usageError{err.Error()}
+	}
+	return cfg, nil
+}
+
+func (f *runFlags) config() (daemon.Config, error) {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usagef("--log-level %q: want debug, info, warn or error", *logLevel)
+	if err := level.UnmarshalText([]byte(*f.logLevel)); err != nil {
+		return daemon.Config{}, fmt.Errorf("--log-level %q: want debug, info, warn or error", *f.logLevel)
 	}
-	if *mtu < 576 || *mtu > 65535 {
-		return usagef("--mtu %d: want 576-65535", *mtu)
-	}
-	var tm cluster.Timing
-	switch *timing {
-	case "lan":
-		tm = cluster.TimingLAN
-	case "fast":
-		tm = cluster.TimingFast
-	default:
-		return usagef("--gossip-timing %q: want lan or fast", *timing)
-	}
-	for _, a := range append([]string{*gossip, *listen}, *join...) {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return usagef("%q: want ADDR:PORT", a)
-		}
-	}
-	for _, a := range *upstreams {
-		if _, err := netip.ParseAddrPort(a); err != nil {
-			return usagef("--dns-upstream %q: want IP:PORT", a)
-		}
-	}
-	var egress []netip.Addr
-	for _, a := range *egressIPs {
-		ip, err := netip.ParseAddr(a)
-		if err != nil || !ip.Is4() {
-			return usagef("--egress-ip %q: want an IPv4 address", a)
-		}
-		egress = append(egress, ip)
-	}
-	var probeAddr netip.AddrPort
-	if *probe != "" {
-		a, err := netip.ParseAddrPort(*probe)
-		if err != nil {
-			return usagef("--egress-probe %q: want IP:PORT", *probe)
-		}
-		probeAddr = a
-	}
-	var debugAddr netip.AddrPort
-	if *debugListen != "" {
-		a, err := parseDebugListen(*debugListen)
-		if err != nil {
-			return usagef("%v", err)
-		}
-		debugAddr = a
-	}
-	_, lp, _ := net.SplitHostPort(*listen)
-	listenPort, err := strconv.Atoi(lp)
-	if err != nil || listenPort < 0 || listenPort > 65535 {
-		return usagef("--listen %q: bad port", *listen)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if len(*upstreams) == 0 {
-		up, err := dns.UpstreamsFromResolvConf(resolvConf)
-		if err != nil {
-			log.Warn("no DNS upstreams: names outside the private zone will fail (SERVFAIL); use --dns-upstream", "err", err)
-		}
-		*upstreams = up
-	}
-	d, err := daemon.New(daemon.Config{
-		Name:     *name,
-		StateDir: *stateDir,
-		Control:  *controlPath,
-		MTU:      *mtu,
-		Logger:   log,
-
-		ClusterKeyFile: *keyFile,
-		Gossip:         *gossip,
-		Advertise:      *advertise,
-		Join:           *join,
-		Timing:         tm,
-		Listen:         listenPort,
-		DNSUpstreams:   *upstreams,
-
-		EgressIPs:           egress,
-		EgressAllowLoopback: *allowLoopback,
-		EgressProbe:         probeAddr,
-		OpenPort: func(f *os.File, mtu int) (router.Port, string, error) {
-			p, info, err := tunnel.OpenPort(f, mtu)
+	cfg := daemon.Config{
+		Name:                *f.name,
+		StateDir:            *f.stateDir,
+		Control:             *f.control,
+		MTU:                 *f.mtu,
+		Logger:              slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		ClusterKeyFile:      *f.keyFile,
+		Join:                *f.join,
+		EgressAllowLoopback: *f.allowLoopback,
+		OpenPort: func(file *os.File, mtu int) (router.Port, string, error) {
+			p, info, err := tunnel.OpenPort(file, mtu)
 			return p, info.Name, err
 		},
-	})
+	}
+	if cfg.Control == "" {
+		cfg.Control = filepath.Join(cfg.StateDir, "control.sock")
+	}
+	switch *f.timing {
+	case "lan":
+		cfg.Timing = cluster.TimingLAN
+	case "fast":
+		cfg.Timing = cluster.TimingFast
+	default:
+		return daemon.Config{}, fmt.Errorf("--gossip-timing %q: want lan or fast", *f.timing)
+	}
+	var err error
+	if cfg.Gossip, err = parseAddrPort("--gossip", *f.gossip); err != nil {
+		return daemon.Config{}, err
+	}
+	if cfg.Listen, err = parseAddrPort("--listen", *f.listen); err != nil {
+		return daemon.Config{}, err
+	}
+	if *f.advertise != "" {
+		if cfg.Advertise, err = netip.ParseAddr(*f.advertise); err != nil {
+			return daemon.Config{}, fmt.Errorf("--advertise %q: want an IP address", *f.advertise)
+		}
+	}
+	for _, a := range *f.upstreams {
+		ap, err := parseAddrPort("--dns-upstream", a)
+		if err != nil {
+			return daemon.Config{}, err
+		}
+		cfg.DNSUpstreams = append(cfg.DNSUpstreams, ap)
+	}
+	for _, a := range *f.egressIPs {
+		ip, err := netip.ParseAddr(a)
+		if err != nil || !ip.Is4() {
+			return daemon.Config{}, fmt.Errorf("--egress-ip %q: want an IPv4 address", a)
+		}
+		cfg.EgressIPs = append(cfg.EgressIPs, ip)
+	}
+	if *f.probe != "" {
+		if cfg.EgressProbe, err = parseAddrPort("--egress-probe", *f.probe); err != nil {
+			return daemon.Config{}, err
+		}
+	}
+	if *f.debugListen != "" {
+		if cfg.DebugListen, err = parseAddrPort("--debug-listen", *f.debugListen); err != nil {
+			return daemon.Config{}, err
+		}
+	}
+	return cfg, nil
+}
+
+func parseAddrPort(flag, s string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%s %q: want IP:PORT", flag, s)
+	}
+	return ap, nil
+}
+
+func cmdRun(args []string, stdout io.Writer) error {
+	cfg, err := parseRun(args)
+	if errors.Is(err, pflag.ErrHelp) {
+		fs := newFlags("run", "run [flags]", stdout)
+		defineRunFlags(fs)
+		fs.Usage()
+		return err
+	}
 	if err != nil {
 		return err
 	}
-	if debugAddr.IsValid() {
-		dbg, err := startDebug(debugAddr, log)
+	log := cfg.Logger
+	if len(cfg.DNSUpstreams) == 0 {
+		cfg.DNSUpstreams, err = resolvConfUpstreams()
 		if err != nil {
-			d.Close()
-			return err
+			log.Warn("no DNS upstreams: names outside the private zone will fail (SERVFAIL); use --dns-upstream", "err", err)
 		}
-		defer dbg.Close()
+	}
+	d, err := daemon.New(cfg)
+	if err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -162,6 +197,23 @@ func cmdRun(args []string, stdout io.Writer) error {
 	<-served
 	log.Info("stopped")
 	return nil
+}
+
+// resolvConfUpstreams is the default of --dns-upstream.
+func resolvConfUpstreams() ([]netip.AddrPort, error) {
+	ups, err := dns.UpstreamsFromResolvConf(resolvConf)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.AddrPort, 0, len(ups))
+	for _, u := range ups {
+		ap, err := netip.ParseAddrPort(u)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", resolvConf, err)
+		}
+		out = append(out, ap)
+	}
+	return out, nil
 }
 
 func cmdKeygen(args []string, stdout io.Writer) error {

@@ -16,17 +16,17 @@ import (
 // advertiseAddr picks the address other nodes reach us at when none is
 // given: the gossip bind address if it is concrete, else the first global
 // unicast IPv4 of the host, else loopback (a one-host cluster).
-func advertiseAddr(bind string) string {
-	if ip, err := netip.ParseAddr(bind); err == nil && !ip.IsUnspecified() {
+func advertiseAddr(bind netip.Addr) netip.Addr {
+	if bind.IsValid() && !bind.IsUnspecified() {
 		return bind
 	}
 	addrs, _ := hostAddrs()
 	for _, ip := range addrs {
 		if ip.Is4() && ip.IsGlobalUnicast() {
-			return ip.String()
+			return ip
 		}
 	}
-	return "127.0.0.1"
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
 }
 
 // joinLoop joins the seeds, retrying with capped exponential backoff until

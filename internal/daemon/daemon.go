@@ -2,6 +2,11 @@
 // router, the control socket and the registry of attached containers, and
 // turns control requests into router operations.
 //
+// Lifecycle: New validates the Config, builds everything (on a failure it
+// closes what it built, newest first) and starts every loop; Serve only
+// answers the control socket; Close stops the socket, the loops, the
+// containers and then the rest, in that order.
+//
 // Locking: Daemon.mu guards the registry. Router calls made under it
 // (AddPort) never block on packet I/O; Attached.Close, which waits for a
 // port's read goroutine, is always called after mu is released.
@@ -12,12 +17,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"time"
 
@@ -27,45 +30,6 @@ import (
 	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
 )
-
-// Config is what `vrouter run` passes in.
-type Config struct {
-	Name     string // node name
-	StateDir string
-	Control  string // control socket path
-	MTU      int
-	Logger   *slog.Logger
-	// OpenPort turns a received fd into a router port; tests replace it.
-	OpenPort func(f *os.File, mtu int) (router.Port, string, error)
-
-	// Cluster.
-	ClusterKeyFile string         // "" = STATE-DIR/cluster.key, created on first start
-	Gossip         string         // gossip bind ADDR:PORT; "" = 127.0.0.1:0 (tests)
-	Advertise      string         // address other nodes reach us at; "" = derived from Gossip
-	Join           []string       // seeds ADDR:PORT; none = bootstrap a new cluster
-	Timing         cluster.Timing // memberlist timings
-	// GossipNetwork carries the gossip instead of UDP and TCP sockets on
-	// Gossip (tests: cluster/memnet); nil in production.
-	GossipNetwork cluster.Network
-	// Listen is the WireGuard UDP port (the socket listens on every
-	// address); the endpoint other nodes use is the advertise address
-	// with this port. 0 picks a free port (tests).
-	Listen int
-
-	// DNSUpstreams ("ADDR:PORT", tried in order) answer every name outside
-	// the private zone; none: such names get SERVFAIL.
-	DNSUpstreams []string
-
-	// EgressAllowLoopback lets containers reach loopback and link-local
-	// destinations through the node (tests and demos).
-	EgressAllowLoopback bool
-	// EgressIPs make the node a gateway: addresses of this host that
-	// dedicated egress may use. Checked at start.
-	EgressIPs []netip.Addr
-	// EgressProbe, on a gateway, is a TCP ADDR:PORT outside that the
-	// gateway must reach from its first egress IP to take new flows.
-	EgressProbe netip.AddrPort
-}
 
 // Daemon is one running vrouter node.
 type Daemon struct {
@@ -87,14 +51,11 @@ type Daemon struct {
 	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
 	firstSeen map[string]time.Time
 
+	debug *debugServer // nil unless Config.DebugListen
+
 	ctx    context.Context // cancelled by Close; ends the loops
 	cancel context.CancelFunc
-	loops  sync.WaitGroup // joinLoop
-	// loopsMu orders Serve's loops.Add before Close's loops.Wait (a
-	// WaitGroup must not be added to while Wait may run): after Close has
-	// begun, Serve starts no loop.
-	loopsMu     sync.Mutex
-	loopsClosed bool
+	loops  sync.WaitGroup // every loop, all started by start
 
 	mu     sync.Mutex
 	reg    *registry
@@ -103,29 +64,16 @@ type Daemon struct {
 	watchers sync.WaitGroup // one per container, see watch
 }
 
-// New validates cfg, creates the state directory and starts listening on
-// the control socket. Serve then handles requests until Close.
-func New(cfg Config) (*Daemon, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.MTU == 0 {
-		cfg.MTU = router.DefaultMTU
-	}
-	if cfg.MTU < 576 || cfg.MTU > 65535 {
-		return nil, fmt.Errorf("mtu %d out of range 576-65535", cfg.MTU)
-	}
-	if cfg.Name == "" {
-		return nil, errors.New("node name is empty")
-	}
-	if cfg.OpenPort == nil {
-		return nil, errors.New("no port opener configured")
+// New validates cfg, creates the state directory, listens on the control
+// socket, joins gossip and starts the daemon's loops. Serve then answers
+// control requests until Close, which must be called once New succeeded.
+func New(cfg Config) (_ *Daemon, err error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if err := checkEgressIPs(cfg.EgressIPs); err != nil {
 		return nil, err
-	}
-	if cfg.EgressProbe.IsValid() && len(cfg.EgressIPs) == 0 {
-		return nil, errors.New("an egress probe needs egress IPs (--egress-ip): only gateways probe")
 	}
 	addrs, err := hostAddrs()
 	if err != nil {
@@ -134,28 +82,32 @@ func New(cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	if cfg.Control == "" {
-		cfg.Control = filepath.Join(cfg.StateDir, "control.sock")
-	}
+	// undo closes, newest first, what New has built when a later step
+	// fails; after the last step it is dropped and Close takes over.
+	var undo closers
+	defer func() {
+		if err != nil {
+			undo.close()
+		}
+	}()
 	srv, err := control.Listen(cfg.Control)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
+	undo.push(srv.Close)
 	srv.Logger = cfg.Logger.With("component", "control")
 	rt := router.New(router.Config{Logger: cfg.Logger.With("component", "router")})
+	undo.push(rt.Close)
 	wg, meta, err := newOverlay(&cfg, rt)
 	if err != nil {
-		rt.Close()
-		srv.Close()
 		return nil, err
 	}
+	undo.push(wg.Close)
 	cl, err := newCluster(&cfg, meta)
 	if err != nil {
-		wg.Close()
-		rt.Close()
-		srv.Close()
 		return nil, err
 	}
+	undo.push(cl.Close)
 	d := &Daemon{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -174,14 +126,35 @@ func New(cfg Config) (*Daemon, error) {
 	d.remotes = remoteState{entries: records.NewFollower[remoteEntry](d.view)}
 	d.resolver, err = newResolver(&cfg, d)
 	if err != nil {
-		cl.Close()
-		wg.Close()
-		rt.Close()
-		srv.Close()
 		return nil, err
 	}
-	d.ctx, d.cancel = context.WithCancel(context.Background())
+	undo.push(d.resolver.Close)
+	if cfg.DebugListen.IsValid() {
+		d.debug, err = startDebug(cfg.DebugListen, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+	}
+	d.start()
 	return d, nil
+}
+
+// start starts every loop of the daemon; Close stops them. It runs once,
+// at the end of New, so no loop can start after Close has begun.
+func (d *Daemon) start() {
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	if len(d.cfg.Join) > 0 {
+		d.loops.Add(1)
+		go d.joinLoop(d.ctx, d.cfg.Join)
+	}
+	d.loadEgress()
+	if d.cfg.EgressProbe.IsValid() && len(d.cfg.EgressIPs) > 0 {
+		d.loops.Add(1)
+		go d.probeLoop(d.ctx, d.cfg.EgressProbe)
+	}
+	d.loops.Add(2)
+	go d.reconcileLoop(d.ctx)
+	go d.overlayProbeLoop(d.ctx)
 }
 
 // newCluster loads or creates the cluster key and starts gossip.
@@ -204,25 +177,9 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 		}
 		key = k
 	}
-	gossip := cfg.Gossip
-	if gossip == "" {
-		gossip = "127.0.0.1:0"
-	}
-	host, portStr, err := net.SplitHostPort(gossip)
-	if err != nil {
-		return nil, fmt.Errorf("gossip address %q: %w", gossip, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 0 || port > 65535 {
-		return nil, fmt.Errorf("gossip address %q: bad port", gossip)
-	}
-	adv := cfg.Advertise
-	if adv == "" {
-		adv = advertiseAddr(host)
-	}
-	advIP, err := netip.ParseAddr(adv)
-	if err != nil {
-		return nil, fmt.Errorf("advertise address %q: %w", adv, err)
+	advIP := cfg.Advertise
+	if !advIP.IsValid() {
+		advIP = advertiseAddr(cfg.Gossip.Addr())
 	}
 	meta.WGEndpoint = netip.AddrPortFrom(advIP, meta.WGEndpoint.Port())
 	meta.Gateway = len(cfg.EgressIPs) > 0
@@ -233,9 +190,9 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 	}
 	cl, err := cluster.New(cluster.Config{
 		Name:          cfg.Name,
-		BindAddr:      host,
-		BindPort:      port,
-		AdvertiseAddr: adv,
+		BindAddr:      cfg.Gossip.Addr().String(),
+		BindPort:      int(cfg.Gossip.Port()),
+		AdvertiseAddr: advIP.String(),
 		Key:           key,
 		Meta:          meta,
 		Timing:        cfg.Timing,
@@ -250,28 +207,11 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 	return cl, nil
 }
 
-// Serve answers control requests until Close. It returns nil after Close.
+// Serve answers control requests until Close. It returns nil after Close,
+// also when Close came first.
 func (d *Daemon) Serve() error {
-	d.loopsMu.Lock()
-	if d.loopsClosed {
-		d.loopsMu.Unlock()
-		return nil // closed before it served: nothing to do
-	}
-	if len(d.cfg.Join) > 0 {
-		d.loops.Add(1)
-		go d.joinLoop(d.ctx, d.cfg.Join)
-	}
-	d.loadEgress()
-	if d.cfg.EgressProbe.IsValid() && len(d.cfg.EgressIPs) > 0 {
-		d.loops.Add(1)
-		go d.probeLoop(d.ctx, d.cfg.EgressProbe)
-	}
-	d.loops.Add(2)
-	go d.reconcileLoop(d.ctx)
-	go d.overlayProbeLoop(d.ctx)
-	d.loopsMu.Unlock()
 	d.log.Info("vrouter running", "node", d.cfg.Name, "control", d.cfg.Control, "state_dir", d.cfg.StateDir,
-		"mtu", d.cfg.MTU, "gossip", d.cluster.LocalAddr(), "version", Version())
+		"mtu", d.cfg.MTU, "gossip", d.cluster.LocalAddr(), "listen", d.cfg.Listen, "version", Version())
 	return d.server.Serve(d.handle)
 }
 
@@ -280,9 +220,6 @@ func (d *Daemon) Serve() error {
 func (d *Daemon) Close() error {
 	err := d.server.Close()
 	d.cancel()
-	d.loopsMu.Lock()
-	d.loopsClosed = true
-	d.loopsMu.Unlock()
 	d.loops.Wait()
 	d.mu.Lock()
 	var all []*container
@@ -308,6 +245,9 @@ func (d *Daemon) Close() error {
 	d.closeEgressPath()
 	err = errors.Join(err, d.cluster.Close(), d.wg.Close(), d.router.Close())
 	d.watchers.Wait()
+	if d.debug != nil {
+		err = errors.Join(err, d.debug.Close())
+	}
 	return err
 }
 

@@ -93,7 +93,7 @@ func addrsOf(m *mdns.Msg) []string {
 // its last container.
 func TestDNSThroughDaemon(t *testing.T) {
 	up := startUpstream(t)
-	td := startDaemonWith(t, func(c *Config) { c.DNSUpstreams = []string{up} })
+	td := startDaemonWith(t, func(c *Config) { c.DNSUpstreams = []netip.AddrPort{netip.MustParseAddrPort(up)} })
 	web, err := td.attach(t, control.AttachRequest{Network: testPN, App: testApp, Type: "web"})
 	if err != nil {
 		t.Fatal(err)

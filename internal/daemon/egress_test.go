@@ -20,8 +20,6 @@ func TestCheckEgressIPs(t *testing.T) {
 	}{
 		// TEST-NET-2: documentation space, never configured on a host.
 		{[]netip.Addr{netip.MustParseAddr("198.51.100.77")}, "not an address of this host"},
-		{[]netip.Addr{netip.MustParseAddr("::1")}, "not an IPv4 address"},
-		{[]netip.Addr{lo, lo}, "given twice"},
 	} {
 		err := checkEgressIPs(tc.ips)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -32,9 +32,11 @@ func newOverlay(cfg *Config, rt *router.Router) (*router.WireGuard, cluster.Node
 	if err != nil {
 		return nil, cluster.NodeMeta{}, fmt.Errorf("overlay: %w", err)
 	}
-	wg, err := router.NewWireGuard(dev, router.WireGuardConfig{PrivateKey: priv, ListenPort: cfg.Listen, Logger: cfg.Logger.With("component", "wireguard")})
+	// Only the port: wireguard-go's bind listens on every address.
+	lport := int(cfg.Listen.Port())
+	wg, err := router.NewWireGuard(dev, router.WireGuardConfig{PrivateKey: priv, ListenPort: lport, Logger: cfg.Logger.With("component", "wireguard")})
 	if err != nil {
-		return nil, cluster.NodeMeta{}, fmt.Errorf("wireguard on port %d: %w", cfg.Listen, err)
+		return nil, cluster.NodeMeta{}, fmt.Errorf("wireguard on port %d: %w", lport, err)
 	}
 	port, err := wg.ListenPort()
 	if err != nil {

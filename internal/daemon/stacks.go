@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/vrouter/vrouter/dns"
 	"github.com/vrouter/vrouter/internal/control"
@@ -78,7 +79,7 @@ func (d *Daemon) closeStacks(stacks []*netStack) {
 // dnsStatus is the resolver's part of status.
 func (d *Daemon) dnsStatus() *control.DNSStatus {
 	s := d.resolver.Stats()
-	up := append([]string{}, d.cfg.DNSUpstreams...) // in the order they are tried
+	up := upstreamStrings(d.cfg.DNSUpstreams) // in the order they are tried
 	return &control.DNSStatus{
 		Resolver:  router.DefaultResolver.String(),
 		Upstreams: up,
@@ -99,11 +100,19 @@ func (d *Daemon) dnsStatus() *control.DNSStatus {
 func newResolver(cfg *Config, d *Daemon) (*dns.Resolver, error) {
 	r, err := dns.New(dns.Config{
 		View:      d.view,
-		Upstreams: cfg.DNSUpstreams,
+		Upstreams: upstreamStrings(cfg.DNSUpstreams),
 		Logger:    cfg.Logger.With("component", "dns"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	return r, nil
+}
+
+func upstreamStrings(ups []netip.AddrPort) []string {
+	out := make([]string, 0, len(ups))
+	for _, u := range ups {
+		out = append(out, u.String())
+	}
+	return out
 }

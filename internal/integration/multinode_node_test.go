@@ -64,7 +64,7 @@ func startNode(t *testing.T, name, keyFile string, join ...netip.AddrPort) *mnNo
 		Logger:         slog.New(n.log).With("node", name),
 		OpenPort:       n.openPort,
 		ClusterKeyFile: keyFile,
-		Gossip:         "127.0.0.1:0",
+		Gossip:         netip.MustParseAddrPort("127.0.0.1:0"),
 		Join:           seeds,
 		Timing:         cluster.TimingFast,
 		GossipNetwork:  &gossipNet,

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -18,17 +18,6 @@ type debugServer struct {
 	srv  *http.Server
 	ln   net.Listener
 	done chan struct{}
-}
-
-func parseDebugListen(s string) (netip.AddrPort, error) {
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("--debug-listen %q: want IP:PORT", s)
-	}
-	if !ap.Addr().IsLoopback() {
-		return netip.AddrPort{}, fmt.Errorf("--debug-listen %q: must be a loopback address (profiles expose the daemon's memory)", s)
-	}
-	return ap, nil
 }
 
 func startDebug(ap netip.AddrPort, log *slog.Logger) (*debugServer, error) {

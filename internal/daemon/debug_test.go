@@ -1,15 +1,15 @@
-package main
+package daemon
 
 import (
 	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
-
-	"github.com/vrouter/vrouter/internal/leaktest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/leaktest"
 )
 
 func TestDebugServerServesProfilesAndCloses(t *testing.T) {
