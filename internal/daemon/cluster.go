@@ -94,6 +94,36 @@ func (d *Daemon) release(c *container) {
 	st.Delete(records.NumberKey(c.info.App, c.info.Type, c.info.Number))
 }
 
+// fence detaches the local containers whose address or number claim the
+// store withdrew (keys from Store.Fenced) because an older claim won after
+// the fact, when a partition healed (AUDIT D9): the winner keeps the
+// address everywhere else, and a loser still answering for it here would
+// split its traffic. Detaching releases the other claim too.
+func (d *Daemon) fence(keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	lost := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		lost[k] = true
+	}
+	d.mu.Lock()
+	var fenced []*container
+	for _, c := range d.reg.containers {
+		if lost[records.ContainerKey(c.info.Network, c.addr)] || lost[records.NumberKey(c.info.App, c.info.Type, c.info.Number)] {
+			fenced = append(fenced, c)
+		}
+	}
+	d.mu.Unlock()
+	for _, c := range fenced {
+		d.log.Error("container lost its address or number to an older claim after a partition healed; detached",
+			"id", c.info.ID, "network", c.info.Network, "ip", c.addr, "number", c.info.Number)
+		if _, err := d.detach(c.info.ID); err != nil {
+			d.log.Warn("detach fenced container", "id", c.info.ID, "err", err)
+		}
+	}
+}
+
 // remoteContainers lists the containers other live nodes announce.
 func (d *Daemon) remoteContainers() []control.Container {
 	var out []control.Container

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/vrouter/vrouter/internal/control"
 	"github.com/vrouter/vrouter/internal/keys"
 	"github.com/vrouter/vrouter/internal/poll"
+	"github.com/vrouter/vrouter/internal/records"
 )
 
 // startPair starts two daemons sharing a cluster key; b joins a.
@@ -183,5 +185,36 @@ func TestKeyFiles(t *testing.T) {
 	}
 	if _, err := readKeyFile(filepath.Join(dir, "missing")); err == nil {
 		t.Fatal("missing key file accepted")
+	}
+}
+
+// TestFenceDetachesLoser: a container whose address claim the store
+// withdrew (an older claim won after a partition healed) is detached and
+// its claims released; other containers stay.
+func TestFenceDetachesLoser(t *testing.T) {
+	td := startDaemon(t)
+	a, err := td.attach(t, control.AttachRequest{Network: testPN, App: testApp, Type: "web", ContainerKey: "k1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := td.attach(t, control.AttachRequest{Network: testPN, App: testApp, Type: "web", ContainerKey: "k2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	td.fence([]string{records.ContainerKey(testPN, netip.MustParseAddr(a.IP)), "v/unrelated"})
+	cs := containersOf(t, td)
+	if len(cs) != 1 || cs[0].ID != b.ID {
+		t.Fatalf("containers after the fence: %+v, want only %s", cs, b.ID)
+	}
+	st := td.cluster.Store()
+	if _, ok := st.Get("test-node", records.NumberKey(testApp, "web", a.Number)); ok {
+		t.Error("the fenced container's number is still claimed")
+	}
+	if _, ok := st.Get("test-node", records.ContainerKey(testPN, netip.MustParseAddr(b.IP))); !ok {
+		t.Error("the other container's claim went too")
+	}
+	ports := td.ports.all()
+	if len(ports) != 2 || !ports[0].Closed() || ports[1].Closed() {
+		t.Fatalf("ports after the fence: %d, want the first closed and the second open", len(ports))
 	}
 }

@@ -77,6 +77,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 const dialDelay = time.Second
 
 func (d *Daemon) reconcile() {
+	d.fence(d.cluster.Store().Fenced())
 	d.view.Sync()
 	d.reconcileEgress()
 	d.reconcileEgressPath()
