@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/vrouter/vrouter/cluster"
@@ -36,16 +38,22 @@ const (
 // egressInputs reads the cluster's gateways and live assignments now.
 func (d *Daemon) egressInputs() ([]cluster.Node, []gatewayCandidate, []egressAssignment) {
 	nodes := d.cluster.Nodes()
+	contested := contestedEgressIPs(nodes)
 	var gws []gatewayCandidate
 	for _, n := range nodes {
-		if !n.Meta.Gateway || len(n.Meta.EgressIPs) == 0 {
+		if !n.Meta.Gateway || len(n.Meta.EgressIPs) == 0 || n.Identity != cluster.IdentityOK {
+			continue
+		}
+		// A contested IP is nobody's to hand out.
+		ips := slices.DeleteFunc(slices.Clone(n.Meta.EgressIPs), func(ip netip.Addr) bool { return contested[ip] })
+		if len(ips) == 0 {
 			continue
 		}
 		gws = append(gws, gatewayCandidate{
 			Name:     n.Name,
 			Alive:    n.State == cluster.StateAlive,
 			Draining: n.Meta.Draining,
-			IPs:      n.Meta.EgressIPs,
+			IPs:      ips,
 		})
 	}
 	return nodes, gws, liveAssignments(nodes, d.cluster.Store().List(records.EIPPrefix))

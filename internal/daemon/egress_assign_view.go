@@ -63,18 +63,24 @@ func (d *Daemon) refreshEgressView() *egressView {
 }
 
 // liveAssignments decodes the eip records of live gateways (the store
-// hides those of dead ones). A record is believed only if its owner
-// advertises the IP: a node cannot hand out another gateway's address.
+// hides those of dead ones). A record is believed only if its owner is a
+// node whose identity checked out and whose signed metadata advertises the
+// IP, and no other such node advertises it too: a member cannot hand out
+// another gateway's address, and one that advertises it as its own only
+// makes the IP contested (unused), never its own.
 func liveAssignments(nodes []cluster.Node, entries []cluster.Entry) []egressAssignment {
 	byName := make(map[string]cluster.Node, len(nodes))
 	for _, n := range nodes {
-		byName[n.Name] = n
+		if n.Identity == cluster.IdentityOK {
+			byName[n.Name] = n
+		}
 	}
+	contested := contestedEgressIPs(nodes)
 	seen := make(map[netip.Addr]bool)
 	var out []egressAssignment
 	for _, e := range entries {
 		ip, rec, err := records.ParseEIP(e.Key, e.Value)
-		if err != nil || seen[ip] {
+		if err != nil || seen[ip] || contested[ip] {
 			continue
 		}
 		n, ok := byName[e.Owner]
@@ -85,6 +91,28 @@ func liveAssignments(nodes []cluster.Node, entries []cluster.Entry) []egressAssi
 		out = append(out, egressAssignment{IP: ip, App: rec.App, Gateway: e.Owner, AssignedAt: rec.AssignedAt})
 	}
 	return out
+}
+
+// contestedEgressIPs are the egress IPs that more than one node's trusted
+// metadata lists (dead nodes included until they are reaped).
+func contestedEgressIPs(nodes []cluster.Node) map[netip.Addr]bool {
+	owner := make(map[netip.Addr]string)
+	var contested map[netip.Addr]bool
+	for _, n := range nodes {
+		if n.Identity != cluster.IdentityOK {
+			continue
+		}
+		for _, ip := range n.Meta.EgressIPs {
+			if o, ok := owner[ip]; ok && o != n.Name {
+				if contested == nil {
+					contested = make(map[netip.Addr]bool)
+				}
+				contested[ip] = true
+			}
+			owner[ip] = n.Name
+		}
+	}
+	return contested
 }
 
 // buildEgressView turns the live assignments into the snapshot. lastKnown

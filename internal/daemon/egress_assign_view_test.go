@@ -140,3 +140,33 @@ func TestEgressView(t *testing.T) {
 		t.Errorf("memory holds %v, want g1's two", mem)
 	}
 }
+
+// TestEgressStolenIP: a member that advertises another gateway's egress IP
+// in its own (validly signed) metadata, with an older assignment of it,
+// does not become its gateway: the IP is contested and nobody's; and a
+// node whose identity did not check out is believed for nothing.
+func TestEgressStolenIP(t *testing.T) {
+	g2 := gwNode("g2", cluster.StateAlive, false, "127.0.0.4", "127.0.0.5")
+	rogue := gwNode("a-rogue", cluster.StateAlive, false, "127.0.0.4", "127.0.0.8")
+	entries := []cluster.Entry{
+		eipEntry("a-rogue", "127.0.0.4", egressAppB, 0), // sorts first, older
+		eipEntry("g2", "127.0.0.4", egressAppA, 5),
+		eipEntry("g2", "127.0.0.5", egressAppC, 5),
+		eipEntry("a-rogue", "127.0.0.8", egressAppC, 5), // its own IP: believed
+	}
+	got := liveAssignments([]cluster.Node{rogue, g2}, entries)
+	if len(got) != 2 || got[0].IP != netip.MustParseAddr("127.0.0.5") || got[0].Gateway != "g2" ||
+		got[1].IP != netip.MustParseAddr("127.0.0.8") || got[1].Gateway != "a-rogue" {
+		t.Fatalf("live assignments with a contested IP: %+v", got)
+	}
+	// Refused identity (e.g. a changed key): its records are not believed,
+	// and its metadata contests nothing.
+	rogue.Identity = cluster.IdentityKeyChanged
+	got = liveAssignments([]cluster.Node{rogue, g2}, entries)
+	if len(got) != 2 || got[0].App != egressAppA || got[0].Gateway != "g2" || got[1].Gateway != "g2" {
+		t.Fatalf("live assignments with a refused node: %+v", got)
+	}
+	if c := contestedEgressIPs([]cluster.Node{rogue, g2}); len(c) != 0 {
+		t.Fatalf("a refused node contests %v", c)
+	}
+}
