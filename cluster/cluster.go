@@ -552,6 +552,13 @@ func (c *Cluster) checkMeta(name string, b []byte) (NodeMeta, IdentityState) {
 		return NodeMeta{}, IdentityUnsigned
 	}
 	ok, err := c.pins.check(name, m.SigningKey, now)
+	if errors.Is(err, errTooManyPins) {
+		c.mu.Lock()
+		c.metaRefused++
+		c.mu.Unlock()
+		c.warnIdentity(name, "pins-full", "pin table full; new node refused (unpin names of nodes gone for good)", "err", err)
+		return NodeMeta{}, IdentityUnsigned
+	}
 	if err != nil {
 		c.warnIdentity(name, "pin-save", "could not save signing key pin", "err", err)
 	}

@@ -128,14 +128,24 @@ func (p *pins) key(name string) ([32]byte, bool) {
 	return pin.Key, ok
 }
 
+// maxPins bounds the pin table: each new name costs a durable write, and
+// a member can make up names as fast as it likes.
+const maxPins = 4096
+
+var errTooManyPins = errors.New("too many pinned names")
+
 // check pins key to name if name is new. It reports whether key is the
 // pinned one, and an error if a new pin could not be saved (the pin is
-// kept in memory all the same: refusing the node would not help).
+// kept in memory all the same: refusing the node would not help). A new
+// name beyond maxPins is not pinned and not trusted (errTooManyPins).
 func (p *pins) check(name string, key [32]byte, now time.Time) (ok bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if pin, known := p.m[name]; known {
 		return pin.Key == key, nil
+	}
+	if len(p.m) >= maxPins {
+		return false, fmt.Errorf("%w (%d): %s not pinned", errTooManyPins, maxPins, name)
 	}
 	p.m[name] = Pin{Name: name, Key: key, Since: now}
 	return true, p.saveLocked()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -385,4 +386,23 @@ func FuzzVerifyRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPinsBounded(t *testing.T) {
+	p, err := loadPins("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_700_000_000, 0)
+	for i := range maxPins {
+		if ok, err := p.check(fmt.Sprintf("n%d", i), [32]byte{1}, now); !ok || err != nil {
+			t.Fatalf("pin %d: %v, %v", i, ok, err)
+		}
+	}
+	if ok, err := p.check("one-more", [32]byte{1}, now); ok || !errors.Is(err, errTooManyPins) {
+		t.Fatalf("pin beyond the bound: %v, %v", ok, err)
+	}
+	if ok, _ := p.check("n0", [32]byte{1}, now); !ok {
+		t.Fatal("a known name is refused once the table is full")
+	}
 }

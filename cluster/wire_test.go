@@ -175,7 +175,9 @@ func FuzzDecodeMessage(f *testing.F) {
 			t.Fatalf("re-encoding differs:\n in %x\nout %x", b, enc)
 		}
 		// And merging it into a store never panics either.
+		// Known signers, so records get as far as the signature check.
 		s := newStore("self", 1, 0)
+		s.keyOf = testKeyOf
 		s.setOwner("n1", 3, true)
 		_, _ = s.handleMessage(b, true)
 		_ = s.List("")

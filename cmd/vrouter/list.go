@@ -94,6 +94,9 @@ func cmdStatus(args []string, stdout io.Writer) error {
 	if st.Egress != nil {
 		printCounters(stdout, "egress:", st.Egress)
 	}
+	if st.Cluster != nil {
+		printCounters(stdout, "cluster:", st.Cluster)
+	}
 	return nil
 }
 
