@@ -84,6 +84,7 @@ type Cluster struct {
 	metaErrors   uint64
 	metaRefused  uint64               // peers' metadata without a valid signature
 	keyChanged   uint64               // peers' metadata signed by another key than the pinned one
+	metaStale    uint64               // peers' genuine metadata of a life older than the one we trust
 	warned       map[string]time.Time // rate limit of identity warnings, by node and reason
 	closed       bool
 
@@ -347,6 +348,7 @@ type Stats struct {
 	MetaErrors      uint64 // peers' metadata that failed to decode
 	MetaUnsigned    uint64 // peers' metadata refused: no valid signature, or a start in the future
 	MetaKeyChanged  uint64 // peers' metadata refused: signed by another key than the one pinned for the name
+	MetaStale       uint64 // peers' metadata ignored: genuine, but of a life older than the trusted one (a replay)
 	QueuedBroadcast int    // store broadcasts waiting in the gossip queue
 }
 
@@ -357,6 +359,7 @@ func (c *Cluster) Stats() Stats {
 	st.MetaErrors = c.metaErrors
 	st.MetaUnsigned = c.metaRefused
 	st.MetaKeyChanged = c.keyChanged
+	st.MetaStale = c.metaStale
 	c.mu.Unlock()
 	return st
 }
@@ -480,15 +483,22 @@ func (c *Cluster) peerUp(name string, addr netip.AddrPort, rawMeta []byte) {
 	if n == nil {
 		n = &nodeInfo{}
 	}
-	if !n.state.up() || n.since.IsZero() {
+	wasUp := n.state.up() && !n.since.IsZero()
+	if !wasUp {
 		n.state, n.since = StateAlive, time.Now()
 		delete(c.byes, name)
 	}
-	n.addr, n.identity = addr, id
-	if id == IdentityOK {
-		n.meta, n.trusted, n.refused = meta, true, nil
-	} else {
-		n.refused = append([]byte(nil), rawMeta...)
+	n.addr = addr
+	switch {
+	case id == IdentityOK && wasUp && n.staleLife(meta):
+		// A replay of the node's earlier life (its signature holds):
+		// taking it would hide the current life's entries everywhere
+		// until the node refutes it.
+		c.metaStale++
+	case id == IdentityOK:
+		n.meta, n.trusted, n.refused, n.identity = meta, true, nil, id
+	default:
+		n.refused, n.identity = append([]byte(nil), rawMeta...), id
 	}
 	c.setPeerLocked(name, n)
 	trusted, m := n.trusted, n.meta
@@ -507,9 +517,9 @@ func (c *Cluster) peerDown(name string, addr netip.AddrPort, rawMeta []byte) {
 	if n == nil {
 		n = &nodeInfo{}
 	}
-	n.addr, n.identity = addr, id
-	if id == IdentityOK {
-		n.meta, n.trusted, n.refused = meta, true, nil
+	n.addr = addr
+	if id == IdentityOK && !(n.state.up() && n.staleLife(meta)) {
+		n.meta, n.trusted, n.refused, n.identity = meta, true, nil, id
 	}
 	n.state, n.since = StateDead, time.Now()
 	if boot, ok := c.byes[name]; ok && n.trusted && boot == n.meta.BootID {

@@ -406,3 +406,32 @@ func TestPinsBounded(t *testing.T) {
 		t.Fatal("a known name is refused once the table is full")
 	}
 }
+
+// TestClusterIgnoresReplayedLife: n2's genuine metadata of an earlier life,
+// replayed while its current life is up, would hide its entries on every
+// node; it is ignored and counted instead.
+func TestClusterIgnoresReplayedLife(t *testing.T) {
+	leaktest.Check(t)
+	nodes := startCluster(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	n2.Store().Put("c/x", []byte("v"))
+	poll.Until(t, 3*time.Second, "n1 sees n2's entry", func() bool { return hasEntry(n1, "n2", "c/x", "v") })
+	old := n2.meta
+	old.BootID++
+	old.Started -= int64(time.Hour)
+	raw, err := signMeta("n2", &old, testSigner("n2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, _ := nodeNamed(n1, "n2")
+	n1.peerUp("n2", node.Addr, raw)
+	if n, _ := nodeNamed(n1, "n2"); n.Meta.BootID != n2.meta.BootID || n.Identity != IdentityOK {
+		t.Fatalf("n1 took the replayed life: %+v", n)
+	}
+	if !hasEntry(n1, "n2", "c/x", "v") {
+		t.Fatal("the replay hid n2's entry")
+	}
+	if st := n1.Stats(); st.MetaStale != 1 {
+		t.Fatalf("stats %+v, want one stale meta", st)
+	}
+}

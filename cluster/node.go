@@ -167,3 +167,10 @@ func (c *Cluster) reap(now time.Time) {
 		c.store.forgetOwner(name)
 	}
 }
+
+// staleLife says whether m, genuine metadata of the node, is of an earlier
+// life than the trusted one that is up now: a replay. (A life after the
+// one we saw die may start "earlier" if the node's clock was set back.)
+func (n *nodeInfo) staleLife(m NodeMeta) bool {
+	return n.trusted && m.BootID != n.meta.BootID && m.Started < n.meta.Started
+}

@@ -216,5 +216,6 @@ func clusterCounters(st cluster.Stats) map[string]uint64 {
 		"meta_errors":            st.MetaErrors,
 		"meta_unsigned":          st.MetaUnsigned,
 		"meta_key_changed":       st.MetaKeyChanged,
+		"meta_stale":             st.MetaStale,
 	}
 }
