@@ -105,7 +105,7 @@ type storeCounters struct {
 	msgsReceived, msgsBadVersion, msgsMalformed uint64
 	applied, duplicate, stale, rejected         uint64
 	badSignature, unknownSigner, badClaim       uint64
-	claimsLost                                  uint64
+	claimsLost, claimsRaced                     uint64
 }
 
 // maxRecords bounds what peers can make us hold. A daemon holds a few
@@ -257,6 +257,9 @@ func (s *Store) Claim(ctx context.Context, key string, value []byte, settle time
 	}
 	w, held := s.Winner(key)
 	if held && w.Owner != s.self {
+		s.mu.Lock()
+		s.st.claimsRaced++
+		s.mu.Unlock()
 		return false, nil
 	}
 	s.Put(key, value)
@@ -283,6 +286,7 @@ func (s *Store) Claim(ctx context.Context, key string, value []byte, settle time
 		// Lost while settling: the caller retries; nothing to report.
 		s.mu.Lock()
 		delete(s.fenced, key)
+		s.st.claimsRaced++
 		s.mu.Unlock()
 	}
 	return won, nil
@@ -734,6 +738,7 @@ type StoreStats struct {
 	RecordsUnknownSigner uint64 // no key pinned for the owner yet (push-pull repairs honest ones)
 	RecordsBadClaim      uint64 // Claimed before the owner's start or beyond maxClockSkew ahead
 	ClaimsLost           uint64 // our claims fenced after the fact (see Fenced)
+	ClaimsRaced          uint64 // Claim calls another owner won, before or while settling
 	Entries              int    // visible live entries
 	Hidden               int    // live entries not visible (owner down, unknown or another BootID)
 	Tombstones           int
@@ -756,6 +761,7 @@ func (s *Store) Stats() StoreStats {
 		RecordsUnknownSigner: s.st.unknownSigner,
 		RecordsBadClaim:      s.st.badClaim,
 		ClaimsLost:           s.st.claimsLost,
+		ClaimsRaced:          s.st.claimsRaced,
 	}
 	for _, owners := range s.recs {
 		for _, r := range owners {

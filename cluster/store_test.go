@@ -443,6 +443,9 @@ func TestStoreClaim(t *testing.T) {
 		if _, held := s.Get("self", "k"); held || len(s.sent) != 0 {
 			t.Fatal("losing claim was put")
 		}
+		if n := s.Stats().ClaimsRaced; n != 1 {
+			t.Fatalf("claims raced %d, want 1", n)
+		}
 	})
 	t.Run("earlier competitor arrives during settle", func(t *testing.T) {
 		s := newTestStore(t, "self", 7)

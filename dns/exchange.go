@@ -33,7 +33,9 @@ func (r *Resolver) exchangeAll(ctx context.Context, req *mdns.Msg) (*mdns.Msg, e
 		}
 		actx, cancel := context.WithTimeout(ctx, left/time.Duration(len(r.upstreams)-i))
 		var resp *mdns.Msg
+		start := time.Now()
 		resp, err = r.exchangeWith(actx, up, q)
+		r.stats.upstream.Observe(time.Since(start))
 		cancel()
 		if err == nil {
 			normalize(resp)

@@ -65,6 +65,10 @@ func TestForwardRelay(t *testing.T) {
 	if st := r.Stats(); st.Forwarded != 1 || st.Rcodes["NOERROR"] != 1 || st.Local != 0 {
 		t.Errorf("stats %+v", st)
 	}
+	if st := r.Stats(); st.UpstreamLatency.Count != 1 || st.Inflight != 0 || st.MaxInflight != DefaultMaxInflight {
+		t.Errorf("upstream exchanges observed %d, in flight %d of %d; want 1, 0 of %d",
+			st.UpstreamLatency.Count, st.Inflight, st.MaxInflight, DefaultMaxInflight)
+	}
 }
 
 // Each exchange has its own id, whatever the client's.
@@ -454,6 +458,9 @@ func TestFloodTotal(t *testing.T) {
 	m := ask(t, h, udpWriter("10.240.0.7"), wireQuery(t, "fast.test.", mdns.TypeA))
 	if m.Rcode != mdns.RcodeServerFailure || r.Stats().Flood != 1 {
 		t.Errorf("third exchange: %s, flood %d", rcodeName(m.Rcode), r.Stats().Flood)
+	}
+	if st := r.Stats(); st.Inflight != 2 || st.MaxInflight != 2 {
+		t.Errorf("slots in use %d of %d, want 2 of 2", st.Inflight, st.MaxInflight)
 	}
 	// Joining a flight in progress needs no new exchange.
 	c := serveAsync(h, udpWriter("10.240.0.7"), wireQuery(t, "slow1.test.", mdns.TypeA))

@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vrouter/vrouter/internal/hist"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -140,6 +141,7 @@ func New(cfg Config) (*Resolver, error) {
 		flights:   make(map[cacheKey]*flight),
 		clients:   make(map[clientKey]int),
 	}
+	r.stats.upstream = hist.New(upstreamBuckets...)
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	mdns "github.com/miekg/dns"
+	"github.com/vrouter/vrouter/internal/hist"
 )
 
 // Stats are cumulative counters.
@@ -17,7 +18,16 @@ type Stats struct {
 	TCPRetries     uint64 // truncated UDP upstream replies retried over TCP
 	Flood          uint64 // queries refused by the in-flight bounds
 	Truncated      uint64 // responses truncated to the client's size
+	// Inflight is the upstream exchanges in progress now (flights), out
+	// of MaxInflight allowed.
+	Inflight, MaxInflight int
+	// UpstreamLatency is the duration of every exchange with one upstream
+	// (UDP, then TCP if truncated), failed ones included.
+	UpstreamLatency hist.Snapshot
 }
+
+// upstreamBuckets spread from a cache on the same host to the timeout.
+var upstreamBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2}
 
 // maxRcode bounds the rcode table: rcodes are 12 bits with EDNS0.
 const maxRcode = 0xFFF
@@ -28,6 +38,7 @@ type counters struct {
 	local, forwarded, cacheHits, upstreamErrors atomic.Uint64
 	tcpRetries, flood, truncated                atomic.Uint64
 	rcodes                                      [maxRcode + 1]atomic.Uint64
+	upstream                                    *hist.Histogram
 }
 
 func (c *counters) rcode(rc int) {
@@ -40,15 +51,20 @@ func (c *counters) rcode(rc int) {
 func (r *Resolver) Stats() Stats {
 	c := &r.stats
 	s := Stats{
-		Rcodes:         make(map[string]uint64),
-		Local:          c.local.Load(),
-		Forwarded:      c.forwarded.Load(),
-		CacheHits:      c.cacheHits.Load(),
-		UpstreamErrors: c.upstreamErrors.Load(),
-		TCPRetries:     c.tcpRetries.Load(),
-		Flood:          c.flood.Load(),
-		Truncated:      c.truncated.Load(),
+		Rcodes:          make(map[string]uint64),
+		Local:           c.local.Load(),
+		Forwarded:       c.forwarded.Load(),
+		CacheHits:       c.cacheHits.Load(),
+		UpstreamErrors:  c.upstreamErrors.Load(),
+		TCPRetries:      c.tcpRetries.Load(),
+		Flood:           c.flood.Load(),
+		Truncated:       c.truncated.Load(),
+		MaxInflight:     r.maxTotal,
+		UpstreamLatency: c.upstream.Snapshot(),
 	}
+	r.mu.Lock()
+	s.Inflight = r.exchanges
+	r.mu.Unlock()
 	for rc := range c.rcodes {
 		if n := c.rcodes[rc].Load(); n != 0 {
 			s.Rcodes[rcodeName(rc)] += n

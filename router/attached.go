@@ -161,6 +161,13 @@ func (a *Attached) Stats() PortStats {
 	}
 }
 
+// Counters returns the port's counters in detail (see Counters).
+func (a *Attached) Counters() Counters {
+	var c batchCounters
+	a.ctr.snapshot(&c)
+	return c.counters(a.tx.packets.Load(), a.tx.bytes.Load())
+}
+
 // Close removes the port from its network's table, closes the Port and
 // waits for the read goroutine. The address can be attached again as soon
 // as Close returns. It is idempotent; later calls return the first result.

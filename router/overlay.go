@@ -183,6 +183,7 @@ func (o *Overlay) sendFrom(a *Attached, pkt []byte, vni uint32, node [4]byte, c 
 	c[ctrForwarded]++
 	c[ctrForwardedBytes] += uint64(n)
 	c[ctrEncapsulated]++
+	c[ctrEncapsulatedBytes] += uint64(n)
 }
 
 // waitFree waits up to overlayWait for a free buffer, once per batch of

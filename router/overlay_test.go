@@ -116,6 +116,18 @@ func TestOverlayPath(t *testing.T) {
 	if sb.Counters["decapsulated"] != 2 || sb.Counters["rx_packets"] != 2 || sb.Counters["forwarded"] != 2 {
 		t.Errorf("receiver stats %v %v", sb.Counters, sb.Drops)
 	}
+	wantBytes := uint64(len(p1) + len(p2))
+	if sa.Counters["encapsulated_bytes"] != wantBytes {
+		t.Errorf("encapsulated_bytes %d, want %d", sa.Counters["encapsulated_bytes"], wantBytes)
+	}
+	// The port's view: both went to another node, none stayed local.
+	c := src.Counters()
+	if c.OverlayPackets != 2 || c.OverlayBytes != wantBytes || c.LocalPackets != 0 || c.Drops[dropTooBig] != 1 {
+		t.Errorf("sender port counters %+v", c)
+	}
+	if n := a.r.NetworkCounters()[src.cfg.Network]; n.OverlayPackets != 2 || n.RxPackets != c.RxPackets {
+		t.Errorf("network counters %+v, want the sender port's", n)
+	}
 }
 
 func TestOverlayWriteDrops(t *testing.T) {

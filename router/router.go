@@ -155,6 +155,10 @@ type Router struct {
 		ports    map[*Attached]struct{}
 		returns  map[uint32]*egressReturn // by egress VNI
 		retired  batchCounters            // counters of ports already closed
+		// retiredByVNI keeps the counters of closed ports per network, so
+		// that a network's counters never go back; one entry per VNI ever
+		// used on this node.
+		retiredByVNI map[uint32]*Counters
 	}
 }
 
@@ -177,6 +181,7 @@ func New(cfg Config) *Router {
 	r.state.networks = make(map[uint32]*table)
 	r.state.ports = make(map[*Attached]struct{})
 	r.state.returns = make(map[uint32]*egressReturn)
+	r.state.retiredByVNI = make(map[uint32]*Counters)
 	r.probe.lastSeen = make(map[[4]byte]int64)
 	r.publishNetworks()
 	r.publishReturns()
@@ -280,6 +285,34 @@ func (r *Router) retire(a *Attached) {
 		r.state.retired[i] += v
 	}
 	delete(r.state.ports, a)
+	// Senders may still add to tx after this (they looked the port up
+	// before it was unlinked); those few packets are not counted here.
+	pc := c.counters(a.tx.packets.Load(), a.tx.bytes.Load())
+	n := r.state.retiredByVNI[a.cfg.Network]
+	if n == nil {
+		n = new(Counters)
+		r.state.retiredByVNI[a.cfg.Network] = n
+	}
+	n.add(&pc)
+}
+
+// NetworkCounters returns, for every network (VNI) that ever had a port on
+// this node, the sum of the counters of its ports, closed ones included,
+// so that each value only grows.
+func (r *Router) NetworkCounters() map[uint32]Counters {
+	r.state.Lock()
+	defer r.state.Unlock()
+	out := make(map[uint32]Counters, len(r.state.retiredByVNI)+len(r.state.networks))
+	for vni, c := range r.state.retiredByVNI {
+		out[vni] = *c
+	}
+	for a := range r.state.ports {
+		c := out[a.cfg.Network]
+		pc := a.Counters()
+		c.add(&pc)
+		out[a.cfg.Network] = c
+	}
+	return out
 }
 
 // Stats returns the router's counters, including those of closed ports.

@@ -38,6 +38,7 @@ const (
 	ctrICMPWriteErrors
 	ctrReadErrors
 	ctrEncapsulated
+	ctrEncapsulatedBytes
 	ctrDecapsulated
 	ctrToStack
 	ctrGSOWhole    // super-packets written whole to an OffloadPort
@@ -73,6 +74,7 @@ var counterNames = [numCounters]string{
 	ctrICMPWriteErrors:     "icmp_write_errors",
 	ctrReadErrors:          "read_errors",
 	ctrEncapsulated:        "encapsulated",
+	ctrEncapsulatedBytes:   "encapsulated_bytes",
 	ctrDecapsulated:        "decapsulated",
 	ctrToStack:             "to_stack",
 	ctrGSOWhole:            "gso_whole",
@@ -117,6 +119,56 @@ type PortStats struct {
 	RxPackets, RxBytes uint64
 	TxPackets, TxBytes uint64
 	Drops              uint64
+}
+
+// NumDropReasons is len(DropReasons()): the size of Counters.Drops.
+const NumDropReasons = int(numDrops)
+
+// Counters is a snapshot of the traffic of one port or of one network,
+// for metrics. Rx is what the containers sent (read from their ports), Tx
+// what was written to them (from ports of this node, from other nodes, ICMP
+// errors of the router). Of the packets read, Local went to a port of this
+// node, Overlay to a container of another node, Stack to the network's
+// netstack (DNS, egress); Drops[i] is the count of DropReasons()[i].
+type Counters struct {
+	RxPackets, RxBytes           uint64
+	TxPackets, TxBytes           uint64
+	LocalPackets, LocalBytes     uint64
+	OverlayPackets, OverlayBytes uint64
+	StackPackets                 uint64
+	Drops                        [NumDropReasons]uint64
+}
+
+func (b *batchCounters) counters(txPackets, txBytes uint64) Counters {
+	c := Counters{
+		RxPackets:      b[ctrRxPackets],
+		RxBytes:        b[ctrRxBytes],
+		TxPackets:      txPackets,
+		TxBytes:        txBytes,
+		OverlayPackets: b[ctrEncapsulated],
+		OverlayBytes:   b[ctrEncapsulatedBytes],
+		LocalPackets:   b[ctrForwarded] - b[ctrEncapsulated],
+		LocalBytes:     b[ctrForwardedBytes] - b[ctrEncapsulatedBytes],
+		StackPackets:   b[ctrToStack],
+	}
+	copy(c.Drops[:], b[:numDrops])
+	return c
+}
+
+// add sums o into c.
+func (c *Counters) add(o *Counters) {
+	c.RxPackets += o.RxPackets
+	c.RxBytes += o.RxBytes
+	c.TxPackets += o.TxPackets
+	c.TxBytes += o.TxBytes
+	c.LocalPackets += o.LocalPackets
+	c.LocalBytes += o.LocalBytes
+	c.OverlayPackets += o.OverlayPackets
+	c.OverlayBytes += o.OverlayBytes
+	c.StackPackets += o.StackPackets
+	for i := range c.Drops {
+		c.Drops[i] += o.Drops[i]
+	}
 }
 
 // counters is a port's share of the router counters. Only the port's read

@@ -30,7 +30,7 @@ const resolvConf = "/etc/resolv.conf"
 type runFlags struct {
 	name, stateDir, control, logLevel, keyFile *string
 	gossip, advertise, listen, timing          *string
-	probe, debugListen                         *string
+	probe, debugListen, metricsListen          *string
 	mtu                                        *int
 	join, upstreams, egressIPs                 *[]string
 	allowLoopback                              *bool
@@ -55,6 +55,7 @@ func defineRunFlags(fs *pflag.FlagSet) *runFlags {
 		allowLoopback: fs.Bool("egress-allow-loopback", false, "let containers reach loopback and link-local destinations through the node (tests, demos)"),
 		timing:        fs.String("gossip-timing", "lan", "failure-detection timings: lan (memberlist defaults, ~6 s) or fast (~1 s, more traffic)"),
 		debugListen:   fs.String("debug-listen", "", "loopback IP:PORT serving Go's profiler at /debug/pprof/ (performance work; off by default)"),
+		metricsListen: fs.String("metrics-listen", "", "IP:PORT serving Prometheus /metrics, /healthz and /readyz (any address; off by default)"),
 	}
 }
 
@@ -144,6 +145,11 @@ func (f *runFlags) config() (daemon.Config, error) {
 	}
 	if *f.debugListen != "" {
 		if cfg.DebugListen, err = parseAddrPort("--debug-listen", *f.debugListen); err != nil {
+			return daemon.Config{}, err
+		}
+	}
+	if *f.metricsListen != "" {
+		if cfg.MetricsListen, err = parseAddrPort("--metrics-listen", *f.metricsListen); err != nil {
 			return daemon.Config{}, err
 		}
 	}

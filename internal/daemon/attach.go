@@ -34,6 +34,7 @@ func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.
 	if fd == nil {
 		return nil, control.Errorf(control.CodeBadRequest, "attach needs a TUN file descriptor")
 	}
+	start := time.Now()
 	want, err := req.Validate()
 	if err != nil {
 		fd.Close()
@@ -58,6 +59,7 @@ func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.
 			d.view.Sync()
 			d.refreshRemotes()
 			d.reconcileEgressPath(c)
+			d.observeAttach(start)
 			return c.info, nil
 		}
 		d.reapStacks()

@@ -41,6 +41,7 @@ func (d *Daemon) joinLoop(ctx context.Context, seeds []string) {
 		err := d.cluster.Join(jctx, seeds)
 		cancel()
 		if err == nil {
+			d.obs.joined.Store(true)
 			d.log.Info("joined cluster", "seeds", seeds, "nodes", len(d.cluster.Nodes()))
 			return
 		}

@@ -66,6 +66,9 @@ type Config struct {
 	// DebugListen serves Go's profiler at /debug/pprof/ (--debug-listen);
 	// loopback only. Zero: off.
 	DebugListen netip.AddrPort
+	// MetricsListen serves Prometheus /metrics, /healthz and /readyz
+	// (--metrics-listen; internal/metrics); any address. Zero: off.
+	MetricsListen netip.AddrPort
 }
 
 // Validate checks cfg as New gets it after filling in the zero values: it

@@ -27,6 +27,7 @@ import (
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/dns"
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/metrics"
 	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
 )
@@ -51,7 +52,8 @@ type Daemon struct {
 	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
 	firstSeen map[string]time.Time
 
-	debug *debugServer // nil unless Config.DebugListen
+	debug   *debugServer    // nil unless Config.DebugListen
+	metrics *metrics.Server // nil unless Config.MetricsListen
 
 	ctx    context.Context // cancelled by Close; ends the loops
 	cancel context.CancelFunc
@@ -62,6 +64,8 @@ type Daemon struct {
 	stacks map[string]*netStack // by PN id: one per network with local containers
 
 	watchers sync.WaitGroup // one per container, see watch
+
+	obs *observed // for metrics (metrics.go)
 }
 
 // New validates cfg, creates the state directory, listens on the control
@@ -121,6 +125,7 @@ func New(cfg Config) (_ *Daemon, err error) {
 		hostAddrs: addrs,
 		assign:    newEgressState(),
 		view:      records.NewContainerView(cfg.Name, cl.Store()),
+		obs:       newObserved(),
 	}
 	d.egress = newEgressPath(d.view)
 	d.remotes = remoteState{entries: records.NewFollower[remoteEntry](d.view)}
@@ -131,6 +136,12 @@ func New(cfg Config) (_ *Daemon, err error) {
 	undo.push(d.resolver.Close)
 	if cfg.DebugListen.IsValid() {
 		d.debug, err = startDebug(cfg.DebugListen, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if cfg.MetricsListen.IsValid() {
+		d.metrics, err = metrics.Listen(cfg.MetricsListen.String(), d, cfg.Logger.With("component", "metrics"))
 		if err != nil {
 			return nil, err
 		}
@@ -219,7 +230,11 @@ func (d *Daemon) Serve() error {
 // returns no goroutine of the daemon is left and every port fd is closed.
 func (d *Daemon) Close() error {
 	err := d.server.Close()
-	d.cancel()
+	d.cancel() // /readyz fails from now on
+	if d.metrics != nil {
+		// First: a scrape reads what the rest of Close takes apart.
+		err = errors.Join(err, d.metrics.Close())
+	}
 	d.loops.Wait()
 	d.mu.Lock()
 	var all []*container

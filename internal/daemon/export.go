@@ -5,6 +5,7 @@ package daemon
 // itself.
 
 import (
+	"net"
 	"net/netip"
 
 	"github.com/vrouter/vrouter/internal/records"
@@ -32,4 +33,13 @@ func (d *Daemon) WireGuardPeers() ([]router.WGPeerStatus, error) { return d.wg.P
 func (d *Daemon) Crash() error {
 	d.cluster.Kill()
 	return d.Close()
+}
+
+// MetricsAddr is the address of the metrics listener (the bound port when
+// Config.MetricsListen asked for port 0); nil without one.
+func (d *Daemon) MetricsAddr() net.Addr {
+	if d.metrics == nil {
+		return nil
+	}
+	return d.metrics.Addr()
 }

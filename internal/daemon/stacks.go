@@ -63,6 +63,9 @@ func (d *Daemon) staleStacksLocked() []*netStack {
 		}
 		d.router.SetLocal(ns.vni, ns.pn, nil, router.LocalOptions{})
 		delete(d.stacks, pn)
+		// Kept now, under d.mu like the scrape: the network's egress
+		// counters never go back (what a closing stack still counts is lost).
+		d.obs.retireEgress(ns.stack.EgressStats())
 		stale = append(stale, ns)
 	}
 	return stale

@@ -1,0 +1,229 @@
+package metrics
+
+import (
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vrouter/vrouter/router"
+)
+
+// collector turns one Snapshot per scrape into const metrics: nothing is
+// registered per container, so a detached container's series simply stop,
+// and the data path keeps only the counters it has anyway.
+type collector struct {
+	src Source
+	now func() time.Time
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("vrouter_"+name, help, labels, nil)
+}
+
+var (
+	ctrLabels = []string{"network", "app", "type", "container"}
+
+	dContainerPackets   = desc("container_packets_total", "Packets of a container: direction sent (read from its port) or received (written to it).", append(ctrLabels, "direction")...)
+	dContainerBytes     = desc("container_bytes_total", "IP bytes of a container: direction sent or received.", append(ctrLabels, "direction")...)
+	dContainerForwarded = desc("container_forwarded_packets_total", "Packets a container sent that were forwarded: path same_node (a port of this node), other_node (encapsulated for another node) or stack (DNS, egress).", append(ctrLabels, "path")...)
+	dContainerFwdBytes  = desc("container_forwarded_bytes_total", "IP bytes a container sent that were forwarded to path same_node or other_node.", append(ctrLabels, "path")...)
+	dContainerDrops     = desc("container_drops_total", "Packets a container sent that were dropped, by reason.", append(ctrLabels, "reason")...)
+
+	dNetworkPackets   = desc("network_packets_total", "Packets of the containers of a network on this node (detached ones included): direction sent or received.", "network", "direction")
+	dNetworkBytes     = desc("network_bytes_total", "IP bytes of the containers of a network on this node: direction sent or received.", "network", "direction")
+	dNetworkForwarded = desc("network_forwarded_packets_total", "Packets of a network's containers forwarded, by path (same_node, other_node, stack).", "network", "path")
+	dNetworkFwdBytes  = desc("network_forwarded_bytes_total", "IP bytes of a network's containers forwarded, by path (same_node, other_node).", "network", "path")
+	dNetworkDrops     = desc("network_drops_total", "Packets of a network's containers dropped, by reason.", "network", "reason")
+
+	dDrops         = desc("drops_total", "Packets dropped by the router, by reason (every reason of vrouter status, the overlay's inbound drops included).", "reason")
+	dRouterEvents  = desc("router_events_total", "Other router counters of vrouter status (icmp_sent, read_errors, encapsulated, gso_split, …).", "event")
+	dRouterBytes   = desc("router_bytes_total", "Byte counters of the router from vrouter status, without the _bytes suffix (rx, forwarded, encapsulated, from_stack).", "counter")
+	dPorts         = desc("ports_attached", "Container ports attached to this node now.")
+	dAttachSeconds = desc("attach_duration_seconds", "Time from receiving an attach request to the attached port (claims included).")
+
+	dPeerUp        = desc("overlay_peer_up", "1 when the peer node is alive in the cluster and configured on the WireGuard device.", "peer")
+	dPeerRxBytes   = desc("overlay_peer_receive_bytes_total", "WireGuard bytes received from the peer node.", "peer")
+	dPeerTxBytes   = desc("overlay_peer_transmit_bytes_total", "WireGuard bytes sent to the peer node.", "peer")
+	dPeerHandshake = desc("overlay_peer_last_handshake_age_seconds", "Seconds since the last WireGuard handshake with the peer node (absent before the first one).", "peer")
+
+	dDNSQueries  = desc("dns_queries_total", "DNS queries by kind: private (answered from the private zone), forwarded (upstream exchanges started), cache_hit.", "kind")
+	dDNSRcodes   = desc("dns_responses_total", "DNS responses sent to containers, by rcode.", "rcode")
+	dDNSEvents   = desc("dns_events_total", "Other resolver counters: upstream_error, tcp_retry, flood (refused by the in-flight bounds), truncated.", "event")
+	dDNSSlots    = desc("dns_forward_slots_in_use", "Upstream exchanges in flight now.")
+	dDNSSlotsMax = desc("dns_forward_slots", "Upstream exchanges allowed in flight (node-wide bound).")
+	dDNSLatency  = desc("dns_upstream_duration_seconds", "Duration of each exchange with an upstream resolver (failed ones included).")
+
+	dEgressOpened  = desc("egress_flows_opened_total", "Flows opened through the node's own address (node egress), by proto (tcp: dials, udp, icmp: echo requests).", "proto")
+	dEgressActive  = desc("egress_flows_active", "Node egress flows open now, by proto.", "proto")
+	dEgressRefused = desc("egress_flows_refused_total", "Node egress refused, by proto and reason (refused: by the destination, failed: dial error or timeout, error: no ping socket or send error).", "proto", "reason")
+	dEgressDenied  = desc("egress_denied_total", "Node egress packets to refused destinations (loopback, link-local, the node's own addresses).")
+	dEgressLimited = desc("egress_limited_total", "Node egress SYNs, new UDP flows and pings refused by a limit.")
+
+	dedLabels      = []string{"app", "egress_ip", "gateway"}
+	dDedActive     = desc("egress_gateway_active", "1 when new flows of the app leave through this egress IP now.", dedLabels...)
+	dDedHealthy    = desc("egress_gateway_healthy", "1 when the gateway of this egress IP is alive, passes its probe and answers overlay probes.", dedLabels...)
+	dDedDraining   = desc("egress_gateway_draining", "1 when the gateway of this egress IP is drained for maintenance.", dedLabels...)
+	dDedBytes      = desc("egress_dedicated_bytes_total", "IP bytes of the app's dedicated egress through this egress IP seen by this node.", dedLabels...)
+	dDedFlows      = desc("egress_dedicated_flows_total", "Flows of the app's dedicated egress opened through this egress IP seen by this node.", dedLabels...)
+	dFailovers     = desc("egress_failovers_total", "Times the active gateway of the app's dedicated egress changed from one gateway to another.", "app")
+	dLastFailover  = desc("egress_last_failover_timestamp_seconds", "Unix time of the app's last failover (absent before the first).", "app")
+	dMembers       = desc("cluster_members", "Nodes of the cluster by state (alive, suspect, dead, left), this node included.", "state")
+	dGossip        = desc("cluster_gossip_messages_total", "Record messages received through gossip, by result (ok, bad_version, malformed).", "result")
+	dRecordsMerged = desc("cluster_records_merged_total", "Records received, by result (applied, duplicate, rejected).", "result")
+	dRecords       = desc("cluster_records", "Live records of the replicated store, by kind.", "kind")
+	dTombstones    = desc("cluster_tombstones", "Deleted records kept until they are collected.")
+	dConflicts     = desc("cluster_claim_conflicts_total", "Claims (addresses, numbers, identifiers) this node lost to another node.")
+	dQueued        = desc("cluster_broadcasts_queued", "Record broadcasts waiting in the gossip queue.")
+	dMetaErrors    = desc("cluster_meta_errors_total", "Peer metadata that failed to decode.")
+)
+
+var allDescs = []*prometheus.Desc{
+	dContainerPackets, dContainerBytes, dContainerForwarded, dContainerFwdBytes, dContainerDrops,
+	dNetworkPackets, dNetworkBytes, dNetworkForwarded, dNetworkFwdBytes, dNetworkDrops,
+	dDrops, dRouterEvents, dRouterBytes, dPorts, dAttachSeconds,
+	dPeerUp, dPeerRxBytes, dPeerTxBytes, dPeerHandshake,
+	dDNSQueries, dDNSRcodes, dDNSEvents, dDNSSlots, dDNSSlotsMax, dDNSLatency,
+	dEgressOpened, dEgressActive, dEgressRefused, dEgressDenied, dEgressLimited,
+	dDedActive, dDedHealthy, dDedDraining, dDedBytes, dDedFlows, dFailovers, dLastFailover,
+	dMembers, dGossip, dRecordsMerged, dRecords, dTombstones, dConflicts, dQueued, dMetaErrors,
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescs {
+		ch <- d
+	}
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.src.Snapshot()
+	now := c.now()
+	reasons := router.DropReasons()
+
+	for _, k := range s.Containers {
+		l := []string{k.Network, k.App, k.Type, k.ID}
+		traffic(ch, &k.Counters, reasons, l,
+			dContainerPackets, dContainerBytes, dContainerForwarded, dContainerFwdBytes, dContainerDrops)
+	}
+	for _, n := range s.Networks {
+		traffic(ch, &n.Counters, reasons, []string{n.ID},
+			dNetworkPackets, dNetworkBytes, dNetworkForwarded, dNetworkFwdBytes, dNetworkDrops)
+	}
+	for _, r := range reasons {
+		counter(ch, dDrops, s.Drops[r], r)
+	}
+	for ev, v := range s.Router {
+		if name, ok := strings.CutSuffix(ev, "_bytes"); ok {
+			counter(ch, dRouterBytes, v, name)
+		} else {
+			counter(ch, dRouterEvents, v, ev)
+		}
+	}
+	gauge(ch, dPorts, float64(s.PortsAttached))
+	ch <- prometheus.MustNewConstHistogram(dAttachSeconds, s.AttachLatency.Count, s.AttachLatency.Sum, s.AttachLatency.Buckets)
+
+	for _, p := range s.Peers {
+		gauge(ch, dPeerUp, b2f(p.Up), p.Name)
+		counter(ch, dPeerRxBytes, p.RxBytes, p.Name)
+		counter(ch, dPeerTxBytes, p.TxBytes, p.Name)
+		if !p.LastHandshake.IsZero() {
+			gauge(ch, dPeerHandshake, max(0, now.Sub(p.LastHandshake).Seconds()), p.Name)
+		}
+	}
+
+	d := &s.DNS
+	counter(ch, dDNSQueries, d.Local, "private")
+	counter(ch, dDNSQueries, d.Forwarded, "forwarded")
+	counter(ch, dDNSQueries, d.CacheHits, "cache_hit")
+	for rc, v := range d.Rcodes {
+		counter(ch, dDNSRcodes, v, rc)
+	}
+	if _, ok := d.Rcodes["SERVFAIL"]; !ok {
+		// Present from the start, so that a rate of SERVFAIL is defined
+		// before the first one.
+		counter(ch, dDNSRcodes, 0, "SERVFAIL")
+	}
+	counter(ch, dDNSEvents, d.UpstreamErrors, "upstream_error")
+	counter(ch, dDNSEvents, d.TCPRetries, "tcp_retry")
+	counter(ch, dDNSEvents, d.Flood, "flood")
+	counter(ch, dDNSEvents, d.Truncated, "truncated")
+	gauge(ch, dDNSSlots, float64(d.SlotsInUse))
+	gauge(ch, dDNSSlotsMax, float64(d.Slots))
+	ch <- prometheus.MustNewConstHistogram(dDNSLatency, d.UpstreamLatency.Count, d.UpstreamLatency.Sum, d.UpstreamLatency.Buckets)
+
+	e := &s.Egress
+	counter(ch, dEgressOpened, e.TCPDials, "tcp")
+	counter(ch, dEgressOpened, e.UDPFlows, "udp")
+	counter(ch, dEgressOpened, e.PingsSent, "icmp")
+	gauge(ch, dEgressActive, float64(e.TCPActive), "tcp")
+	gauge(ch, dEgressActive, float64(e.UDPActive), "udp")
+	counter(ch, dEgressRefused, e.TCPRefused, "tcp", "refused")
+	counter(ch, dEgressRefused, e.TCPFailed, "tcp", "failed")
+	counter(ch, dEgressRefused, e.PingErrors, "icmp", "error")
+	counter(ch, dEgressDenied, e.Denied)
+	counter(ch, dEgressLimited, e.Limited)
+
+	for _, g := range s.Gateway {
+		l := []string{g.App, g.EgressIP, g.Gateway}
+		gauge(ch, dDedActive, b2f(g.Active), l...)
+		gauge(ch, dDedHealthy, b2f(g.Healthy), l...)
+		gauge(ch, dDedDraining, b2f(g.Draining), l...)
+		counter(ch, dDedBytes, g.Bytes, l...)
+		counter(ch, dDedFlows, g.Flows, l...)
+	}
+	for _, f := range s.Failovers {
+		counter(ch, dFailovers, f.Total, f.App)
+		if !f.Last.IsZero() {
+			gauge(ch, dLastFailover, float64(f.Last.UnixNano())/1e9, f.App)
+		}
+	}
+
+	cl := &s.Cluster
+	for _, st := range []string{"alive", "suspect", "dead", "left"} {
+		gauge(ch, dMembers, float64(cl.Members[st]), st)
+	}
+	for _, r := range []string{"ok", "bad_version", "malformed"} {
+		counter(ch, dGossip, cl.Messages[r], r)
+	}
+	counter(ch, dRecordsMerged, cl.RecordsApplied, "applied")
+	counter(ch, dRecordsMerged, cl.RecordsDuplicate, "duplicate")
+	counter(ch, dRecordsMerged, cl.RecordsRejected, "rejected")
+	for k, v := range cl.Records {
+		gauge(ch, dRecords, float64(v), k)
+	}
+	gauge(ch, dTombstones, float64(cl.Tombstones))
+	counter(ch, dConflicts, cl.ClaimConflicts)
+	gauge(ch, dQueued, float64(cl.QueuedBroadcasts))
+	counter(ch, dMetaErrors, cl.MetaErrors)
+}
+
+// traffic emits the counters of one container or network.
+func traffic(ch chan<- prometheus.Metric, k *router.Counters, reasons, l []string, pkts, bytes, fwd, fwdBytes, drops *prometheus.Desc) {
+	with := func(v string) []string { return append(l[:len(l):len(l)], v) }
+	counter(ch, pkts, k.RxPackets, with("sent")...)
+	counter(ch, pkts, k.TxPackets, with("received")...)
+	counter(ch, bytes, k.RxBytes, with("sent")...)
+	counter(ch, bytes, k.TxBytes, with("received")...)
+	counter(ch, fwd, k.LocalPackets, with("same_node")...)
+	counter(ch, fwd, k.OverlayPackets, with("other_node")...)
+	counter(ch, fwd, k.StackPackets, with("stack")...)
+	counter(ch, fwdBytes, k.LocalBytes, with("same_node")...)
+	counter(ch, fwdBytes, k.OverlayBytes, with("other_node")...)
+	for i, r := range reasons {
+		counter(ch, drops, k.Drops[i], with(r)...)
+	}
+}

@@ -1,0 +1,117 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/vrouter/vrouter/internal/hist"
+	"github.com/vrouter/vrouter/router"
+)
+
+// Source is what the server reads: the daemon implements it. Both methods
+// are called per request, concurrently, and must not block on packet I/O.
+type Source interface {
+	// Snapshot returns the node's counters now. The collectors read
+	// nothing else, so a scrape costs one Snapshot.
+	Snapshot() *Snapshot
+	// Ready returns nil when the node can serve containers across the
+	// cluster, else why not (the body of a failing /readyz).
+	Ready() error
+}
+
+// Snapshot is the node's state at one instant, in plain values. Counters
+// only grow; gauges are values now. Slices are in any order.
+type Snapshot struct {
+	Containers []Container
+	Networks   []Network
+	// Drops counts every drop reason of the node (router.DropReasons, also
+	// the overlay's inbound drops and those of detached ports).
+	Drops map[string]uint64
+	// Router holds the router's other counters as `vrouter status`
+	// reports them (icmp_sent, read_errors, gso_split, …).
+	Router        map[string]uint64
+	PortsAttached int
+	AttachLatency hist.Snapshot
+
+	Peers     []Peer
+	DNS       DNS
+	Egress    NodeEgress
+	Gateway   []DedicatedEgress
+	Failovers []Failover
+	Cluster   Cluster
+}
+
+// Container is one attached port.
+type Container struct {
+	Network, App, Type, ID string
+	router.Counters
+}
+
+// Network is one private network with ports on this node now or before.
+type Network struct {
+	ID string // pn-…; the VNI in decimal when the network is no longer known
+	router.Counters
+}
+
+// Peer is another node of the cluster as the overlay sees it.
+type Peer struct {
+	Name string
+	// Up: the cluster says the node is alive and a WireGuard peer is
+	// configured for its key.
+	Up               bool
+	RxBytes, TxBytes uint64
+	LastHandshake    time.Time // zero: never
+}
+
+// DNS is the resolver's counters.
+type DNS struct {
+	Local, Forwarded, CacheHits uint64
+	UpstreamErrors, TCPRetries  uint64
+	Flood, Truncated            uint64
+	Rcodes                      map[string]uint64
+	SlotsInUse, Slots           int
+	UpstreamLatency             hist.Snapshot
+}
+
+// NodeEgress is egress through this node's own address (packet path 4),
+// summed over the networks' netstacks.
+type NodeEgress struct {
+	TCPDials, TCPRefused, TCPFailed, TCPActive uint64
+	UDPFlows, UDPActive                        uint64
+	PingsSent, PingReplies, PingErrors         uint64
+	Denied, Limited                            uint64
+}
+
+// DedicatedEgress is one (app, egress IP) of dedicated egress as this node
+// sees it: a worker sees the app's gateways, a gateway its own IPs.
+type DedicatedEgress struct {
+	App, EgressIP, Gateway string
+	Active                 bool // new flows of the app go through this IP now
+	Healthy                bool // alive, not unhealthy by its probe, overlay reachable
+	Draining               bool
+	Bytes                  uint64 // through this node for this IP (gateway: NATed)
+	Flows                  uint64 // flows opened
+}
+
+// Failover is the failovers of one app's dedicated egress seen by this
+// node: the active gateway of the app changed while it had one.
+type Failover struct {
+	App   string
+	Total uint64
+	Last  time.Time // zero: none yet
+}
+
+// Cluster is the gossip layer's state.
+type Cluster struct {
+	Members map[string]int // by state: alive, suspect, dead, left
+	// Messages are the store's gossip messages received, by result: ok,
+	// bad_version, malformed.
+	Messages         map[string]uint64
+	RecordsApplied   uint64
+	RecordsDuplicate uint64
+	RecordsRejected  uint64
+	Records          map[string]int // live records by kind
+	Tombstones       int
+	ClaimConflicts   uint64 // claims this node lost to another node, at once or later (fenced)
+	QueuedBroadcasts int
+	MetaErrors       uint64
+}
