@@ -246,8 +246,10 @@ func (s *Store) Winner(key string) (Entry, bool) {
 // ctx.Err() returned.
 //
 // After a partition heals, or when a falsely-dead owner returns, an older
-// competing claim can reappear and win later: callers that must stay unique
-// re-check Winner when Changes fires.
+// competing claim can reappear and win later: the store then withdraws
+// ours itself (a tombstone, counted in ClaimsLost) and lists the key in
+// Fenced until it is Put or Deleted again; callers stop using what the
+// claim stood for when they see it there.
 func (s *Store) Claim(ctx context.Context, key string, value []byte, settle time.Duration) (bool, error) {
 	if err := CheckEntry(key, value); err != nil {
 		return false, fmt.Errorf("claim %q: %w", key, err)

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -199,6 +200,11 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Whoever can write the pins can make this node trust any key.
+	pins := filepath.Join(cfg.StateDir, pinFile)
+	if err := checkPrivateFile(pins); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("pinned signing keys: %w", err)
+	}
 	cl, err := cluster.New(cluster.Config{
 		Name:          cfg.Name,
 		BindAddr:      cfg.Gossip.Addr().String(),
@@ -210,7 +216,7 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 		Logger:        cfg.Logger.With("component", "cluster"),
 		Network:       cfg.GossipNetwork,
 		SigningKey:    signing,
-		PinFile:       filepath.Join(cfg.StateDir, pinFile),
+		PinFile:       pins,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)

@@ -41,3 +41,23 @@ func TestLoadSigningKey(t *testing.T) {
 		t.Fatalf("symlinked key file: %v", err)
 	}
 }
+
+// TestPinFileChecked: a pin file others can write would let them choose
+// the keys this node trusts; the daemon refuses to start on it.
+func TestPinFileChecked(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, pinFile), []byte(`{"version":1,"pins":{}}`), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, pinFile), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	fp := &fakePorts{}
+	_, err := New(Config{Name: "test-node", StateDir: dir, Control: filepath.Join(dir, "c.sock"), OpenPort: fp.open, GossipNetwork: &gossipNet})
+	if err == nil || !strings.Contains(err.Error(), "pinned signing keys") {
+		t.Fatalf("New with a world-writable pin file: %v", err)
+	}
+}
