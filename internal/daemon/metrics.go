@@ -155,6 +155,17 @@ func (d *Daemon) Snapshot() *metrics.Snapshot {
 	s.Cluster.ClaimConflicts = cs.ClaimsRaced + cs.ClaimsLost
 	s.Cluster.QueuedBroadcasts = cs.QueuedBroadcast
 	s.Cluster.MetaErrors = cs.MetaErrors
+	s.Cluster.RecordsRefused = map[string]uint64{
+		"stale":          cs.RecordsStale,
+		"bad_signature":  cs.RecordsBadSignature,
+		"unknown_signer": cs.RecordsUnknownSigner,
+		"bad_claim":      cs.RecordsBadClaim,
+	}
+	s.Cluster.MetaRefused = map[string]uint64{
+		"unsigned":    cs.MetaUnsigned,
+		"key_changed": cs.MetaKeyChanged,
+		"stale":       cs.MetaStale,
+	}
 	s.Cluster.Records = make(map[string]int, len(recordKinds))
 	store := d.cluster.Store()
 	for kind, prefix := range recordKinds {

@@ -69,12 +69,13 @@ var (
 	dLastFailover  = desc("egress_last_failover_timestamp_seconds", "Unix time of the app's last failover (absent before the first).", "app")
 	dMembers       = desc("cluster_members", "Nodes of the cluster by state (alive, suspect, dead, left), this node included.", "state")
 	dGossip        = desc("cluster_gossip_messages_total", "Record messages received through gossip, by result (ok, bad_version, malformed).", "result")
-	dRecordsMerged = desc("cluster_records_merged_total", "Records received, by result (applied, duplicate, rejected).", "result")
+	dRecordsMerged = desc("cluster_records_merged_total", "Records received, by result (applied, duplicate, rejected; refused by the identity checks: stale, bad_signature, unknown_signer, bad_claim).", "result")
 	dRecords       = desc("cluster_records", "Live records of the replicated store, by kind.", "kind")
 	dTombstones    = desc("cluster_tombstones", "Deleted records kept until they are collected.")
 	dConflicts     = desc("cluster_claim_conflicts_total", "Claims (addresses, numbers, identifiers) this node lost to another node.")
 	dQueued        = desc("cluster_broadcasts_queued", "Record broadcasts waiting in the gossip queue.")
 	dMetaErrors    = desc("cluster_meta_errors_total", "Peer metadata that failed to decode.")
+	dMetaRefused   = desc("cluster_meta_refused_total", "Peer metadata refused by the identity checks, by reason (unsigned, key_changed, stale).", "reason")
 )
 
 var allDescs = []*prometheus.Desc{
@@ -85,7 +86,7 @@ var allDescs = []*prometheus.Desc{
 	dDNSQueries, dDNSRcodes, dDNSEvents, dDNSSlots, dDNSSlotsMax, dDNSLatency,
 	dEgressOpened, dEgressActive, dEgressRefused, dEgressDenied, dEgressLimited,
 	dDedActive, dDedHealthy, dDedDraining, dDedBytes, dDedFlows, dFailovers, dLastFailover,
-	dMembers, dGossip, dRecordsMerged, dRecords, dTombstones, dConflicts, dQueued, dMetaErrors,
+	dMembers, dGossip, dRecordsMerged, dRecords, dTombstones, dConflicts, dQueued, dMetaErrors, dMetaRefused,
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -202,6 +203,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, dRecordsMerged, cl.RecordsApplied, "applied")
 	counter(ch, dRecordsMerged, cl.RecordsDuplicate, "duplicate")
 	counter(ch, dRecordsMerged, cl.RecordsRejected, "rejected")
+	for _, r := range []string{"stale", "bad_signature", "unknown_signer", "bad_claim"} {
+		counter(ch, dRecordsMerged, cl.RecordsRefused[r], r)
+	}
 	for k, v := range cl.Records {
 		gauge(ch, dRecords, float64(v), k)
 	}
@@ -209,6 +213,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, dConflicts, cl.ClaimConflicts)
 	gauge(ch, dQueued, float64(cl.QueuedBroadcasts))
 	counter(ch, dMetaErrors, cl.MetaErrors)
+	for _, r := range []string{"unsigned", "key_changed", "stale"} {
+		counter(ch, dMetaRefused, cl.MetaRefused[r], r)
+	}
 }
 
 // traffic emits the counters of one container or network.

@@ -109,9 +109,15 @@ type Cluster struct {
 	RecordsApplied   uint64
 	RecordsDuplicate uint64
 	RecordsRejected  uint64
+	// RecordsRefused are records dropped by the identity checks, by
+	// reason: stale, bad_signature, unknown_signer, bad_claim.
+	RecordsRefused   map[string]uint64
 	Records          map[string]int // live records by kind
 	Tombstones       int
 	ClaimConflicts   uint64 // claims this node lost to another node, at once or later (fenced)
 	QueuedBroadcasts int
 	MetaErrors       uint64
+	// MetaRefused is peers' metadata refused by the identity checks, by
+	// reason: unsigned, key_changed, stale.
+	MetaRefused map[string]uint64
 }
