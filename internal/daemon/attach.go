@@ -58,7 +58,7 @@ func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.
 		if err == nil {
 			d.view.Sync()
 			d.refreshRemotes()
-			d.reconcileEgressPath(c)
+			d.egress.Path.Reconcile(c.local())
 			d.observeAttach(start)
 			return c.info, nil
 		}

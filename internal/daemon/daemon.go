@@ -1,6 +1,8 @@
 // Package daemon is the composition root of `vrouter run`: it owns the
 // router, the control socket and the registry of attached containers, and
-// turns control requests into router operations.
+// turns control requests into router operations. What it writes in the
+// cluster store is internal/records; dedicated egress is internal/egress,
+// which it builds, starts, reconciles and closes.
 //
 // Lifecycle: New validates the Config, builds everything (on a failure it
 // closes what it built, newest first) and starts every loop; Serve only
@@ -28,6 +30,7 @@ import (
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/dns"
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/egress"
 	"github.com/vrouter/vrouter/internal/metrics"
 	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
@@ -47,9 +50,8 @@ type Daemon struct {
 	view     *records.ContainerView // the container records, followed through the store's journal
 	// hostAddrs are the host's addresses at start: egress never dials them.
 	hostAddrs []netip.Addr
-	egress    *egressPath  // dedicated egress data path
-	assign    *egressState // dedicated egress assignments
-	remotes   remoteState  // remote entries installed in the router; owned by reconcileLoop
+	egress    *egress.Service // dedicated egress: assignments and data path
+	remotes   remoteState     // remote entries installed in the router; owned by reconcileLoop
 	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
 	firstSeen map[string]time.Time
 
@@ -124,12 +126,27 @@ func New(cfg Config) (_ *Daemon, err error) {
 		reg:       newRegistry(),
 		stacks:    make(map[string]*netStack),
 		hostAddrs: addrs,
-		assign:    newEgressState(),
 		view:      records.NewContainerView(cfg.Name, cl.Store()),
 		obs:       newObserved(),
 	}
-	d.egress = newEgressPath(d.view)
 	d.remotes = remoteState{entries: records.NewFollower[remoteEntry](d.view)}
+	d.egress, err = egress.New(egress.Deps{
+		Self:     cfg.Name,
+		StateDir: cfg.StateDir,
+		IPs:      cfg.EgressIPs,
+		Probe:    cfg.EgressProbe,
+		Members:  cl,
+		Store:    cl.Store(),
+		Datapath: rt,
+		Apps:     localApps{d},
+		View:     d.view,
+		NewNAT:   d.newNAT,
+		Logger:   cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	undo.push(func() error { d.egress.Close(); return nil })
 	d.resolver, err = newResolver(&cfg, d)
 	if err != nil {
 		return nil, err
@@ -159,14 +176,9 @@ func (d *Daemon) start() {
 		d.loops.Add(1)
 		go d.joinLoop(d.ctx, d.cfg.Join)
 	}
-	d.loadEgress()
-	if d.cfg.EgressProbe.IsValid() && len(d.cfg.EgressIPs) > 0 {
-		d.loops.Add(1)
-		go d.probeLoop(d.ctx, d.cfg.EgressProbe)
-	}
-	d.loops.Add(2)
+	d.egress.Start()
+	d.loops.Add(1)
 	go d.reconcileLoop(d.ctx)
-	go d.overlayProbeLoop(d.ctx)
 }
 
 // newCluster loads or creates the cluster key and starts gossip.
@@ -263,7 +275,7 @@ func (d *Daemon) Close() error {
 	stacks := d.staleStacksLocked() // every network is gone from the registry
 	d.mu.Unlock()
 	d.closeStacks(stacks)
-	d.closeEgressPath()
+	d.egress.Close()
 	err = errors.Join(err, d.cluster.Close(), d.wg.Close(), d.router.Close())
 	d.watchers.Wait()
 	if d.debug != nil {
@@ -292,9 +304,9 @@ func (d *Daemon) handle(ctx context.Context, req *control.Request, fd *os.File) 
 	case "names":
 		return d.listNames(req.Names)
 	case "egress":
-		return d.egressOp(ctx, req.Egress)
+		return d.egress.Assigner.EgressOp(ctx, req.Egress)
 	case "gateway":
-		return d.gatewayOp(req.Gateway)
+		return d.egress.Assigner.GatewayOp(req.Gateway)
 	case "status":
 		return d.status(), nil
 	case "unpin":

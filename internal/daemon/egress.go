@@ -2,9 +2,13 @@ package daemon
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 
+	"github.com/vrouter/vrouter/internal/egress"
+	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack"
 )
 
@@ -82,4 +86,57 @@ func (d *Daemon) egressStatusLocked() map[string]uint64 {
 		"pings_sent": sum.PingsSent, "ping_replies": sum.PingReplies, "ping_errors": sum.PingErrors,
 		"denied": sum.Denied, "limited": sum.Limited,
 	}
+}
+
+// localApps is the registry as dedicated egress reads it.
+type localApps struct{ d *Daemon }
+
+func (l localApps) Apps() []string {
+	l.d.mu.Lock()
+	defer l.d.mu.Unlock()
+	return slices.Collect(maps.Keys(l.d.reg.byApp))
+}
+
+func (l localApps) AppNets() []egress.AppNet {
+	l.d.mu.Lock()
+	defer l.d.mu.Unlock()
+	return slices.Collect(maps.Keys(l.d.reg.appNets))
+}
+
+func (l localApps) Containers(apps []string) []egress.Local {
+	l.d.mu.Lock()
+	defer l.d.mu.Unlock()
+	var out []egress.Local
+	for _, app := range apps {
+		for _, c := range l.d.reg.byApp[app] {
+			out = append(out, c.local())
+		}
+	}
+	return out
+}
+
+// local is c as dedicated egress sees it.
+func (c *container) local() egress.Local {
+	return egress.Local{ID: c.info.ID, App: c.info.App, Network: c.info.Network, Port: c.attached}
+}
+
+// newNAT starts a gateway's NAT of one app's IP for one network's egress
+// VNI: a netstack whose node egress leaves from that IP.
+func (d *Daemon) newNAT(vni uint32, ip netip.Addr) (egress.NAT, error) {
+	eg := d.egressConfig()
+	eg.Source = ip
+	rt := d.router
+	st, err := stack.New(stack.Config{
+		Name:     "egress " + ip.String(),
+		Addr:     router.DefaultResolver,
+		MTU:      d.cfg.MTU,
+		Headroom: router.Headroom,
+		Output:   func(bufs [][]byte, offset int) { rt.WriteLocal(vni, bufs, offset) },
+		Egress:   eg,
+		Logger:   d.log.With("component", "gateway", "egress_ip", ip),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }

@@ -1,9 +1,14 @@
 package daemon
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/egress"
 )
 
 func TestCheckEgressIPs(t *testing.T) {
@@ -42,3 +47,41 @@ func TestGatewayMeta(t *testing.T) {
 		t.Fatalf("New with a foreign egress IP: %v", err)
 	}
 }
+
+const (
+	egressAppA = "ap-00000000-0000-4000-8000-00000000000a"
+	egressAppB = "ap-00000000-0000-4000-8000-00000000000b"
+	egressAppC = "ap-00000000-0000-4000-8000-00000000000c"
+)
+
+var assignT0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func mustAddrs(ss ...string) []netip.Addr {
+	out := make([]netip.Addr, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParseAddr(s)
+	}
+	return out
+}
+
+// rowString renders a show row as IP@GATEWAY:HEALTH[:active][:primary]
+// per IP.
+func rowString(r control.EgressApp) string {
+	var parts []string
+	for _, ip := range r.IPs {
+		s := fmt.Sprintf("%s@%s:%s", ip.IP, ip.Gateway, ip.Health)
+		if ip.Active {
+			s += ":active"
+		}
+		if ip.Primary {
+			s += ":primary"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}
+
+func (td *testDaemon) egressTargets(app string) []egress.Target {
+	return td.egress.Assigner.Targets(app)
+}
+func (td *testDaemon) localEgress() map[string]netip.Addr { return td.egress.Assigner.Local() }

@@ -79,8 +79,7 @@ const dialDelay = time.Second
 func (d *Daemon) reconcile() {
 	d.fence(d.cluster.Store().Fenced())
 	d.view.Sync()
-	d.reconcileEgress()
-	d.reconcileEgressPath()
+	d.egress.Reconcile()
 	overlays := make(map[string]netip.Addr)
 	var peers []router.WGPeer
 	seen := make(map[string]time.Time)

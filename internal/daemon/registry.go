@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/egress"
 	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
 )
@@ -39,11 +40,8 @@ type registry struct {
 	// byApp and appNets let the egress path reconcile by app rather than
 	// walk every container.
 	byApp   map[string]map[string]*container // app → id → container
-	appNets map[appNet]int                   // (app, network) → containers
+	appNets map[egress.AppNet]int            // (app, network) → containers
 }
-
-// appNet is an app's presence in one network: one egress VNI.
-type appNet struct{ app, pn string }
 
 func newRegistry() *registry {
 	return &registry{
@@ -52,7 +50,7 @@ func newRegistry() *registry {
 		networks:   make(map[string]*network),
 		numbers:    make(map[string]map[int]bool),
 		byApp:      make(map[string]map[string]*container),
-		appNets:    make(map[appNet]int),
+		appNets:    make(map[egress.AppNet]int),
 	}
 }
 
@@ -138,7 +136,7 @@ func (r *registry) add(c *container) {
 		r.byApp[c.info.App] = make(map[string]*container)
 	}
 	r.byApp[c.info.App][c.info.ID] = c
-	r.appNets[appNet{c.info.App, c.info.Network}]++
+	r.appNets[egress.AppNet{App: c.info.App, Network: c.info.Network}]++
 }
 
 func (r *registry) remove(c *container) {
@@ -151,7 +149,7 @@ func (r *registry) remove(c *container) {
 		if len(cs) == 0 {
 			delete(r.byApp, c.info.App)
 		}
-		an := appNet{c.info.App, c.info.Network}
+		an := egress.AppNet{App: c.info.App, Network: c.info.Network}
 		if r.appNets[an]--; r.appNets[an] <= 0 {
 			delete(r.appNets, an)
 		}

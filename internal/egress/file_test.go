@@ -1,4 +1,4 @@
-package daemon
+package egress
 
 import (
 	"encoding/json"
@@ -15,13 +15,13 @@ func FuzzEgressFile(f *testing.F) {
 	f.Add([]byte(`{"draining":true,"assignments":[{"ip":"127.0.0.2","app":"` + egressAppA + `","assigned_at":"2025-01-01T00:00:00Z"}]}`))
 	f.Add([]byte(`{"assignments":[]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ef, err := decodeEgressFile(b)
+		ef, err := decodeStateFile(b)
 		if err != nil {
 			return
 		}
 		for _, a := range ef.Assignments {
 			if !a.IP.Is4() || a.AssignedAt.IsZero() {
-				t.Fatalf("decodeEgressFile(%q) accepted %+v", b, a)
+				t.Fatalf("decodeStateFile(%q) accepted %+v", b, a)
 			}
 		}
 	})
@@ -29,11 +29,11 @@ func FuzzEgressFile(f *testing.F) {
 
 func TestEgressFile(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, egressFileName)
-	if f, err := readEgressFile(path); err != nil || len(f.Assignments) != 0 || f.Draining {
+	path := filepath.Join(dir, fileName)
+	if f, err := readFile(path); err != nil || len(f.Assignments) != 0 || f.Draining {
 		t.Fatalf("missing file: %+v %v", f, err)
 	}
-	want := egressFile{Draining: true, Assignments: []persistedAssignment{{IP: netip.MustParseAddr("127.0.0.2"), App: egressAppA, AssignedAt: assignT0}}}
+	want := stateFile{Draining: true, Assignments: []persistedAssignment{{IP: netip.MustParseAddr("127.0.0.2"), App: egressAppA, AssignedAt: assignT0}}}
 	b, _ := json.Marshal(want)
 	if err := writeFileAtomic(path, b); err != nil {
 		t.Fatal(err)
@@ -41,7 +41,7 @@ func TestEgressFile(t *testing.T) {
 	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v, want 0600", st.Mode().Perm())
 	}
-	got, err := readEgressFile(path)
+	got, err := readFile(path)
 	if err != nil || !got.Draining || len(got.Assignments) != 1 || got.Assignments[0] != want.Assignments[0] {
 		t.Fatalf("read back %+v, %v", got, err)
 	}
@@ -55,8 +55,8 @@ func TestEgressFile(t *testing.T) {
 		`{"assignments":[]} {}`,
 		`not json`,
 	} {
-		if _, err := decodeEgressFile([]byte(bad)); err == nil {
-			t.Errorf("decodeEgressFile(%q) accepted", bad)
+		if _, err := decodeStateFile([]byte(bad)); err == nil {
+			t.Errorf("decodeStateFile(%q) accepted", bad)
 		}
 	}
 }

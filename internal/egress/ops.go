@@ -1,4 +1,4 @@
-package daemon
+package egress
 
 import (
 	"context"
@@ -18,10 +18,10 @@ import (
 // The requester's side of dedicated egress: any node serves `egress
 // enable|disable|show`.
 
-// egressOpTimeout bounds an enable or disable: gateways answer within a
-// gossip round or two, so this only runs out when one is stuck. A variable
-// for tests.
-var egressOpTimeout = 10 * time.Second
+// defaultOpTimeout bounds an enable or disable (Deps.OpTimeout): gateways
+// answer within a gossip round or two, so this only runs out when one is
+// stuck.
+const defaultOpTimeout = 10 * time.Second
 
 const (
 	// egressRollbackTimeout bounds the release of what a failed enable
@@ -35,9 +35,9 @@ const (
 	egressRecheck = 100 * time.Millisecond
 )
 
-// egressInputs reads the cluster's gateways and live assignments now.
-func (d *Daemon) egressInputs() ([]cluster.Node, []gatewayCandidate, []egressAssignment) {
-	nodes := d.cluster.Nodes()
+// inputs reads the cluster's gateways and live assignments now.
+func (a *Assigner) inputs() ([]cluster.Node, []gatewayCandidate, []assignment) {
+	nodes := a.members.Nodes()
 	contested := contestedEgressIPs(nodes)
 	var gws []gatewayCandidate
 	for _, n := range nodes {
@@ -56,32 +56,32 @@ func (d *Daemon) egressInputs() ([]cluster.Node, []gatewayCandidate, []egressAss
 			IPs:      ips,
 		})
 	}
-	return nodes, gws, liveAssignments(nodes, d.cluster.Store().List(records.EIPPrefix))
+	return nodes, gws, liveAssignments(nodes, a.store.List(records.EIPPrefix))
 }
 
-// egressEnable gives app its IPs (or returns those it has). If it fails
+// Enable gives app its IPs (or returns those it has). If it fails
 // after some gateway granted an IP to an app that had none, the grants are
 // released again: a failed enable leaves nothing behind.
-func (d *Daemon) egressEnable(ctx context.Context, app string) (any, error) {
-	unlock, err := d.egressAssign().lockApp(ctx, app)
+func (a *Assigner) Enable(ctx context.Context, app string) (any, error) {
+	unlock, err := a.lockApp(ctx, app)
 	if err != nil {
 		return nil, fmt.Errorf("enable egress of %s: %w", app, err)
 	}
 	defer unlock()
-	ctx, cancel := context.WithTimeout(ctx, egressOpTimeout)
+	ctx, cancel := context.WithTimeout(ctx, a.opTimeout)
 	defer cancel()
 	hadAny, granted := false, false
 	for attempt := 1; ; attempt++ {
-		_, gws, assigned := d.egressInputs()
+		_, gws, assigned := a.inputs()
 		have, picks, err := chooseEgress(app, gws, assigned)
 		if attempt == 1 {
 			hadAny = len(have) > 0
 		}
 		if err == nil && len(picks) == 0 {
 			if granted {
-				d.log.Info("dedicated egress enabled", "app", app, "ips", len(have))
+				a.log.Info("dedicated egress enabled", "app", app, "ips", len(have))
 			}
-			return d.egressRow(app, have), nil
+			return a.row(app, have), nil
 		}
 		if err == nil && attempt > maxEgressAttempts {
 			err = control.Errorf(control.CodeConflict,
@@ -89,17 +89,17 @@ func (d *Daemon) egressEnable(ctx context.Context, app string) (any, error) {
 		}
 		if err == nil {
 			var n int
-			n, err = d.askGateways(ctx, app, picks)
+			n, err = a.askGateways(ctx, app, picks)
 			granted = granted || n > 0
 			if err == nil {
 				if n < len(picks) {
-					d.log.Debug("egress IPs refused (taken concurrently); picking again", "app", app, "attempt", attempt)
+					a.log.Debug("egress IPs refused (taken concurrently); picking again", "app", app, "attempt", attempt)
 				}
 				continue // re-read: every pick is granted or refused
 			}
 		}
 		if granted && !hadAny {
-			d.rollbackEgress(app)
+			a.rollback(app)
 		}
 		return nil, err
 	}
@@ -107,16 +107,16 @@ func (d *Daemon) egressEnable(ctx context.Context, app string) (any, error) {
 
 // askGateways puts the request for picks and waits until each named gateway
 // has answered. It returns how many picks the app now holds.
-func (d *Daemon) askGateways(ctx context.Context, app string, picks []records.EgressPick) (int, error) {
+func (a *Assigner) askGateways(ctx context.Context, app string, picks []records.EgressPick) (int, error) {
 	req := records.EgressRequest{Action: records.ActionEnable, ID: newRequestID(), IPs: picks}
-	if err := d.putRequest(app, req); err != nil {
+	if err := a.putRequest(app, req); err != nil {
 		return 0, err
 	}
-	defer d.cluster.Store().Delete(records.EgressRequestKey(app))
+	defer a.store.Delete(records.EgressRequestKey(app))
 	granted := 0
 	var pending []records.EgressPick
-	err := d.waitEgress(ctx, func() bool {
-		nodes, _, assigned := d.egressInputs()
+	err := a.wait(ctx, func() bool {
+		nodes, _, assigned := a.inputs()
 		granted, pending = 0, pending[:0]
 		for _, p := range picks {
 			switch pickState(p, app, nodes, assigned) {
@@ -150,7 +150,7 @@ const (
 // serves the app (through that IP, or another one a concurrent enable of
 // the same app got), refused when the IP went to another app or the
 // gateway is no longer alive.
-func pickState(p records.EgressPick, app string, nodes []cluster.Node, assigned []egressAssignment) pickResult {
+func pickState(p records.EgressPick, app string, nodes []cluster.Node, assigned []assignment) pickResult {
 	for _, a := range assigned {
 		if a.Gateway == p.Gateway && a.App == app {
 			return pickGranted
@@ -173,65 +173,64 @@ func pickState(p records.EgressPick, app string, nodes []cluster.Node, assigned 
 	return pickPending
 }
 
-// rollbackEgress releases what a failed enable got, bounded in time and
+// rollback releases what a failed enable got, bounded in time and
 // independent of the caller, who may be gone.
-func (d *Daemon) rollbackEgress(app string) {
-	ctx, cancel := context.WithTimeout(d.ctx, egressRollbackTimeout)
+func (a *Assigner) rollback(app string) {
+	ctx, cancel := context.WithTimeout(a.ctx, egressRollbackTimeout)
 	defer cancel()
-	if err := d.releaseEgress(ctx, app); err != nil {
-		d.log.Warn("could not release the IPs of a failed dedicated egress enable", "app", app, "err", err)
+	if err := a.release(ctx, app); err != nil {
+		a.log.Warn("could not release the IPs of a failed dedicated egress enable", "app", app, "err", err)
 	}
 }
 
-func (d *Daemon) egressDisable(ctx context.Context, app string) (any, error) {
-	unlock, err := d.egressAssign().lockApp(ctx, app)
+func (a *Assigner) Disable(ctx context.Context, app string) (any, error) {
+	unlock, err := a.lockApp(ctx, app)
 	if err != nil {
 		return nil, fmt.Errorf("disable egress of %s: %w", app, err)
 	}
 	defer unlock()
-	ctx, cancel := context.WithTimeout(ctx, egressOpTimeout)
+	ctx, cancel := context.WithTimeout(ctx, a.opTimeout)
 	defer cancel()
-	_, _, assigned := d.egressInputs()
-	var have []egressAssignment
-	for _, a := range assigned {
-		if a.App == app {
-			have = append(have, a)
+	_, _, assigned := a.inputs()
+	var have []assignment
+	for _, as := range assigned {
+		if as.App == app {
+			have = append(have, as)
 		}
 	}
 	if len(have) == 0 {
 		return nil, control.Errorf(control.CodeNotFound, "app %s has no dedicated egress", app)
 	}
-	row := d.egressRow(app, have)
-	if err := d.releaseEgress(ctx, app); err != nil {
+	row := a.row(app, have)
+	if err := a.release(ctx, app); err != nil {
 		return nil, err
 	}
-	st := d.egressAssign()
-	st.mu.Lock()
-	for ip, a := range st.lastKnown {
-		if a.App == app {
-			delete(st.lastKnown, ip)
+	a.mu.Lock()
+	for ip, as := range a.lastKnown {
+		if as.App == app {
+			delete(a.lastKnown, ip)
 		}
 	}
-	st.mu.Unlock()
-	d.refreshEgressView()
-	d.log.Info("dedicated egress disabled", "app", app, "ips", len(have))
+	a.mu.Unlock()
+	a.refreshView()
+	a.log.Info("dedicated egress disabled", "app", app, "ips", len(have))
 	return row, nil
 }
 
-// releaseEgress asks every gateway to release app's IPs and waits until no
+// release asks every gateway to release app's IPs and waits until no
 // live gateway holds one.
-func (d *Daemon) releaseEgress(ctx context.Context, app string) error {
-	if err := d.putRequest(app, records.EgressRequest{Action: records.ActionDisable, ID: newRequestID()}); err != nil {
+func (a *Assigner) release(ctx context.Context, app string) error {
+	if err := a.putRequest(app, records.EgressRequest{Action: records.ActionDisable, ID: newRequestID()}); err != nil {
 		return err
 	}
-	defer d.cluster.Store().Delete(records.EgressRequestKey(app))
+	defer a.store.Delete(records.EgressRequestKey(app))
 	var holders []string
-	err := d.waitEgress(ctx, func() bool {
-		_, _, assigned := d.egressInputs()
+	err := a.wait(ctx, func() bool {
+		_, _, assigned := a.inputs()
 		holders = holders[:0]
-		for _, a := range assigned {
-			if a.App == app {
-				holders = append(holders, a.Gateway)
+		for _, as := range assigned {
+			if as.App == app {
+				holders = append(holders, as.Gateway)
 			}
 		}
 		return len(holders) == 0
@@ -246,7 +245,7 @@ func (d *Daemon) releaseEgress(ctx context.Context, app string) error {
 	return nil
 }
 
-func (d *Daemon) putRequest(app string, req records.EgressRequest) error {
+func (a *Assigner) putRequest(app string, req records.EgressRequest) error {
 	b, err := req.Encode()
 	if err != nil {
 		return err
@@ -254,18 +253,17 @@ func (d *Daemon) putRequest(app string, req records.EgressRequest) error {
 	if err := cluster.CheckEntry(records.EgressRequestKey(app), b); err != nil {
 		return fmt.Errorf("egress request: %w", err)
 	}
-	d.cluster.Store().Put(records.EgressRequestKey(app), b)
+	a.store.Put(records.EgressRequestKey(app), b)
 	return nil
 }
 
-// waitEgress re-checks done after every reconcile (and every
+// wait re-checks done after every reconcile (and every
 // egressRecheck) until it holds or ctx ends.
-func (d *Daemon) waitEgress(ctx context.Context, done func() bool) error {
-	st := d.egressAssign()
+func (a *Assigner) wait(ctx context.Context, done func() bool) error {
 	t := time.NewTicker(egressRecheck)
 	defer t.Stop()
 	for {
-		wake := st.changed()
+		wake := a.changed()
 		if done() {
 			return nil
 		}
@@ -278,23 +276,23 @@ func (d *Daemon) waitEgress(ctx context.Context, done func() bool) error {
 	}
 }
 
-// egressRow returns app's row of a fresh snapshot; have (the app's live
+// row returns app's row of a fresh snapshot; have (the app's live
 // assignments) stands in if the snapshot lost them meanwhile.
-func (d *Daemon) egressRow(app string, have []egressAssignment) control.EgressApp {
-	for _, r := range d.refreshEgressView().rows {
+func (a *Assigner) row(app string, have []assignment) control.EgressApp {
+	for _, r := range a.refreshView().rows {
 		if r.App == app {
 			return r
 		}
 	}
 	row := control.EgressApp{App: app, IPs: []control.EgressIP{}}
-	for i, a := range have {
-		row.IPs = append(row.IPs, control.EgressIP{IP: a.IP.String(), Gateway: a.Gateway, Health: control.HealthDead, Primary: i == 0})
+	for i, as := range have {
+		row.IPs = append(row.IPs, control.EgressIP{IP: as.IP.String(), Gateway: as.Gateway, Health: control.HealthDead, Primary: i == 0})
 	}
 	return row
 }
 
-func (d *Daemon) egressShow(app string) (any, error) {
-	rows := d.refreshEgressView().rows
+func (a *Assigner) Show(app string) (any, error) {
+	rows := a.refreshView().rows
 	if app == "" {
 		if rows == nil {
 			rows = []control.EgressApp{}

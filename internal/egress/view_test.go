@@ -1,4 +1,4 @@
-package daemon
+package egress
 
 import (
 	"encoding/json"
@@ -19,7 +19,7 @@ func gwNode(name string, state cluster.NodeState, draining bool, addrs ...string
 }
 
 func eipEntry(owner, ip, app string, minute int) cluster.Entry {
-	a := assignment(ip, app, owner, minute)
+	a := assigned(ip, app, owner, minute)
 	b, _ := json.Marshal(records.EIP{App: app, AssignedAt: a.AssignedAt})
 	return cluster.Entry{Key: records.EIPKey(a.IP), Owner: owner, Value: b}
 }
@@ -40,7 +40,7 @@ func rowString(r control.EgressApp) string {
 	return strings.Join(parts, " ")
 }
 
-func viewRow(v *egressView, app string) string {
+func viewRow(v *view, app string) string {
 	for _, r := range v.rows {
 		if r.App == app {
 			return rowString(r)
@@ -84,7 +84,7 @@ func TestEgressView(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := buildEgressView("w", []cluster.Node{tt.g1, tt.g2, worker}, entries, map[netip.Addr]egressAssignment{})
+			v := buildView("w", []cluster.Node{tt.g1, tt.g2, worker}, entries, map[netip.Addr]assignment{})
 			if got := viewRow(v, egressAppA); got != tt.a {
 				t.Errorf("app A: %s\n            want %s", got, tt.a)
 			}
@@ -103,7 +103,7 @@ func TestEgressView(t *testing.T) {
 	// The gateways' own view: its local assignments; data path targets.
 	g1, g2 := gwNode("g1", cluster.StateAlive, false, "127.0.0.2", "127.0.0.3"), gwNode("g2", cluster.StateAlive, false, "127.0.0.4", "127.0.0.5")
 	g1.Self = true
-	v := buildEgressView("g1", []cluster.Node{g1, g2}, entries, map[netip.Addr]egressAssignment{})
+	v := buildView("g1", []cluster.Node{g1, g2}, entries, map[netip.Addr]assignment{})
 	if v.local[egressAppA] != netip.MustParseAddr("127.0.0.2") || v.local[egressAppB] != netip.MustParseAddr("127.0.0.3") || len(v.local) != 2 {
 		t.Errorf("g1's local = %v", v.local)
 	}
@@ -114,8 +114,8 @@ func TestEgressView(t *testing.T) {
 	}
 
 	// g2 dies: the store hides its records, the view remembers them as dead.
-	mem := map[netip.Addr]egressAssignment{}
-	buildEgressView("w", []cluster.Node{g1, g2, worker}, entries, mem)
+	mem := map[netip.Addr]assignment{}
+	buildView("w", []cluster.Node{g1, g2, worker}, entries, mem)
 	g2.State = cluster.StateDead
 	var alive []cluster.Entry
 	for _, e := range entries {
@@ -123,7 +123,7 @@ func TestEgressView(t *testing.T) {
 			alive = append(alive, e)
 		}
 	}
-	v = buildEgressView("w", []cluster.Node{g1, g2, worker}, alive, mem)
+	v = buildView("w", []cluster.Node{g1, g2, worker}, alive, mem)
 	if got, want := viewRow(v, egressAppA), "127.0.0.4@g2:dead:primary 127.0.0.2@g1:healthy:active"; got != want {
 		t.Errorf("after g2's death: %s, want %s", got, want)
 	}
@@ -132,7 +132,7 @@ func TestEgressView(t *testing.T) {
 	}
 	// g2 back without its records (they were released meanwhile): forgotten.
 	g2.State = cluster.StateAlive
-	v = buildEgressView("w", []cluster.Node{g1, g2, worker}, alive, mem)
+	v = buildView("w", []cluster.Node{g1, g2, worker}, alive, mem)
 	if got, want := viewRow(v, egressAppA), "127.0.0.2@g1:healthy:active:primary"; got != want {
 		t.Errorf("after g2's return: %s, want %s", got, want)
 	}

@@ -1,4 +1,4 @@
-package daemon
+package egress
 
 import (
 	"bytes"
@@ -14,20 +14,21 @@ import (
 	"github.com/vrouter/vrouter/internal/ids"
 )
 
-// egressAssignment is one eip record as the rest of the daemon sees it.
-type egressAssignment struct {
+// assignment is one eip record as egress sees it: the IP, its app, the
+// gateway that holds it and since when.
+type assignment struct {
 	IP         netip.Addr
 	App        string
 	Gateway    string
 	AssignedAt time.Time
 }
 
-// egressFileName is the gateway's record of its assignments (and drain
+// fileName is the gateway's record of its assignments (and drain
 // flag) in the state directory, so that both survive a restart.
-const egressFileName = "egress.json"
+const fileName = "egress.json"
 
-// egressFile is the content of egress.json.
-type egressFile struct {
+// stateFile is the content of egress.json.
+type stateFile struct {
 	Draining    bool                  `json:"draining,omitempty"`
 	Assignments []persistedAssignment `json:"assignments"`
 }
@@ -38,44 +39,44 @@ type persistedAssignment struct {
 	AssignedAt time.Time  `json:"assigned_at"`
 }
 
-// decodeEgressFile parses egress.json strictly: the daemon acts on every
+// decodeStateFile parses egress.json strictly: the daemon acts on every
 // entry, so a damaged file is an error, not a partial list.
-func decodeEgressFile(b []byte) (egressFile, error) {
-	var f egressFile
+func decodeStateFile(b []byte) (stateFile, error) {
+	var f stateFile
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return egressFile{}, err
+		return stateFile{}, err
 	}
 	if dec.More() {
-		return egressFile{}, errors.New("trailing data")
+		return stateFile{}, errors.New("trailing data")
 	}
 	for i, a := range f.Assignments {
 		if !a.IP.Is4() {
-			return egressFile{}, fmt.Errorf("assignment %d: ip %v is not IPv4", i, a.IP)
+			return stateFile{}, fmt.Errorf("assignment %d: ip %v is not IPv4", i, a.IP)
 		}
 		if err := ids.App(a.App); err != nil {
-			return egressFile{}, fmt.Errorf("assignment %d: %w", i, err)
+			return stateFile{}, fmt.Errorf("assignment %d: %w", i, err)
 		}
 		if a.AssignedAt.IsZero() {
-			return egressFile{}, fmt.Errorf("assignment %d: no assigned_at", i)
+			return stateFile{}, fmt.Errorf("assignment %d: no assigned_at", i)
 		}
 	}
 	return f, nil
 }
 
-// readEgressFile reads path; a missing file is an empty one.
-func readEgressFile(path string) (egressFile, error) {
+// readFile reads path; a missing file is an empty one.
+func readFile(path string) (stateFile, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return egressFile{}, nil
+		return stateFile{}, nil
 	}
 	if err != nil {
-		return egressFile{}, fmt.Errorf("read %s: %w", path, err)
+		return stateFile{}, fmt.Errorf("read %s: %w", path, err)
 	}
-	f, err := decodeEgressFile(b)
+	f, err := decodeStateFile(b)
 	if err != nil {
-		return egressFile{}, fmt.Errorf("%s: %w", path, err)
+		return stateFile{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return f, nil
 }

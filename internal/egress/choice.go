@@ -1,4 +1,4 @@
-package daemon
+package egress
 
 import (
 	"cmp"
@@ -37,7 +37,7 @@ type gatewayCandidate struct {
 // left with a single gateway gets one pick (a top-up). When too few
 // gateways qualify the error is a *control.Error "unavailable" and nothing
 // is picked.
-func chooseEgress(app string, gws []gatewayCandidate, assigned []egressAssignment) (have []egressAssignment, picks []records.EgressPick, err error) {
+func chooseEgress(app string, gws []gatewayCandidate, assigned []assignment) (have []assignment, picks []records.EgressPick, err error) {
 	taken := make(map[netip.Addr]bool, len(assigned))
 	load := make(map[string]int)
 	serving := make(map[string]bool)
@@ -89,8 +89,8 @@ func chooseEgress(app string, gws []gatewayCandidate, assigned []egressAssignmen
 
 // sortAssignments orders one app's assignments primary first: the oldest
 // assignment, ties by IP.
-func sortAssignments(as []egressAssignment) {
-	slices.SortFunc(as, func(a, b egressAssignment) int {
+func sortAssignments(as []assignment) {
+	slices.SortFunc(as, func(a, b assignment) int {
 		return cmp.Or(a.AssignedAt.Compare(b.AssignedAt), a.IP.Compare(b.IP))
 	})
 }

@@ -1,6 +1,7 @@
-package daemon
+package egress
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -10,8 +11,8 @@ import (
 	"github.com/vrouter/vrouter/internal/records"
 )
 
-// egressTarget is one of an app's dedicated IPs as the data path sees it.
-type egressTarget struct {
+// Target is one of an app's dedicated IPs as the data path sees it.
+type Target struct {
 	IP      netip.Addr
 	Gateway string     // node name
 	Overlay netip.Addr // the gateway's overlay address (from its NodeMeta)
@@ -19,46 +20,39 @@ type egressTarget struct {
 	Primary bool
 }
 
-// egressView is an immutable snapshot of every app's dedicated egress,
-// rebuilt by refreshEgressView (on every reconcile and before answering
+// view is an immutable snapshot of every app's dedicated egress,
+// rebuilt by refreshView (on every reconcile and before answering
 // show) and read without locks by the data path.
-type egressView struct {
-	apps  map[string][]egressTarget // primary first
-	rows  []control.EgressApp       // sorted by app; IPs primary first
-	local map[string]netip.Addr     // this gateway's assignments: app → IP
+type view struct {
+	apps  map[string][]Target   // primary first
+	rows  []control.EgressApp   // sorted by app; IPs primary first
+	local map[string]netip.Addr // this gateway's assignments: app → IP
 }
 
-var emptyEgressView = &egressView{}
+var emptyView = &view{}
 
-// egressTargets returns app's dedicated IPs, primary first; nil if the app
-// has no dedicated egress. Cheap (called on every reconcile and attach): it
-// is served from the snapshot that reconcileEgress rebuilds.
-func (d *Daemon) egressTargets(app string) []egressTarget {
-	return slices.Clone(d.egressAssign().loadView().apps[app])
+// Targets returns app's dedicated IPs, primary first; nil if the app has
+// no dedicated egress. Cheap (called on every reconcile and attach): it is
+// served from the snapshot that Reconcile rebuilds.
+func (a *Assigner) Targets(app string) []Target {
+	return slices.Clone(a.loadView().apps[app])
 }
 
-// localEgress returns the app → IP map of the assignments this gateway
-// holds.
-func (d *Daemon) localEgress() map[string]netip.Addr {
-	v := d.egressAssign().loadView()
-	out := make(map[string]netip.Addr, len(v.local))
-	for app, ip := range v.local {
-		out[app] = ip
-	}
-	return out
+// Local returns the app → IP map of the assignments this gateway holds.
+func (a *Assigner) Local() map[string]netip.Addr {
+	return maps.Clone(a.loadView().local)
 }
 
-// refreshEgressView rebuilds and publishes the snapshot from the cluster's
+// refreshView rebuilds and publishes the snapshot from the cluster's
 // current state.
-func (d *Daemon) refreshEgressView() *egressView {
-	st := d.egressAssign()
-	// Read under st.mu, so that a snapshot never replaces a newer one.
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	nodes := d.cluster.Nodes()
-	entries := d.cluster.Store().List(records.EIPPrefix)
-	v := buildEgressView(d.cfg.Name, nodes, entries, st.lastKnown)
-	st.view.Store(v)
+func (a *Assigner) refreshView() *view {
+	// Read under a.mu, so that a snapshot never replaces a newer one.
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	nodes := a.members.Nodes()
+	entries := a.store.List(records.EIPPrefix)
+	v := buildView(a.self, nodes, entries, a.lastKnown)
+	a.view.Store(v)
 	return v
 }
 
@@ -68,7 +62,7 @@ func (d *Daemon) refreshEgressView() *egressView {
 // IP, and no other such node advertises it too: a member cannot hand out
 // another gateway's address, and one that advertises it as its own only
 // makes the IP contested (unused), never its own.
-func liveAssignments(nodes []cluster.Node, entries []cluster.Entry) []egressAssignment {
+func liveAssignments(nodes []cluster.Node, entries []cluster.Entry) []assignment {
 	byName := make(map[string]cluster.Node, len(nodes))
 	for _, n := range nodes {
 		if n.Identity == cluster.IdentityOK {
@@ -77,7 +71,7 @@ func liveAssignments(nodes []cluster.Node, entries []cluster.Entry) []egressAssi
 	}
 	contested := contestedEgressIPs(nodes)
 	seen := make(map[netip.Addr]bool)
-	var out []egressAssignment
+	var out []assignment
 	for _, e := range entries {
 		ip, rec, err := records.ParseEIP(e.Key, e.Value)
 		if err != nil || seen[ip] || contested[ip] {
@@ -88,7 +82,7 @@ func liveAssignments(nodes []cluster.Node, entries []cluster.Entry) []egressAssi
 			continue
 		}
 		seen[ip] = true
-		out = append(out, egressAssignment{IP: ip, App: rec.App, Gateway: e.Owner, AssignedAt: rec.AssignedAt})
+		out = append(out, assignment{IP: ip, App: rec.App, Gateway: e.Owner, AssignedAt: rec.AssignedAt})
 	}
 	return out
 }
@@ -115,13 +109,13 @@ func contestedEgressIPs(nodes []cluster.Node) map[netip.Addr]bool {
 	return contested
 }
 
-// buildEgressView turns the live assignments into the snapshot. lastKnown
+// buildView turns the live assignments into the snapshot. lastKnown
 // (updated in place) remembers assignments of gateways that died: the
 // store hides their records, but the apps still own those IPs and show
 // must say "dead" rather than drop the row. An assignment is forgotten
 // when its gateway is up again without it (released, or the gateway came
 // back without that IP) or is no longer known at all (reaped).
-func buildEgressView(self string, nodes []cluster.Node, entries []cluster.Entry, lastKnown map[netip.Addr]egressAssignment) *egressView {
+func buildView(self string, nodes []cluster.Node, entries []cluster.Entry, lastKnown map[netip.Addr]assignment) *view {
 	byName := make(map[string]cluster.Node, len(nodes))
 	for _, n := range nodes {
 		byName[n.Name] = n
@@ -143,18 +137,18 @@ func buildEgressView(self string, nodes []cluster.Node, entries []cluster.Entry,
 		delete(lastKnown, ip)
 	}
 
-	byApp := make(map[string][]egressAssignment)
+	byApp := make(map[string][]assignment)
 	for _, a := range all {
 		byApp[a.App] = append(byApp[a.App], a)
 	}
-	v := &egressView{
-		apps:  make(map[string][]egressTarget, len(byApp)),
+	v := &view{
+		apps:  make(map[string][]Target, len(byApp)),
 		local: make(map[string]netip.Addr),
 	}
 	for app, as := range byApp {
 		sortAssignments(as)
 		row := control.EgressApp{App: app}
-		targets := make([]egressTarget, 0, len(as))
+		targets := make([]Target, 0, len(as))
 		active := false
 		for i, a := range as {
 			n, known := byName[a.Gateway]
@@ -164,7 +158,7 @@ func buildEgressView(self string, nodes []cluster.Node, entries []cluster.Entry,
 				ip.Active, active = true, true
 			}
 			row.IPs = append(row.IPs, ip)
-			targets = append(targets, egressTarget{
+			targets = append(targets, Target{
 				IP:      a.IP,
 				Gateway: a.Gateway,
 				Overlay: n.Meta.Overlay,

@@ -1,4 +1,4 @@
-package daemon
+package egress
 
 import (
 	"net/netip"
@@ -29,8 +29,8 @@ func testGateway(name string, addrs ...string) gatewayCandidate {
 
 var assignT0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func assignment(ip, app, gateway string, minute int) egressAssignment {
-	return egressAssignment{IP: netip.MustParseAddr(ip), App: app, Gateway: gateway, AssignedAt: assignT0.Add(time.Duration(minute) * time.Minute)}
+func assigned(ip, app, gateway string, minute int) assignment {
+	return assignment{IP: netip.MustParseAddr(ip), App: app, Gateway: gateway, AssignedAt: assignT0.Add(time.Duration(minute) * time.Minute)}
 }
 
 func picksString(ps []records.EgressPick) string {
@@ -41,7 +41,7 @@ func picksString(ps []records.EgressPick) string {
 	return strings.Join(parts, " ")
 }
 
-func haveString(as []egressAssignment) string {
+func haveString(as []assignment) string {
 	var parts []string
 	for _, a := range as {
 		parts = append(parts, a.IP.String()+"@"+a.Gateway)
@@ -62,7 +62,7 @@ func TestChooseEgress(t *testing.T) {
 		name     string
 		app      string
 		gws      []gatewayCandidate
-		assigned []egressAssignment
+		assigned []assignment
 		have     string
 		picks    string
 		err      string
@@ -77,14 +77,14 @@ func TestChooseEgress(t *testing.T) {
 			name:     "second app gets the other two IPs",
 			app:      egressAppB,
 			gws:      []gatewayCandidate{testGateway("g1", "127.0.0.2", "127.0.0.3"), testGateway("g2", "127.0.0.4", "127.0.0.5")},
-			assigned: []egressAssignment{assignment("127.0.0.2", egressAppA, "g1", 0), assignment("127.0.0.4", egressAppA, "g2", 0)},
+			assigned: []assignment{assigned("127.0.0.2", egressAppA, "g1", 0), assigned("127.0.0.4", egressAppA, "g2", 0)},
 			picks:    "127.0.0.3@g1 127.0.0.5@g2",
 		},
 		{
 			name:     "third app: no free IP anywhere",
 			app:      egressAppC,
 			gws:      []gatewayCandidate{testGateway("g1", "127.0.0.2", "127.0.0.3"), testGateway("g2", "127.0.0.4", "127.0.0.5")},
-			assigned: []egressAssignment{assignment("127.0.0.2", egressAppA, "g1", 0), assignment("127.0.0.4", egressAppA, "g2", 0), assignment("127.0.0.3", egressAppB, "g1", 1), assignment("127.0.0.5", egressAppB, "g2", 1)},
+			assigned: []assignment{assigned("127.0.0.2", egressAppA, "g1", 0), assigned("127.0.0.4", egressAppA, "g2", 0), assigned("127.0.0.3", egressAppB, "g1", 1), assigned("127.0.0.5", egressAppB, "g2", 1)},
 			err:      "needs two gateways with a free egress IP; found 0",
 		},
 		{
@@ -103,7 +103,7 @@ func TestChooseEgress(t *testing.T) {
 				testGateway("g3", "127.0.0.6", "127.0.0.7"),
 				testGateway("g4", "127.0.0.8"),
 			},
-			assigned: []egressAssignment{assignment("127.0.0.2", egressAppA, "g1", 0), assignment("127.0.0.4", egressAppA, "g2", 0), assignment("127.0.0.5", egressAppB, "g2", 1), assignment("127.0.0.6", egressAppB, "g3", 1)},
+			assigned: []assignment{assigned("127.0.0.2", egressAppA, "g1", 0), assigned("127.0.0.4", egressAppA, "g2", 0), assigned("127.0.0.5", egressAppB, "g2", 1), assigned("127.0.0.6", egressAppB, "g3", 1)},
 			picks:    "127.0.0.8@g4 127.0.0.3@g1",
 		},
 		{
@@ -122,21 +122,21 @@ func TestChooseEgress(t *testing.T) {
 			name:     "re-enable returns the same IPs, primary first",
 			app:      egressAppA,
 			gws:      []gatewayCandidate{testGateway("g1", "127.0.0.2", "127.0.0.3"), testGateway("g2", "127.0.0.4", "127.0.0.5")},
-			assigned: []egressAssignment{assignment("127.0.0.4", egressAppA, "g2", 0), assignment("127.0.0.2", egressAppA, "g1", 1)},
+			assigned: []assignment{assigned("127.0.0.4", egressAppA, "g2", 0), assigned("127.0.0.2", egressAppA, "g1", 1)},
 			have:     "127.0.0.4@g2 127.0.0.2@g1",
 		},
 		{
 			name:     "re-enable needs no free IP",
 			app:      egressAppA,
 			gws:      []gatewayCandidate{testGateway("g1", "127.0.0.2"), testGateway("g2", "127.0.0.4")},
-			assigned: []egressAssignment{assignment("127.0.0.2", egressAppA, "g1", 0), assignment("127.0.0.4", egressAppA, "g2", 0)},
+			assigned: []assignment{assigned("127.0.0.2", egressAppA, "g1", 0), assigned("127.0.0.4", egressAppA, "g2", 0)},
 			have:     "127.0.0.2@g1 127.0.0.4@g2",
 		},
 		{
 			name:     "top-up on another gateway when one is gone",
 			app:      egressAppA,
 			gws:      []gatewayCandidate{testGateway("g1", "127.0.0.2", "127.0.0.3"), testGateway("g3", "127.0.0.6")},
-			assigned: []egressAssignment{assignment("127.0.0.2", egressAppA, "g1", 0)},
+			assigned: []assignment{assigned("127.0.0.2", egressAppA, "g1", 0)},
 			have:     "127.0.0.2@g1",
 			picks:    "127.0.0.6@g3",
 		},
@@ -144,7 +144,7 @@ func TestChooseEgress(t *testing.T) {
 			name:     "top-up impossible: counts the gateway the app has",
 			app:      egressAppA,
 			gws:      []gatewayCandidate{testGateway("g1", "127.0.0.2", "127.0.0.3")},
-			assigned: []egressAssignment{assignment("127.0.0.2", egressAppA, "g1", 0)},
+			assigned: []assignment{assigned("127.0.0.2", egressAppA, "g1", 0)},
 			have:     "127.0.0.2@g1",
 			err:      "found 1",
 		},
@@ -152,7 +152,7 @@ func TestChooseEgress(t *testing.T) {
 			name:     "an IP of another app is never picked",
 			app:      egressAppB,
 			gws:      []gatewayCandidate{testGateway("g1", "127.0.0.2"), testGateway("g2", "127.0.0.4", "127.0.0.5")},
-			assigned: []egressAssignment{assignment("127.0.0.2", egressAppA, "g1", 0)},
+			assigned: []assignment{assigned("127.0.0.2", egressAppA, "g1", 0)},
 			err:      "found 1",
 		},
 	}
