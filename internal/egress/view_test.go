@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -169,4 +170,51 @@ func TestEgressStolenIP(t *testing.T) {
 	if c := contestedEgressIPs([]cluster.Node{rogue, g2}); len(c) != 0 {
 		t.Fatalf("a refused node contests %v", c)
 	}
+}
+
+// FuzzEgressView: eip records are peers' bytes. Whatever two gateways and
+// a rogue member gossip, the snapshot never panics, never gives an IP to
+// two apps or to a node that does not advertise it, and orders each app's
+// IPs primary first.
+func FuzzEgressView(f *testing.F) {
+	good := eipEntry("g1", "127.0.0.2", egressAppA, 1)
+	f.Add("g1", good.Key, good.Value, "g2", "eip/127.0.0.4", []byte(`{"app":"`+egressAppB+`","assigned_at":"2025-01-01T00:00:00Z"}`))
+	f.Add("rogue", "eip/127.0.0.4", good.Value, "g1", "eip/127.0.0.3", []byte(`{"app":"`+egressAppA+`","assigned_at":"2024-01-01T00:00:00Z"}`))
+	f.Add("g2", "eip/", []byte(`{`), "", "", []byte(nil))
+	f.Fuzz(func(t *testing.T, o1, k1 string, v1 []byte, o2, k2 string, v2 []byte) {
+		nodes := []cluster.Node{
+			gwNode("g1", cluster.StateAlive, false, "127.0.0.2", "127.0.0.3"),
+			gwNode("g2", cluster.StateDead, false, "127.0.0.4", "127.0.0.5"),
+			gwNode("rogue", cluster.StateAlive, false, "127.0.0.4"),
+		}
+		entries := []cluster.Entry{{Key: k1, Owner: o1, Value: v1}, {Key: k2, Owner: o2, Value: v2}, eipEntry("g1", "127.0.0.3", egressAppC, 2)}
+		lastKnown := map[netip.Addr]assignment{}
+		for range 2 { // the second pass reads what the first remembered
+			v := buildView("g1", nodes, entries, lastKnown)
+			byIP := make(map[netip.Addr]string)
+			for app, ts := range v.apps {
+				for i, tg := range ts {
+					if other, dup := byIP[tg.IP]; dup {
+						t.Fatalf("%s held by %s and %s", tg.IP, other, app)
+					}
+					byIP[tg.IP] = app
+					if tg.Primary != (i == 0) {
+						t.Fatalf("%s: primary at %d", app, i)
+					}
+					owns := false
+					for _, n := range nodes {
+						if n.Name == tg.Gateway && slices.Contains(n.Meta.EgressIPs, tg.IP) {
+							owns = true
+						}
+					}
+					if !owns || tg.IP == netip.MustParseAddr("127.0.0.4") {
+						t.Fatalf("%s given to %s by %s, which does not own it alone", tg.IP, app, tg.Gateway)
+					}
+				}
+			}
+			if !slices.IsSortedFunc(v.rows, func(a, b control.EgressApp) int { return strings.Compare(a.App, b.App) }) {
+				t.Fatalf("rows not sorted: %v", v.rows)
+			}
+		}
+	})
 }
