@@ -157,6 +157,7 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 	}
 	dests := b.dests[:len(pkts)]
 	icmpOut := b.icmpOut[:0]
+	ft := a.r.flows.Load()
 	for i := range dests {
 		dests[i] = nil
 		pkt, reason, ok := parseIPv4(pkts[i][Headroom:])
@@ -186,7 +187,9 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 				continue
 			}
 			// Node egress (packet path 4) or dedicated egress (path 5).
-			a.deliverEgress(pkt, c, now)
+			if a.deliverEgress(pkt, c, now) && ft != nil {
+				ft.track(a.table.vni, pkt, now, true)
+			}
 			continue
 		}
 		e := a.table.lookup(idx)
@@ -213,6 +216,9 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 			}
 			pkts[i] = pkts[i][:Headroom+pkt.totalLen()] // drop padding after the IP packet
 			dests[i] = d
+			if ft != nil {
+				ft.track(a.table.vni, pkt, now, true)
+			}
 		case entryRemote:
 			o := a.r.overlay.Load()
 			if o == nil {
@@ -229,6 +235,9 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 				continue
 			}
 			o.sendFrom(a, pkt.hdr, a.table.vni, e.node, c)
+			if ft != nil {
+				ft.track(a.table.vni, pkt, now, true)
+			}
 		default:
 			c[dropUnknownDestination]++
 		}

@@ -111,18 +111,21 @@ func (a *Attached) deliverResolver(pkt ipv4Packet, c *batchCounters, now int64) 
 // deliverEgress hands a packet for outside the network to the network's
 // Local if it does egress. Not rate limited here: egress is bulk traffic,
 // and the stack bounds the flows and dials each container may hold.
-func (a *Attached) deliverEgress(pkt ipv4Packet, c *batchCounters, now int64) {
+// It reports whether the packet is on its way (for flow accounting; a
+// dedicated egress packet counts even if no gateway takes it).
+func (a *Attached) deliverEgress(pkt ipv4Packet, c *batchCounters, now int64) bool {
 	if er := a.egress.Load(); er != nil {
 		a.sendEgress(er, pkt, c, now)
-		return
+		return true
 	}
 	s := a.table.local.Load()
 	if s == nil || !s.egress {
 		c[dropOutsideNetwork]++
-		return
+		return false
 	}
 	s.l.Deliver(pkt.hdr)
 	c[ctrToStack]++
+	return true
 }
 
 // localCounters count what Locals send back through WriteLocal. They are
@@ -140,6 +143,7 @@ type localCounters struct {
 // keeps the buffers and may be called concurrently.
 func (r *Router) WriteLocal(network uint32, bufs [][]byte, offset int) {
 	t := r.tableOf(network)
+	r.trackLocal(network, bufs, offset)
 	for i := 0; i < len(bufs); {
 		var d *Attached
 		if t != nil && offset >= Headroom && offset <= len(bufs[i]) {
@@ -176,6 +180,24 @@ func (r *Router) WriteLocal(network uint32, bufs [][]byte, offset int) {
 			d.tx.bytes.Add(bytes)
 		}
 		i = j
+	}
+}
+
+// trackLocal adds what a network's Local sends back (DNS answers, egress
+// replies) to the flows they answer, when flow logs are on.
+func (r *Router) trackLocal(network uint32, bufs [][]byte, offset int) {
+	ft := r.flows.Load()
+	if ft == nil {
+		return
+	}
+	now := r.now()
+	for _, b := range bufs {
+		if offset < 0 || offset > len(b) {
+			continue
+		}
+		if pkt, _, ok := parseIPv4(b[offset:]); ok {
+			ft.track(network, pkt, now, false)
+		}
 	}
 }
 

@@ -85,6 +85,7 @@ func (r *Router) WriteLocalGSO(network uint32, bufs [][]byte, offset int) {
 		r.local.dropped.Add(uint64(len(bufs)))
 		return
 	}
+	r.trackLocal(network, bufs, offset)
 	s := r.getLocalGSOScratch()
 	var g localGroup
 	for _, b := range bufs {

@@ -265,6 +265,11 @@ func (o *Overlay) Write(bufs [][]byte, offset int) (int, error) {
 func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 	var c batchCounters
 	dests := s.dests[:len(bufs)]
+	ft := o.r.flows.Load()
+	var now int64
+	if ft != nil {
+		now = o.r.now()
+	}
 	for i, b := range bufs {
 		dests[i] = nil
 		c[ctrRxPackets]++
@@ -302,6 +307,9 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 			}
 			dests[i] = d
 			s.sizes[i] = pkt.totalLen()
+			if ft != nil {
+				ft.track(d.cfg.Network, pkt, now, false) // a reply to the port's egress flow
+			}
 			continue
 		}
 		if !ok {
@@ -354,6 +362,9 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 		}
 		dests[i] = de.port
 		s.sizes[i] = pkt.totalLen()
+		if ft != nil {
+			ft.track(f.vni, pkt, now, true)
+		}
 	}
 
 	inner := offset + VXLANOverhead

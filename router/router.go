@@ -135,8 +135,9 @@ type Router struct {
 	// vnis is a read-only copy of state.networks for the overlay's receive
 	// path, republished under state whenever a table is created or dropped.
 	vnis    atomic.Pointer[map[uint32]*table]
-	overlay atomic.Pointer[Overlay] // set once by EnableOverlay
-	local   localCounters           // what Locals sent back (WriteLocal)
+	overlay atomic.Pointer[Overlay]   // set once by EnableOverlay
+	flows   atomic.Pointer[FlowTable] // nil unless flow logs are on (EnableFlows)
+	local   localCounters             // what Locals sent back (WriteLocal)
 	// returns is a read-only copy of state.returns for the overlay's
 	// receive path (see SetEgressReturn).
 	returns atomic.Pointer[map[uint32]*egressReturn]

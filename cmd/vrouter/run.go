@@ -30,8 +30,8 @@ const resolvConf = "/etc/resolv.conf"
 type runFlags struct {
 	name, stateDir, control, logLevel, keyFile *string
 	gossip, advertise, listen, timing          *string
-	probe, debugListen, metricsListen          *string
-	mtu                                        *int
+	probe, debugListen, metricsListen, flowLog *string
+	mtu, flowLogMaxSize                        *int
 	join, upstreams, egressIPs                 *[]string
 	allowLoopback                              *bool
 }
@@ -39,23 +39,25 @@ type runFlags struct {
 func defineRunFlags(fs *pflag.FlagSet) *runFlags {
 	host, _ := os.Hostname()
 	return &runFlags{
-		name:          fs.String("name", host, "node name (unique in the cluster)"),
-		stateDir:      fs.String("state-dir", ".vrouter", "directory for the daemon's state"),
-		control:       fs.String("control", "", "control socket path (default STATE-DIR/control.sock)"),
-		mtu:           fs.Int("mtu", router.DefaultMTU, "MTU of container ports"),
-		logLevel:      fs.String("log-level", "info", "log level: debug, info, warn or error"),
-		keyFile:       fs.String("cluster-key-file", "", "cluster key (from vrouter keygen); default STATE-DIR/cluster.key, generated on first start"),
-		gossip:        fs.String("gossip", "0.0.0.0:7946", "gossip (memberlist) listen IP:PORT"),
-		advertise:     fs.String("advertise", "", "address other nodes reach this one at (default: the gossip address, or the host's first global IPv4)"),
-		join:          fs.StringArray("join", nil, "ADDR:PORT of a node to join (repeatable); none bootstraps a new cluster"),
-		listen:        fs.String("listen", "0.0.0.0:51820", "WireGuard UDP IP:PORT; only PORT is bound, on every address; others reach it at the advertise address and PORT"),
-		upstreams:     fs.StringArray("dns-upstream", nil, "ADDR:PORT of a DNS server for names outside the private zone (repeatable, tried in order; default: the nameservers of /etc/resolv.conf)"),
-		egressIPs:     fs.StringArray("egress-ip", nil, "an address of this host that dedicated egress may use; makes the node a gateway (repeatable)"),
-		probe:         fs.String("egress-probe", "", "on a gateway: TCP IP:PORT outside that must be reachable from the first egress IP for the gateway to take new flows"),
-		allowLoopback: fs.Bool("egress-allow-loopback", false, "let containers reach loopback and link-local destinations through the node (tests, demos)"),
-		timing:        fs.String("gossip-timing", "lan", "failure-detection timings: lan (memberlist defaults, ~6 s) or fast (~1 s, more traffic)"),
-		debugListen:   fs.String("debug-listen", "", "loopback IP:PORT serving Go's profiler at /debug/pprof/ (performance work; off by default)"),
-		metricsListen: fs.String("metrics-listen", "", "IP:PORT serving Prometheus /metrics, /healthz and /readyz (any address; off by default)"),
+		name:           fs.String("name", host, "node name (unique in the cluster)"),
+		stateDir:       fs.String("state-dir", ".vrouter", "directory for the daemon's state"),
+		control:        fs.String("control", "", "control socket path (default STATE-DIR/control.sock)"),
+		mtu:            fs.Int("mtu", router.DefaultMTU, "MTU of container ports"),
+		logLevel:       fs.String("log-level", "info", "log level: debug, info, warn or error"),
+		keyFile:        fs.String("cluster-key-file", "", "cluster key (from vrouter keygen); default STATE-DIR/cluster.key, generated on first start"),
+		gossip:         fs.String("gossip", "0.0.0.0:7946", "gossip (memberlist) listen IP:PORT"),
+		advertise:      fs.String("advertise", "", "address other nodes reach this one at (default: the gossip address, or the host's first global IPv4)"),
+		join:           fs.StringArray("join", nil, "ADDR:PORT of a node to join (repeatable); none bootstraps a new cluster"),
+		listen:         fs.String("listen", "0.0.0.0:51820", "WireGuard UDP IP:PORT; only PORT is bound, on every address; others reach it at the advertise address and PORT"),
+		upstreams:      fs.StringArray("dns-upstream", nil, "ADDR:PORT of a DNS server for names outside the private zone (repeatable, tried in order; default: the nameservers of /etc/resolv.conf)"),
+		egressIPs:      fs.StringArray("egress-ip", nil, "an address of this host that dedicated egress may use; makes the node a gateway (repeatable)"),
+		probe:          fs.String("egress-probe", "", "on a gateway: TCP IP:PORT outside that must be reachable from the first egress IP for the gateway to take new flows"),
+		allowLoopback:  fs.Bool("egress-allow-loopback", false, "let containers reach loopback and link-local destinations through the node (tests, demos)"),
+		timing:         fs.String("gossip-timing", "lan", "failure-detection timings: lan (memberlist defaults, ~6 s) or fast (~1 s, more traffic)"),
+		debugListen:    fs.String("debug-listen", "", "loopback IP:PORT serving Go's profiler at /debug/pprof/ (performance work; off by default)"),
+		flowLog:        fs.String("flow-log", "", "write one JSON line per flow to FILE (- for stdout; off by default)"),
+		flowLogMaxSize: fs.Int("flow-log-max-size", 100, "rotate the flow log FILE to FILE.1 at this many MiB"),
+		metricsListen:  fs.String("metrics-listen", "", "IP:PORT serving Prometheus /metrics, /healthz and /readyz (any address; off by default)"),
 	}
 }
 
@@ -147,6 +149,13 @@ func (f *runFlags) config() (daemon.Config, error) {
 		if cfg.DebugListen, err = parseAddrPort("--debug-listen", *f.debugListen); err != nil {
 			return daemon.Config{}, err
 		}
+	}
+	if *f.flowLogMaxSize < 1 {
+		return daemon.Config{}, fmt.Errorf("--flow-log-max-size %d: want at least 1 (MiB)", *f.flowLogMaxSize)
+	}
+	if *f.flowLog != "" {
+		cfg.FlowLog = *f.flowLog
+		cfg.FlowLogMaxSize = int64(*f.flowLogMaxSize) << 20
 	}
 	if *f.metricsListen != "" {
 		if cfg.MetricsListen, err = parseAddrPort("--metrics-listen", *f.metricsListen); err != nil {

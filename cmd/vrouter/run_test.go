@@ -72,6 +72,9 @@ func TestParseRun(t *testing.T) {
 		{name: "egress allow loopback", args: []string{"--egress-allow-loopback"}, edit: func(c *daemon.Config) { c.EgressAllowLoopback = true }},
 		{name: "gossip timing", args: []string{"--gossip-timing", "fast"}, edit: func(c *daemon.Config) { c.Timing = cluster.TimingFast }},
 		{name: "debug listen", args: []string{"--debug-listen", "127.0.0.1:6060"}, edit: func(c *daemon.Config) { c.DebugListen = ap("127.0.0.1:6060") }},
+		{name: "flow log", args: []string{"--flow-log", "/var/log/vrouter/flows.jsonl", "--flow-log-max-size", "5"}, edit: func(c *daemon.Config) {
+			c.FlowLog, c.FlowLogMaxSize = "/var/log/vrouter/flows.jsonl", 5<<20
+		}},
 		{name: "metrics listen, any address", args: []string{"--metrics-listen", "0.0.0.0:9469"}, edit: func(c *daemon.Config) { c.MetricsListen = ap("0.0.0.0:9469") }},
 	}
 	for _, tt := range tests {
@@ -134,6 +137,7 @@ func TestParseRunRefuses(t *testing.T) {
 		{[]string{"--gossip-timing", "slow"}, `--gossip-timing "slow": want lan or fast`},
 		{[]string{"--debug-listen", "127.0.0.1"}, `--debug-listen "127.0.0.1": want IP:PORT`},
 		{[]string{"--metrics-listen", "localhost:9469"}, `--metrics-listen "localhost:9469": want IP:PORT`},
+		{[]string{"--flow-log", "-", "--flow-log-max-size", "0"}, "--flow-log-max-size 0: want at least 1 (MiB)"},
 		{[]string{"--debug-listen", "0.0.0.0:6060"}, "--debug-listen 0.0.0.0:6060: must be a loopback address"},
 	}
 	var cli []badInput

@@ -69,6 +69,12 @@ type Config struct {
 	// MetricsListen serves Prometheus /metrics, /healthz and /readyz
 	// (--metrics-listen; internal/metrics); any address. Zero: off.
 	MetricsListen netip.AddrPort
+	// FlowLog writes one JSON line per flow to this file ("-": stdout;
+	// --flow-log; internal/flowlog). "": off.
+	FlowLog string
+	// FlowLogMaxSize rotates the flow log at this many bytes
+	// (--flow-log-max-size, in MiB there); 0: flowlog.DefaultMaxSize.
+	FlowLogMaxSize int64
 }
 
 // Validate checks cfg as New gets it after filling in the zero values: it
@@ -113,6 +119,9 @@ func (cfg *Config) Validate() error {
 			return fmt.Errorf("--egress-ip %s given twice", ip)
 		}
 		seen[ip] = true
+	}
+	if cfg.FlowLogMaxSize < 0 {
+		return fmt.Errorf("--flow-log-max-size %d: negative", cfg.FlowLogMaxSize)
 	}
 	if cfg.EgressProbe.IsValid() && len(cfg.EgressIPs) == 0 {
 		return errors.New("--egress-probe needs egress IPs (--egress-ip): only gateways probe")

@@ -31,6 +31,7 @@ import (
 	"github.com/vrouter/vrouter/dns"
 	"github.com/vrouter/vrouter/internal/control"
 	"github.com/vrouter/vrouter/internal/egress"
+	"github.com/vrouter/vrouter/internal/flowlog"
 	"github.com/vrouter/vrouter/internal/metrics"
 	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
@@ -57,6 +58,9 @@ type Daemon struct {
 
 	debug   *debugServer    // nil unless Config.DebugListen
 	metrics *metrics.Server // nil unless Config.MetricsListen
+	// flowLog and flowTable are nil unless Config.FlowLog (flowlog.go).
+	flowLog   *flowlog.Logger
+	flowTable *router.FlowTable
 
 	ctx    context.Context // cancelled by Close; ends the loops
 	cancel context.CancelFunc
@@ -158,6 +162,12 @@ func New(cfg Config) (_ *Daemon, err error) {
 			return nil, err
 		}
 	}
+	if cfg.FlowLog != "" {
+		if err := d.startFlowLog(); err != nil {
+			return nil, err
+		}
+		undo.push(d.closeFlowLog)
+	}
 	if cfg.MetricsListen.IsValid() {
 		d.metrics, err = metrics.Listen(cfg.MetricsListen.String(), d, cfg.Logger.With("component", "metrics"))
 		if err != nil {
@@ -253,6 +263,7 @@ func (d *Daemon) Close() error {
 		// First: a scrape reads what the rest of Close takes apart.
 		err = errors.Join(err, d.metrics.Close())
 	}
+	err = errors.Join(err, d.closeFlowLog())
 	d.loops.Wait()
 	d.mu.Lock()
 	var all []*container

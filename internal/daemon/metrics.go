@@ -171,6 +171,13 @@ func (d *Daemon) Snapshot() *metrics.Snapshot {
 	for kind, prefix := range recordKinds {
 		s.Cluster.Records[kind] = len(store.List(prefix))
 	}
+	if d.flowLog != nil {
+		ts, ls := d.flowTable.Stats(), d.flowLog.Stats()
+		s.FlowLog = &metrics.FlowLog{
+			Slots: d.flowTable.Cap(), Live: ts.Live, Created: ts.Created, Dropped: ts.Dropped,
+			Records: ls.Records, WriteErrors: ls.WriteErrors, Rotations: ls.Rotations,
+		}
+	}
 	return s
 }
 

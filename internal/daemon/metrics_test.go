@@ -2,9 +2,12 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/flowlog"
 	"github.com/vrouter/vrouter/internal/metrics"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -216,5 +220,51 @@ func TestMetricsListener(t *testing.T) {
 	if resp, err := http.Get(url + "/healthz"); err == nil {
 		resp.Body.Close()
 		t.Fatal("metrics still served after Close")
+	}
+}
+
+func TestFlowLogDescribesContainers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flows.jsonl")
+	td := startDaemonWith(t, func(c *Config) { c.FlowLog = path })
+	a, err := td.attach(t, control.AttachRequest{Network: testPN, App: testApp, Type: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := td.attach(t, control.AttachRequest{Network: testPN, App: testApp, Type: "worker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := td.ports.all()
+	from := netip.AddrPortFrom(netip.MustParseAddr(a.IP), 4000)
+	to := netip.AddrPortFrom(netip.MustParseAddr(b.IP), 5000)
+	if err := ports[0].Send(stacktest.UDPPacket(from, to, make([]byte, 100))); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := ports[1].Recv(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := td.Snapshot().FlowLog; st == nil || st.Live != 1 || st.Slots != flowTableSize {
+		t.Fatalf("flow log state %+v, want 1 live flow", st)
+	}
+	if err := td.Close(); err != nil { // writes the open flow (shutdown)
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec flowlog.Record
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		t.Fatalf("flow log %q: %v", raw, err)
+	}
+	if rec.EndReason != "shutdown" || rec.Network != testPN || rec.Proto != "udp" || rec.PacketsOut != 1 || rec.PayloadOut != 100 {
+		t.Errorf("record %+v", rec)
+	}
+	wantSrc := flowlog.End{Addr: a.IP, Port: 4000, App: testApp, Type: "web", Container: a.ID, Node: "test-node"}
+	wantDst := flowlog.End{Addr: b.IP, Port: 5000, App: testApp, Type: "worker", Container: b.ID, Node: "test-node"}
+	if rec.Src != wantSrc || rec.Dst != wantDst {
+		t.Errorf("ends %+v → %+v\nwant %+v → %+v", rec.Src, rec.Dst, wantSrc, wantDst)
 	}
 }

@@ -74,6 +74,13 @@ var (
 	dTombstones    = desc("cluster_tombstones", "Deleted records kept until they are collected.")
 	dConflicts     = desc("cluster_claim_conflicts_total", "Claims (addresses, numbers, identifiers) this node lost to another node.")
 	dQueued        = desc("cluster_broadcasts_queued", "Record broadcasts waiting in the gossip queue.")
+	dFlowSlots     = desc("flow_log_table_slots", "Flows the flow log can track at once.")
+	dFlowLive      = desc("flow_log_flows", "Flows tracked now.")
+	dFlowCreated   = desc("flow_log_flows_tracked_total", "Flows the flow log tracked.")
+	dFlowDropped   = desc("flow_log_flows_dropped_total", "New flows not tracked because the flow table was full around their slot.")
+	dFlowRecords   = desc("flow_log_records_total", "Flow records written.")
+	dFlowErrors    = desc("flow_log_write_errors_total", "Flow records lost to write errors.")
+	dFlowRotations = desc("flow_log_rotations_total", "Times the flow log file was rotated.")
 	dMetaErrors    = desc("cluster_meta_errors_total", "Peer metadata that failed to decode.")
 	dMetaRefused   = desc("cluster_meta_refused_total", "Peer metadata refused by the identity checks, by reason (unsigned, key_changed, stale).", "reason")
 )
@@ -87,6 +94,7 @@ var allDescs = []*prometheus.Desc{
 	dEgressOpened, dEgressActive, dEgressRefused, dEgressDenied, dEgressLimited,
 	dDedActive, dDedHealthy, dDedDraining, dDedBytes, dDedFlows, dFailovers, dLastFailover,
 	dMembers, dGossip, dRecordsMerged, dRecords, dTombstones, dConflicts, dQueued, dMetaErrors, dMetaRefused,
+	dFlowSlots, dFlowLive, dFlowCreated, dFlowDropped, dFlowRecords, dFlowErrors, dFlowRotations,
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -215,6 +223,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, dMetaErrors, cl.MetaErrors)
 	for _, r := range []string{"unsigned", "key_changed", "stale"} {
 		counter(ch, dMetaRefused, cl.MetaRefused[r], r)
+	}
+
+	if f := s.FlowLog; f != nil {
+		gauge(ch, dFlowSlots, float64(f.Slots))
+		gauge(ch, dFlowLive, float64(f.Live))
+		counter(ch, dFlowCreated, f.Created)
+		counter(ch, dFlowDropped, f.Dropped)
+		counter(ch, dFlowRecords, f.Records)
+		counter(ch, dFlowErrors, f.WriteErrors)
+		counter(ch, dFlowRotations, f.Rotations)
 	}
 }
 

@@ -55,6 +55,7 @@ func testSnapshot() Snapshot {
 		Gateway:       []DedicatedEgress{{App: "ap-1", EgressIP: "127.0.0.2", Gateway: "gw-1", Active: true, Healthy: true}},
 		Failovers:     []Failover{{App: "ap-1", Total: 1, Last: time.Now()}},
 		Cluster:       Cluster{Members: map[string]int{"alive": 2}, Records: map[string]int{"container": 1}},
+		FlowLog:       &FlowLog{Slots: 65536, Live: 3, Dropped: 2},
 	}
 }
 
@@ -115,6 +116,8 @@ func TestServer(t *testing.T) {
 		`vrouter_egress_failovers_total{app="ap-1"} 1`,
 		`vrouter_cluster_members{state="alive"} 2`,
 		`vrouter_cluster_members{state="dead"} 0`,
+		"vrouter_flow_log_flows 3",
+		"vrouter_flow_log_flows_dropped_total 2",
 		"go_goroutines ",
 		"process_open_fds ",
 	} {

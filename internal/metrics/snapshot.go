@@ -38,6 +38,17 @@ type Snapshot struct {
 	Gateway   []DedicatedEgress
 	Failovers []Failover
 	Cluster   Cluster
+	// FlowLog is nil when flow logs are off.
+	FlowLog *FlowLog
+}
+
+// FlowLog is the state of --flow-log.
+type FlowLog struct {
+	Slots, Live      int    // flow table size, flows in it now
+	Created, Dropped uint64 // flows tracked; new flows not tracked (table full)
+	Records          uint64 // lines written
+	WriteErrors      uint64
+	Rotations        uint64
 }
 
 // Container is one attached port.
