@@ -18,10 +18,12 @@ import (
 	"github.com/vrouter/vrouter/router"
 )
 
-// reapStacks closes the stacks of networks a failed attach left empty.
+// reapStacks closes the stacks of networks a failed attach left empty and
+// withdraws their VNI claims.
 func (d *Daemon) reapStacks() {
 	d.mu.Lock()
 	stale := d.staleStacksLocked()
+	d.releaseVNIsLocked()
 	d.mu.Unlock()
 	d.closeStacks(stale)
 }
@@ -79,6 +81,11 @@ var pendingKey = &container{}
 // and attaches the port. retry is true when another node won a claim that
 // the caller did not pin (--ip/--number).
 func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want netip.Addr, port router.Port, ifname string) (_ *container, retry bool, err error) {
+	vni, err := d.claimVNI(ctx, req.Network)
+	if err != nil {
+		return nil, false, err
+	}
+	defer d.claimedVNI(req.Network)
 	d.mu.Lock()
 	if req.ContainerKey != "" {
 		if c := d.reg.byKey[req.ContainerKey]; c != nil {
@@ -98,10 +105,10 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 		d.mu.Unlock()
 		return nil, false, control.Errorf(control.CodeConflict, "container number %d of %s type %s is already in use (on another node)", req.Number, req.App, req.Type)
 	}
-	n := d.reg.network(req.Network)
+	n := d.reg.network(req.Network, vni)
 	if n == nil {
 		d.mu.Unlock()
-		return nil, false, control.Errorf(control.CodeConflict, "network %s: its VNI %d collides with another network on this node", req.Network, records.VNI(req.Network))
+		return nil, false, control.Errorf(control.CodeConflict, "network %s: its VNI %d is another local network's (the cluster's VNI claims disagree)", req.Network, vni)
 	}
 	addr, number, err := d.reg.reserve(n, want, req.App, req.Type, req.Number, takenAddrs, takenNums)
 	if err != nil {

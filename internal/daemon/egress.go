@@ -115,6 +115,15 @@ func (l localApps) Containers(apps []string) []egress.Local {
 	return out
 }
 
+func (l localApps) NetworkVNI(pn string) (uint32, bool) {
+	l.d.mu.Lock()
+	defer l.d.mu.Unlock()
+	if n := l.d.reg.networks[pn]; n != nil {
+		return n.vni, true
+	}
+	return 0, false
+}
+
 // local is c as dedicated egress sees it.
 func (c *container) local() egress.Local {
 	return egress.Local{ID: c.info.ID, App: c.info.App, Network: c.info.Network, Port: c.attached}

@@ -41,6 +41,12 @@ type registry struct {
 	// walk every container.
 	byApp   map[string]map[string]*container // app → id → container
 	appNets map[egress.AppNet]int            // (app, network) → containers
+	// vnis are this node's VNI claims (records.ClaimVNI) by network, and
+	// claiming counts the attaches between claiming a network's VNI and
+	// registering it: a claim is withdrawn only when its network has no
+	// container and no attach is claiming it (releaseVNIsLocked).
+	vnis     map[string]uint32
+	claiming map[string]int
 }
 
 func newRegistry() *registry {
@@ -51,17 +57,19 @@ func newRegistry() *registry {
 		numbers:    make(map[string]map[int]bool),
 		byApp:      make(map[string]map[string]*container),
 		appNets:    make(map[egress.AppNet]int),
+		vnis:       make(map[string]uint32),
+		claiming:   make(map[string]int),
 	}
 }
 
-// network returns the PN, creating it on first use. Its VNI is a hash of
-// the PN id, so every node derives the same VNI without coordination.
-// Two PNs whose ids hash alike would share a forwarding table, so the
-// second one is refused (nil) rather than mixed in.
-func (r *registry) network(id string) *network {
+// network returns the PN, creating it with the VNI the cluster's claims
+// gave it (records.ClaimVNI) on first use. Two local PNs with one VNI
+// would share a forwarding table, so the second one is refused (nil)
+// rather than mixed in: the claims make that happen only when they
+// disagree, after a partition.
+func (r *registry) network(id string, vni uint32) *network {
 	n := r.networks[id]
 	if n == nil {
-		vni := records.VNI(id)
 		for _, other := range r.networks {
 			if other.vni == vni {
 				return nil

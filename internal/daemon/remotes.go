@@ -26,7 +26,11 @@ type remoteState struct {
 	mu       sync.Mutex
 	entries  *records.Follower[remoteEntry] // c/ key → its entry in the router
 	overlays map[string]netip.Addr          // of alive nodes, as last applied
-	local    map[string]bool                // networks with local containers, as last applied
+	local    map[string]uint32              // networks with local containers → VNI, as last applied
+	// conflicts are local networks whose VNI the cluster's claims give to
+	// another network or whose claims name another VNI (after a
+	// partition): they get no remote entries (status alarms).
+	conflicts map[string]uint32
 }
 
 // reconcileRemotes keeps the router's entries for other nodes' containers
@@ -58,20 +62,39 @@ func (d *Daemon) refreshRemotes() {
 
 func (d *Daemon) syncRemotesLocked(overlays map[string]netip.Addr) {
 	rs := &d.remotes
+	st := d.cluster.Store()
 	d.mu.Lock()
-	local := make(map[string]bool, len(d.reg.networks))
-	for pn := range d.reg.networks {
-		local[pn] = true
+	d.releaseVNIsLocked()
+	local := make(map[string]uint32, len(d.reg.networks))
+	conflicts := make(map[string]uint32)
+	for pn, n := range d.reg.networks {
+		// Remote nodes learn a network's VNI from the claims, as we did
+		// at attach; a network the claims now place elsewhere (two sides
+		// of a partition chose apart) is cut off from the other nodes
+		// rather than let into another network's table.
+		if v, ok := records.VNIOf(st, pn); ok && v == n.vni {
+			local[pn] = n.vni
+		} else {
+			conflicts[pn] = n.vni
+		}
 	}
 	d.mu.Unlock()
+	for pn, v := range conflicts {
+		if _, known := rs.conflicts[pn]; !known {
+			claimed, _ := records.VNIOf(st, pn)
+			d.log.Error("network's VNI claim lost: its containers here are cut off from other nodes", "pn", pn, "vni", v, "claimed_vni", claimed)
+		}
+	}
+	rs.conflicts = conflicts
 	full := !maps.Equal(overlays, rs.overlays) || !maps.Equal(local, rs.local)
 	rs.overlays, rs.local = overlays, local
 	want := func(c records.Claim) (remoteEntry, bool) {
-		if c.Owner == d.cfg.Name || !local[c.PN] {
+		vni, served := local[c.PN]
+		if c.Owner == d.cfg.Name || !served {
 			return remoteEntry{}, false
 		}
 		ov, alive := overlays[c.Owner]
-		return remoteEntry{vni: records.VNI(c.PN), pn: c.PN, addr: c.Addr, overlay: ov}, alive
+		return remoteEntry{vni: vni, pn: c.PN, addr: c.Addr, overlay: ov}, alive
 	}
 	rs.entries.Sync(full, want, func(_ string, cur, next *remoteEntry) (*remoteEntry, error) {
 		if cur != nil && (next == nil || cur.vni != next.vni || cur.pn != next.pn || cur.addr != next.addr) {

@@ -62,6 +62,9 @@ type LocalApps interface {
 	AppNets() []AppNet
 	// Containers returns this node's containers of apps.
 	Containers(apps []string) []Local
+	// NetworkVNI returns the VNI this node claimed for a network with
+	// local containers (records.ClaimVNI); false: none.
+	NetworkVNI(pn string) (uint32, bool)
 }
 
 // NAT is a gateway's NAT of one app's IP for one network's egress VNI:

@@ -146,6 +146,19 @@ func (f *fakeApps) AppNets() []AppNet {
 	return out
 }
 
+// NetworkVNI gives a network with local containers its hash VNI: the
+// fake has no claims.
+func (f *fakeApps) NetworkVNI(pn string) (uint32, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.cs {
+		if c.Network == pn {
+			return records.VNI(pn), true
+		}
+	}
+	return 0, false
+}
+
 func (f *fakeApps) Containers(apps []string) []Local {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -146,7 +146,11 @@ func (p *Path) reconcileRoutes(alive map[string]bool, fresh []Local) {
 	// network's current table, which goes and comes back with its ports.
 	for vni, gws := range wantReturns {
 		pn := returnNet[vni]
-		if err := p.dp.SetEgressReturn(vni, records.VNI(pn), pn, gws); err != nil {
+		network, ok := p.apps.NetworkVNI(pn)
+		if !ok {
+			continue // its last container just left
+		}
+		if err := p.dp.SetEgressReturn(vni, network, pn, gws); err != nil {
 			p.log.Warn("egress return", "vni", vni, "err", err)
 			continue
 		}

@@ -15,15 +15,17 @@
 //	ereq/<app>               an enable or disable of app's dedicated egress
 //	                         in progress; owned by the node serving the CLI
 //	                         call (EgressRequest)
+//	v/<vni>                  a claim of the VNI for a network (its id); owned
+//	                         by every node that has containers of it (vni.go)
 //
 // c/ and n/ keys are claims: the first node to put one wins it
 // (cluster.Store.Winner), which is what makes addresses and container
 // numbers unique cluster-wide.
 //
-// Identifiers derived from names (ids.go: a network's VNI, an app's egress
-// VNI, a node's overlay address) are hashes today. The isolation work makes
-// them claims in this package (vni/ and overlay-address families, with the
-// hash as first candidate): see the placeholder in ids.go.
+// A network's VNI is a claim (vni.go: its hash is the first candidate, the
+// first claim wins, a network whose candidate another holds takes the
+// next). An app's egress VNI and a node's overlay address are hashes
+// (ids.go).
 //
 // Locking: ContainerView.mu guards the view; it is taken outside the
 // store's lock and the view calls nothing but the store. A Follower has no

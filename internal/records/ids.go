@@ -8,14 +8,11 @@ import (
 	"github.com/vrouter/vrouter/router"
 )
 
-// Identifiers every node derives from names, without coordination. Two
-// names that hash alike collide; today the registry refuses such a pair of
-// networks on one node, and across nodes they are as unlikely as the
-// collision itself.
-//
-// VNI and overlay-address claims go here: the isolation work adds the
-// families (keys, codecs, and claim/tie-break rules) that make these
-// identifiers claims in the store, with these hashes as first candidates.
+// Identifiers derived from names. A network's VNI is a claim (vni.go)
+// whose first candidate is VNI; an egress VNI is a hash in the other half
+// of the VNI space, and a collision between two of them is refused by the
+// router (the table belongs to EgressNet). The overlay address is a hash
+// of the node's name.
 
 // VNI derives a PN's VXLAN network identifier from its id, in the PN half
 // of the VNI space (router.IsNetworkVNI): an egress VNI never equals it.
