@@ -73,6 +73,7 @@ type Cluster struct {
 	started   time.Time
 	reapAfter time.Duration
 	numNodes  atomic.Int32 // self + peers alive or suspect: the queue's NumNodes
+	mlLog     *logWriter   // memberlist's log, rate-limited and counted
 
 	mu           sync.Mutex
 	meta         NodeMeta
@@ -160,7 +161,8 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	d := delegate{c}
 	mc.Delegate, mc.Events, mc.Merge, mc.Conflict, mc.Ping = d, d, d, d, d
-	mc.Logger = newMemberlistLogger(c.log, c.markSuspect)
+	c.mlLog = newLogWriter(c.log, c.markSuspect)
+	mc.Logger = c.mlLog.logger()
 
 	if cfg.Network != nil {
 		// Last before Create: the transport holds its address until it is
@@ -350,11 +352,17 @@ type Stats struct {
 	MetaKeyChanged  uint64 // peers' metadata refused: signed by another key than the one pinned for the name
 	MetaStale       uint64 // peers' metadata ignored: genuine, but of a life older than the trusted one (a replay)
 	QueuedBroadcast int    // store broadcasts waiting in the gossip queue
+	// GossipWarnings counts memberlist's warnings and errors (logged at
+	// most every few seconds per kind); GossipUndecryptable those about
+	// a packet that failed to decrypt (no or another cluster key).
+	GossipWarnings      uint64
+	GossipUndecryptable uint64
 }
 
 // Stats returns current counters.
 func (c *Cluster) Stats() Stats {
-	st := Stats{StoreStats: c.store.Stats(), QueuedBroadcast: c.queue.NumQueued()}
+	st := Stats{StoreStats: c.store.Stats(), QueuedBroadcast: c.queue.NumQueued(),
+		GossipWarnings: c.mlLog.warnings.Load(), GossipUndecryptable: c.mlLog.undecryptable.Load()}
 	c.mu.Lock()
 	st.MetaErrors = c.metaErrors
 	st.MetaUnsigned = c.metaRefused

@@ -53,13 +53,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/vrouter/vrouter/internal/ratelog"
 )
 
 // Defaults of EgressConfig.
@@ -108,6 +112,12 @@ type EgressConfig struct {
 	// DialTimeout bounds a TCP dial and the wait for an echo reply; 0
 	// means DefaultDialTimeout.
 	DialTimeout time.Duration
+	// Budget, shared by every stack of the node, bounds the host sockets
+	// and flow buffer memory of all of them together; nil: no node-wide
+	// bound (tests).
+	Budget *Budget
+	// Network names the stack's network in Budget (its fair share).
+	Network string
 	// Logger; nil means the stack's logger.
 	Logger *slog.Logger
 }
@@ -125,7 +135,7 @@ type EgressStats struct {
 	PingReplies uint64 // echo replies handed back to containers
 	PingErrors  uint64 // echo requests not sent: no ping socket (see ping_group_range) or a send error
 	Denied      uint64 // packets to refused destinations (loopback, link-local, DenyAddrs, multicast…)
-	Limited     uint64 // SYNs, new UDP flows and pings refused by a limit
+	Limited     uint64 // SYNs, new UDP flows and pings refused by a limit of the stack or of the node's Budget
 }
 
 // EgressStats returns the egress counters; zero without egress.
@@ -194,6 +204,10 @@ type egress struct {
 	// CreateEndpoint (see wakeHandshakes).
 	handshakes map[*waiter.Queue]struct{}
 
+	// refusals limits the ICMP errors answering refused datagrams and
+	// pings: a flood must not become a flood of answers.
+	refusals   *rate.Limiter
+	rlog       *ratelog.Logger // refusals a container can trigger at will
 	pingWarned atomic.Bool
 	stats      egressCounters
 }
@@ -258,6 +272,8 @@ func (s *Stack) enableEgress(cfg EgressConfig) error {
 		syns:       make(map[stack.TransportEndpointID]uint32),
 		flows:      make(map[flow]struct{}),
 		handshakes: make(map[*waiter.Queue]struct{}),
+		refusals:   rate.NewLimiter(refusalICMPRate, refusalICMPBurst),
+		rlog:       ratelog.New(cfg.Logger, 0),
 	}
 	e.dial = e.hostDial
 	e.listenPing = e.hostListenPing
@@ -411,13 +427,54 @@ func (e *egress) removeFlow(f flow) {
 	e.mu.Unlock()
 }
 
-// releaseFlow gives back a client's flow slot.
-func (e *egress) releaseFlow(client netip.Addr) {
+// releaseFlow gives back a client's flow slot and the budget it held
+// (mem bytes and its host socket).
+func (e *egress) releaseFlow(client netip.Addr, mem int64) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if c := e.clients[client]; c != nil {
 		c.flows--
 		e.forgetIdleLocked(client, c)
+	}
+	e.mu.Unlock()
+	e.releaseBudget(client, mem)
+}
+
+// Refusals of new flows by a limit are answered, at most this often, with
+// an ICMP destination unreachable (administratively prohibited), so the
+// container's socket fails at once instead of waiting.
+const (
+	refusalICMPRate  = 100 // per second, per stack
+	refusalICMPBurst = 50
+)
+
+// acquireBudget takes a host socket and mem bytes of the node's budget for
+// a new flow of client; "" or the reason it is refused.
+func (e *egress) acquireBudget(client netip.Addr, mem int64) string {
+	if e.cfg.Budget == nil {
+		return ""
+	}
+	return e.cfg.Budget.acquire(e.cfg.Network, client, mem)
+}
+
+func (e *egress) releaseBudget(client netip.Addr, mem int64) {
+	if e.cfg.Budget != nil {
+		e.cfg.Budget.release(e.cfg.Network, client, mem)
+	}
+}
+
+// logRefusal notes a flow the node's budget refused (rate-limited: a
+// container can make them at will).
+func (e *egress) logRefusal(proto, reason string, client, dst netip.Addr) {
+	e.rlog.Warn(proto+"/"+reason, "egress: new flow refused by the node's budget",
+		"proto", proto, "reason", reason, "network", e.cfg.Network, "client", client, "dst", dst)
+}
+
+// refuse answers a datagram or echo request client → dst refused by a
+// limit with an ICMP "communication administratively prohibited" (Linux
+// reports it to the socket as EHOSTUNREACH), rate-limited.
+func (e *egress) refuse(client, dst netip.Addr, proto uint8, l4 [8]byte) {
+	if e.refusals.Allow() {
+		e.sendUnreachable(netipAddr(e.self), header.ICMPv4AdminProhibited, client, dst, proto, l4)
 	}
 }
 

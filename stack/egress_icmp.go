@@ -29,6 +29,10 @@ import (
 // reply handed back to the container carries the container's own
 // identifier and sequence number again.
 
+// pingCharge is what a ping in flight holds at most, charged to the node's
+// Budget with its ping socket: the request and the reply buffer.
+const pingCharge = 2 * udpBufSize
+
 // pingFlow makes a ping socket abortable by close.
 type pingFlow struct{ pc net.PacketConn }
 
@@ -58,10 +62,20 @@ func (e *egress) icmpPacket(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		return true
 	}
 	c := e.clientLocked(client)
+	reason := ""
 	if c.pings >= maxPingsPerClient || e.pings >= maxPingsTotal {
+		reason = "pings"
+	} else {
+		reason = e.acquireBudget(client, pingCharge)
+	}
+	if reason != "" {
 		e.forgetIdleLocked(client, c)
 		e.mu.Unlock()
 		e.stats.limited.Add(1)
+		e.logRefusal("icmp", reason, client, dst)
+		var l4 [8]byte
+		copy(l4[:], h[:8])
+		e.refuse(client, dst, uint8(header.ICMPv4ProtocolNumber), l4)
 		return true
 	}
 	c.pings++
@@ -81,6 +95,7 @@ func (e *egress) icmpPacket(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 // to the container, or gives up after DialTimeout.
 func (e *egress) ping(client, dst netip.Addr, req []byte) {
 	defer e.wg.Done()
+	defer e.releaseBudget(client, pingCharge)
 	defer func() {
 		e.mu.Lock()
 		e.pings--

@@ -255,3 +255,76 @@ func TestEgressCloseWithFlows(t *testing.T) {
 	stopDial()
 	<-pending
 }
+
+// TestEgressNodeBudget: two networks' stacks share one Budget. A container
+// flooding connections stops at half the node (a RST: ECONNREFUSED), its
+// new UDP flows are refused with an ICMP error, counted by reason, and a
+// container of the other network still connects; once the flood's
+// connections end, everything is given back.
+func TestEgressNodeBudget(t *testing.T) {
+	b := NewBudget(BudgetLimits{FDs: 8, Memory: 1 << 30})
+	s1, c1 := newEgressNet(t, EgressConfig{AllowLoopback: true, Budget: b, Network: "n1"}, nil, nil, "10.240.0.7")
+	s2, c2 := newEgressNet(t, EgressConfig{AllowLoopback: true, Budget: b, Network: "n2"}, nil, nil, "10.240.0.7")
+	dst := inetPort(listenTCP(t, func(c *net.TCPConn) {
+		io.Copy(io.Discard, c)
+		c.Close()
+	}))
+	echo := newUDPEcho(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 4 { // half of the node
+		conn, err := c1[0].DialTCP(ctx, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+	}
+	if _, err := c1[0].DialTCP(ctx, dst); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("connection beyond the container's budget: %v, want ECONNREFUSED", err)
+	}
+	u, err := c1[0].DialUDP(echo.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if _, err := u.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// Linux reports it to a connected socket as EHOSTUNREACH; gVisor's
+	// UDP sockets ignore that code, so look at the container's stack.
+	poll.Until(t, 5*time.Second, "the ICMP error refusing the udp flow", func() bool { return c1[0].DstUnreachableReceived() == 1 })
+	if st := b.Stats(); st.Refused[RefusedContainerMax] != 2 || st.FDsUsed != 4 {
+		t.Fatalf("budget %+v", st)
+	}
+	if st := s1.EgressStats(); st.Limited != 2 {
+		t.Fatalf("stack stats %+v", st)
+	}
+
+	conn, err := c2[0].DialTCP(ctx, dst)
+	if err != nil {
+		t.Fatalf("other network during the flood: %v", err)
+	}
+	conn.Close()
+	u2, err := c2[0].DialUDP(echo.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u2.Close()
+	roundTrip(t, u2, "other network")
+	u2.Close()
+
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	poll.Until(t, 10*time.Second, "the flows to give their budget back", func() bool {
+		return s1.EgressStats().TCPActive == 0 && s2.EgressStats().TCPActive == 0 && b.Stats().FDsUsed <= 1
+	})
+}

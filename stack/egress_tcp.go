@@ -26,10 +26,13 @@ import (
 //   - SACK on (gVisor's default, set explicitly): recovers several losses
 //     per window, which matters when the router's queues drop a burst.
 //
-//   - Receive buffer 4 KiB…1 MiB (default)…8 MiB, send 4 KiB…1 MiB…6 MiB,
+//   - Receive buffer 4 KiB…256 KiB (default)…1 MiB, send 4 KiB…1 MiB,
 //     with receive-buffer moderation on (the default): idle connections
-//     stay small, busy ones grow their window to what the path needs.
-//     Memory is only taken by data actually queued.
+//     stay small, busy ones grow their window to what the path needs. A
+//     1 MiB window is several times the path's bandwidth-delay product
+//     (both ends are on this host) and bounds what a flow whose far end
+//     never reads can hold: the node's Budget charges every flow this
+//     worst case (tcpFlowCharge).
 //
 //   - reno, not cubic: gVisor's cubic has integer overflow problems on
 //     long-lived fast flows (gvisor#11632); on a one-hop path the
@@ -41,9 +44,20 @@ import (
 //
 //   - TIME_WAIT 500 ms instead of 60 s (tcpTimeWait below).
 //
-// The forwarder's receive window for new connections is 1 MiB, the same
-// as the default receive buffer.
-const tcpForwarderRcvWnd = 1 << 20
+// Buffer bounds of the egress stack's TCP endpoints (see above). The
+// forwarder's receive window for new connections is the default receive
+// buffer.
+const (
+	tcpRcvBufDefault   = 256 << 10
+	tcpRcvBufMax       = 1 << 20
+	tcpSndBufMax       = 1 << 20
+	tcpForwarderRcvWnd = tcpRcvBufDefault
+)
+
+// tcpFlowCharge is what a proxied TCP connection can hold at most, charged
+// to the node's Budget: both gVisor buffers full and a copy buffer held by a
+// blocked write in each direction.
+const tcpFlowCharge = tcpRcvBufMax + tcpSndBufMax + 2*copyBufSize
 
 // tcpTimeWait is how long a proxied connection the stack closed first
 // stays in TIME_WAIT. gVisor hands a new SYN that reaches a TIME_WAIT
@@ -78,7 +92,7 @@ const (
 // copyBufSize is the copy buffer of a proxied connection, per direction.
 // Buffers come from a pool and are held only while a chunk is in transit,
 // never while a connection waits for data, so idle connections cost none.
-const copyBufSize = 256 << 10
+const copyBufSize = 128 << 10
 
 var copyBufs = sync.Pool{New: func() any {
 	b := make([]byte, copyBufSize)
@@ -89,8 +103,8 @@ func tuneTCP(gs *stack.Stack) error {
 	sack := tcpip.TCPSACKEnabled(true)
 	recovery := tcpip.TCPRecovery(0)
 	cc := tcpip.CongestionControlOption("reno")
-	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: 1 << 20, Max: 8 << 20}
-	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: 1 << 20, Max: 6 << 20}
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcpRcvBufDefault, Max: tcpRcvBufMax}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcpSndBufMax, Max: tcpSndBufMax}
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)
 	timeWait := tcpip.TCPTimeWaitTimeoutOption(tcpTimeWait)
 	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &recovery, &cc, &rcv, &snd, &moderate, &timeWait} {
@@ -107,8 +121,8 @@ func tuneTCP(gs *stack.Stack) error {
 //   - not a SYN, or to the stack's own address: false, so gVisor answers
 //     as for any closed port (RST);
 //   - a refused destination: false (RST), counted Denied;
-//   - the client holds MaxFlowsPerClient flows: false (RST), Limited —
-//     retrying soon would not help;
+//   - the client holds MaxFlowsPerClient flows, or the node's Budget
+//     refuses it: false (RST), Limited — retrying soon would not help;
 //   - too many dials in progress (client or stack): ignored, Limited —
 //     the container retransmits the SYN and may get through later;
 //   - a retransmission of a SYN being dialed: ignored;
@@ -148,6 +162,15 @@ func (e *egress) tcpPacket(id stack.TransportEndpointID, pkt *stack.PacketBuffer
 		e.stats.limited.Add(1)
 		return true
 	}
+	// The budget is taken for the whole life of the connection at
+	// admission: the dial already holds the host socket.
+	if reason := e.acquireBudget(client, tcpFlowCharge); reason != "" {
+		e.forgetIdleLocked(client, c)
+		e.mu.Unlock()
+		e.stats.limited.Add(1)
+		e.logRefusal("tcp", reason, client, netipAddr(id.LocalAddress))
+		return false
+	}
 	c.pending++
 	e.pendingTotal++
 	e.syns[id] = h.SequenceNumber()
@@ -181,6 +204,8 @@ func (e *egress) releaseSYN(id stack.TransportEndpointID, established bool) uint
 	c.pending--
 	if established {
 		c.flows++
+	} else {
+		e.releaseBudget(client, tcpFlowCharge)
 	}
 	e.forgetIdleLocked(client, c)
 	return seq
@@ -251,13 +276,13 @@ func (e *egress) forwardTCP(r *tcp.ForwarderRequest) {
 	client := netipAddr(id.RemoteAddress)
 	if !e.addFlow(f) {
 		f.abort()
-		e.releaseFlow(client)
+		e.releaseFlow(client, tcpFlowCharge)
 		return
 	}
 	e.stats.tcpActive.Add(1)
 	f.proxy()
 	e.removeFlow(f)
-	e.releaseFlow(client)
+	e.releaseFlow(client, tcpFlowCharge)
 	e.stats.tcpActive.Add(^uint64(0))
 }
 

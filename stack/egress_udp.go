@@ -22,6 +22,14 @@ import (
 // reassembles fragments from containers).
 const udpBufSize = 65535
 
+// udpRcvBuf is the receive buffer of a UDP flow's endpoint (datagrams from
+// the container waiting for the host socket); gVisor's default is 212 KiB.
+const udpRcvBuf = 64 << 10
+
+// udpFlowCharge is what a UDP flow can hold at most, charged to the node's
+// Budget: its endpoint's receive buffer and a copy buffer per direction.
+const udpFlowCharge = udpRcvBuf + 2*udpBufSize
+
 var udpBufs = sync.Pool{New: func() any {
 	b := make([]byte, udpBufSize)
 	return &b
@@ -69,10 +77,20 @@ func (e *egress) udpPacket(id stack.TransportEndpointID, pkt *stack.PacketBuffer
 		return true
 	}
 	c := e.clientLocked(client)
+	reason := ""
 	if c.flows >= e.cfg.MaxFlowsPerClient {
+		reason = "container_flows"
+	} else {
+		reason = e.acquireBudget(client, udpFlowCharge)
+	}
+	if reason != "" {
 		e.forgetIdleLocked(client, c)
 		e.mu.Unlock()
 		e.stats.limited.Add(1)
+		e.logRefusal("udp", reason, client, dst)
+		var l4 [8]byte
+		copy(l4[:], hdr[:8])
+		e.refuse(client, dst, uint8(header.UDPProtocolNumber), l4)
 		return true
 	}
 	c.flows++
@@ -84,8 +102,11 @@ func (e *egress) udpPacket(id stack.TransportEndpointID, pkt *stack.PacketBuffer
 	first := pkt.Clone()
 	ep, terr := udp.NewForwarderRequest(e.s.stack, id, first).CreateEndpoint(wq)
 	first.DecRef()
+	if terr == nil {
+		ep.SocketOptions().SetReceiveBufferSize(udpRcvBuf, false)
+	}
 	if terr != nil {
-		e.releaseFlow(client)
+		e.releaseFlow(client, udpFlowCharge)
 		e.wg.Done()
 		e.log.Debug("egress: udp endpoint", "client", client, "dst", dst, "err", terr)
 		return true
@@ -143,7 +164,7 @@ func (f *udpFlow) run() {
 	defer func() {
 		f.abort()
 		e.removeFlow(f)
-		e.releaseFlow(f.client.Addr())
+		e.releaseFlow(f.client.Addr(), udpFlowCharge)
 		e.stats.udpActive.Add(^uint64(0))
 	}()
 	if !e.addFlow(f) {

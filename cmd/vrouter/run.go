@@ -28,12 +28,12 @@ const resolvConf = "/etc/resolv.conf"
 // runFlags are the flags of run, as parsed strings; config turns them into
 // a daemon.Config.
 type runFlags struct {
-	name, stateDir, control, logLevel, keyFile *string
-	gossip, advertise, listen, timing          *string
-	probe, debugListen, metricsListen, flowLog *string
-	mtu, flowLogMaxSize                        *int
-	join, upstreams, egressIPs                 *[]string
-	allowLoopback                              *bool
+	name, stateDir, control, logLevel, keyFile   *string
+	gossip, advertise, listen, timing            *string
+	probe, debugListen, metricsListen, flowLog   *string
+	mtu, flowLogMaxSize, egressFDs, egressMemMiB *int
+	join, upstreams, egressIPs                   *[]string
+	allowLoopback                                *bool
 }
 
 func defineRunFlags(fs *pflag.FlagSet) *runFlags {
@@ -57,6 +57,8 @@ func defineRunFlags(fs *pflag.FlagSet) *runFlags {
 		debugListen:    fs.String("debug-listen", "", "loopback IP:PORT serving Go's profiler at /debug/pprof/ (performance work; off by default)"),
 		flowLog:        fs.String("flow-log", "", "write one JSON line per flow to FILE (- for stdout; off by default)"),
 		flowLogMaxSize: fs.Int("flow-log-max-size", 100, "rotate the flow log FILE to FILE.1 at this many MiB"),
+		egressFDs:      fs.Int("egress-max-fds", 0, "host sockets node egress may hold in all networks together (default: RLIMIT_NOFILE less a reserve for ports, control, gossip and DNS)"),
+		egressMemMiB:   fs.Int("egress-max-memory", 0, "MiB of flow buffers node egress may hold, each flow charged its worst case (default: an eighth of the host's memory)"),
 		metricsListen:  fs.String("metrics-listen", "", "IP:PORT serving Prometheus /metrics, /healthz and /readyz (any address; off by default)"),
 	}
 }
@@ -98,6 +100,8 @@ func (f *runFlags) config() (daemon.Config, error) {
 		ClusterKeyFile:      *f.keyFile,
 		Join:                *f.join,
 		EgressAllowLoopback: *f.allowLoopback,
+		EgressMaxFDs:        *f.egressFDs,
+		EgressMaxMemory:     int64(*f.egressMemMiB) << 20,
 		OpenPort: func(file *os.File, mtu int) (router.Port, string, error) {
 			p, info, err := tunnel.OpenPort(file, mtu)
 			return p, info.Name, err
@@ -105,6 +109,9 @@ func (f *runFlags) config() (daemon.Config, error) {
 	}
 	if cfg.Control == "" {
 		cfg.Control = filepath.Join(cfg.StateDir, "control.sock")
+	}
+	if *f.egressMemMiB > 1<<30 {
+		return daemon.Config{}, fmt.Errorf("--egress-max-memory %d: more MiB than any host has", *f.egressMemMiB)
 	}
 	switch *f.timing {
 	case "lan":

@@ -75,6 +75,9 @@ func TestParseRun(t *testing.T) {
 		{name: "flow log", args: []string{"--flow-log", "/var/log/vrouter/flows.jsonl", "--flow-log-max-size", "5"}, edit: func(c *daemon.Config) {
 			c.FlowLog, c.FlowLogMaxSize = "/var/log/vrouter/flows.jsonl", 5<<20
 		}},
+		{name: "egress budget", args: []string{"--egress-max-fds", "5000", "--egress-max-memory", "512"}, edit: func(c *daemon.Config) {
+			c.EgressMaxFDs, c.EgressMaxMemory = 5000, 512<<20
+		}},
 		{name: "metrics listen, any address", args: []string{"--metrics-listen", "0.0.0.0:9469"}, edit: func(c *daemon.Config) { c.MetricsListen = ap("0.0.0.0:9469") }},
 	}
 	for _, tt := range tests {
@@ -133,6 +136,9 @@ func TestParseRunRefuses(t *testing.T) {
 		{[]string{"--egress-ip", "banana"}, `--egress-ip "banana": want an IPv4 address`},
 		{[]string{"--egress-ip", "127.0.0.2", "--egress-ip", "127.0.0.2"}, "--egress-ip 127.0.0.2 given twice"},
 		{[]string{"--egress-probe", "127.0.0.9"}, `--egress-probe "127.0.0.9": want IP:PORT`},
+		{[]string{"--egress-max-fds", "-1"}, "--egress-max-fds -1: want a positive number (0: derived from RLIMIT_NOFILE)"},
+		{[]string{"--egress-max-memory", "-2"}, "--egress-max-memory -2: want a positive number of MiB (0: derived from the host's memory)"},
+		{[]string{"--egress-max-memory", "9999999999999"}, "--egress-max-memory 9999999999999: more MiB than any host has"},
 		{[]string{"--egress-probe", "127.0.0.9:80"}, "--egress-probe needs egress IPs (--egress-ip): only gateways probe"},
 		{[]string{"--gossip-timing", "slow"}, `--gossip-timing "slow": want lan or fast`},
 		{[]string{"--debug-listen", "127.0.0.1"}, `--debug-listen "127.0.0.1": want IP:PORT`},

@@ -148,9 +148,25 @@ type Status struct {
 	// Egress sums node egress over the networks with local containers
 	// (closed networks' counts are gone with their netstacks).
 	Egress map[string]uint64 `json:"egress,omitempty"`
+	// Budget is the node-wide budget of node egress (all networks'
+	// stacks and gateway NATs together).
+	Budget *BudgetStatus `json:"budget,omitempty"`
 	// Cluster holds the gossip store's and the identity checks' counters
 	// (records_bad_signature, meta_key_changed, claims_lost, ...).
 	Cluster map[string]uint64 `json:"cluster,omitempty"`
+}
+
+// BudgetStatus is the node egress budget: limits (--egress-max-fds,
+// --egress-max-memory), what is held now, and new flows refused by reason
+// (node_fds, node_memory, network_share, container_share, container_max;
+// each refusal gave the container a RST or an ICMP error).
+type BudgetStatus struct {
+	MaxFDs    int               `json:"max_fds"`
+	FDs       int               `json:"fds"` // host sockets held now
+	MaxMemory int64             `json:"max_memory_bytes"`
+	Memory    int64             `json:"memory_bytes"` // worst case of the flows open now
+	Networks  int               `json:"networks"`     // networks holding something now
+	Refused   map[string]uint64 `json:"refused"`
 }
 
 // DNSStatus is the resolver's part of Status.

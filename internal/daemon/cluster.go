@@ -218,5 +218,7 @@ func clusterCounters(st cluster.Stats) map[string]uint64 {
 		"meta_unsigned":          st.MetaUnsigned,
 		"meta_key_changed":       st.MetaKeyChanged,
 		"meta_stale":             st.MetaStale,
+		"gossip_warnings":        st.GossipWarnings,
+		"gossip_undecryptable":   st.GossipUndecryptable,
 	}
 }

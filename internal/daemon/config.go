@@ -63,6 +63,15 @@ type Config struct {
 	// (--egress-probe); zero: no probe.
 	EgressProbe netip.AddrPort
 
+	// EgressMaxFDs bounds the host sockets node egress holds in all
+	// networks together (--egress-max-fds); zero: RLIMIT_NOFILE less a
+	// reserve for ports, control, gossip and DNS (DefaultEgressBudget).
+	EgressMaxFDs int
+	// EgressMaxMemory bounds the buffer memory of node egress flows, in
+	// bytes, each flow charged its worst case (--egress-max-memory, in
+	// MiB); zero: an eighth of the host's memory.
+	EgressMaxMemory int64
+
 	// DebugListen serves Go's profiler at /debug/pprof/ (--debug-listen);
 	// loopback only. Zero: off.
 	DebugListen netip.AddrPort
@@ -125,6 +134,12 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.EgressProbe.IsValid() && len(cfg.EgressIPs) == 0 {
 		return errors.New("--egress-probe needs egress IPs (--egress-ip): only gateways probe")
+	}
+	if cfg.EgressMaxFDs < 0 {
+		return fmt.Errorf("--egress-max-fds %d: want a positive number (0: derived from RLIMIT_NOFILE)", cfg.EgressMaxFDs)
+	}
+	if cfg.EgressMaxMemory < 0 {
+		return fmt.Errorf("--egress-max-memory %d: want a positive number of MiB (0: derived from the host's memory)", cfg.EgressMaxMemory>>20)
 	}
 	if cfg.DebugListen.IsValid() && !cfg.DebugListen.Addr().IsLoopback() {
 		return fmt.Errorf("--debug-listen %s: must be a loopback address (profiles expose the daemon's memory)", cfg.DebugListen)

@@ -35,6 +35,7 @@ import (
 	"github.com/vrouter/vrouter/internal/metrics"
 	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/stack"
 )
 
 // Daemon is one running vrouter node.
@@ -49,6 +50,8 @@ type Daemon struct {
 
 	resolver *dns.Resolver
 	view     *records.ContainerView // the container records, followed through the store's journal
+	// budget bounds node egress in all stacks together.
+	budget *stack.Budget
 	// hostAddrs are the host's addresses at start: egress never dials them.
 	hostAddrs []netip.Addr
 	egress    *egress.Service // dedicated egress: assignments and data path
@@ -82,6 +85,18 @@ func New(cfg Config) (_ *Daemon, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.EgressMaxFDs == 0 || cfg.EgressMaxMemory == 0 {
+		def, err := DefaultEgressBudget()
+		if err != nil {
+			return nil, fmt.Errorf("egress budget: %w", err)
+		}
+		if cfg.EgressMaxFDs == 0 {
+			cfg.EgressMaxFDs = def.FDs
+		}
+		if cfg.EgressMaxMemory == 0 {
+			cfg.EgressMaxMemory = def.Memory
+		}
 	}
 	if err := checkEgressIPs(cfg.EgressIPs); err != nil {
 		return nil, err
@@ -130,6 +145,7 @@ func New(cfg Config) (_ *Daemon, err error) {
 		reg:       newRegistry(),
 		stacks:    make(map[string]*netStack),
 		hostAddrs: addrs,
+		budget:    stack.NewBudget(stack.BudgetLimits{FDs: cfg.EgressMaxFDs, Memory: cfg.EgressMaxMemory}),
 		view:      records.NewContainerView(cfg.Name, cl.Store()),
 		obs:       newObserved(),
 	}
@@ -342,6 +358,7 @@ func (d *Daemon) status() control.Status {
 		Drops:         st.Drops,
 		DNS:           d.dnsStatus(),
 		Egress:        d.egressStatusLocked(),
+		Budget:        budgetStatus(d.budget),
 		Cluster:       clusterCounters(d.cluster.Stats()),
 	}
 }

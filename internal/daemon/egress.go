@@ -47,7 +47,8 @@ func checkEgressIPs(ips []netip.Addr) error {
 // egressConfig is the node egress (packet path 4) of every network's
 // stack: flows leave from host sockets with the node's own address; the
 // node's own addresses are never destinations (they would reach the
-// node's services as if from the node itself).
+// node's services as if from the node itself). All of them share the
+// node's budget; the caller names the network (its share).
 func (d *Daemon) egressConfig() *stack.EgressConfig {
 	var deny []netip.Addr
 	for _, a := range d.hostAddrs {
@@ -58,6 +59,7 @@ func (d *Daemon) egressConfig() *stack.EgressConfig {
 	return &stack.EgressConfig{
 		AllowLoopback: d.cfg.EgressAllowLoopback,
 		DenyAddrs:     deny,
+		Budget:        d.budget,
 		Logger:        d.log.With("component", "egress"),
 	}
 }
@@ -134,6 +136,8 @@ func (c *container) local() egress.Local {
 func (d *Daemon) newNAT(vni uint32, ip netip.Addr) (egress.NAT, error) {
 	eg := d.egressConfig()
 	eg.Source = ip
+	// Each app's NAT for each network is a tenant of the budget.
+	eg.Network = fmt.Sprintf("gateway %d", vni)
 	rt := d.router
 	st, err := stack.New(stack.Config{
 		Name:     "egress " + ip.String(),

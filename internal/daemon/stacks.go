@@ -27,6 +27,8 @@ func (d *Daemon) ensureStackLocked(n *network) error {
 	}
 	vni := n.vni
 	rt := d.router
+	eg := d.egressConfig()
+	eg.Network = n.id
 	st, err := stack.New(stack.Config{
 		Name:     n.id,
 		Addr:     router.DefaultResolver,
@@ -38,7 +40,7 @@ func (d *Daemon) ensureStackLocked(n *network) error {
 		GSO:       true,
 		OutputGSO: func(bufs [][]byte, offset int) { rt.WriteLocalGSO(vni, bufs, offset) },
 		DNS:       d.resolver.Handler(n.id),
-		Egress:    d.egressConfig(),
+		Egress:    eg,
 		Logger:    d.log.With("component", "stack", "network", n.id),
 	})
 	if err != nil {

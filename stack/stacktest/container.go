@@ -180,6 +180,13 @@ func (c *Container) Port() router.Port {
 // fit the reader's buffer.
 func (c *Container) TxDropped() uint64 { return c.link.dropped.Load() }
 
+// DstUnreachableReceived counts the ICMP destination unreachable messages
+// the container's stack received (gVisor reports only some codes to a UDP
+// socket, Linux reports them all).
+func (c *Container) DstUnreachableReceived() uint64 {
+	return c.stack.Stats().ICMP.V4.PacketsReceived.DstUnreachable.Value()
+}
+
 // Close aborts every socket of the container, stops the stack's goroutines
 // and makes Port reads and writes fail with os.ErrClosed. It is idempotent.
 func (c *Container) Close() error {
