@@ -28,6 +28,7 @@ type clientKey struct {
 
 // flight is one forward in progress; identical queries wait for it.
 type flight struct {
+	pn   string        // the network whose query started it (its share)
 	done chan struct{} // closed by the leader once msg and err are set
 	msg  *mdns.Msg
 	err  error
@@ -65,7 +66,7 @@ func (r *Resolver) forward(pn string, w mdns.ResponseWriter, req *mdns.Msg, send
 				r.cache.put(key, f.msg, ttl, r.now())
 			}
 		}
-		r.land(key)
+		r.land(key, f)
 		close(f.done)
 	} else {
 		select {
@@ -100,7 +101,14 @@ func (r *Resolver) forwardNow(req *mdns.Msg) (m *mdns.Msg, ok bool) {
 
 // join registers a forwarded query of client: it becomes the leader of a
 // new flight for key or waits for the flight in progress. It refuses the
-// query when the client, or everybody, has too much in flight.
+// query when the client, its network or everybody has too much in flight.
+//
+// The flights are shared fairly by the networks: within its share (the
+// bound divided among the networks with flights, itself included, at most
+// three quarters of it) a network always starts a flight; above it only
+// while fewer than three quarters of the bound are in flight. So queries
+// of one network that an upstream blackholes cannot take every flight, and
+// the others keep a quarter at least (AUDIT D7).
 func (r *Resolver) join(key cacheKey, client clientKey) (f *flight, leader bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -115,14 +123,32 @@ func (r *Resolver) join(key cacheKey, client clientKey) (f *flight, leader bool,
 		if r.exchanges >= r.maxTotal {
 			return nil, false, errFlood
 		}
-		f = &flight{done: make(chan struct{})}
+		if !r.netShareLocked(client.pn) {
+			r.stats.floodNetwork.Add(1)
+			return nil, false, errFlood
+		}
+		f = &flight{pn: client.pn, done: make(chan struct{})}
 		r.flights[key] = f
 		r.exchanges++
+		r.netFlights[client.pn]++
 		leader = true
 	}
 	r.clients[client]++
 	r.wg.Add(1)
 	return f, leader, nil
+}
+
+// netShareLocked reports whether network pn may start one more flight.
+// Callers hold r.mu.
+func (r *Resolver) netShareLocked(pn string) bool {
+	nets := len(r.netFlights)
+	mine, ok := r.netFlights[pn]
+	if !ok {
+		nets++
+	}
+	line := r.maxTotal - r.maxTotal/4
+	share := min(r.maxTotal/nets, line)
+	return mine < share || (r.exchanges < line && mine < line)
 }
 
 // leave undoes join's per-client count; the map keeps no idle client.
@@ -137,11 +163,16 @@ func (r *Resolver) leave(client clientKey) {
 	r.wg.Done()
 }
 
-// land ends the flight of key.
-func (r *Resolver) land(key cacheKey) {
+// land ends the flight f of key.
+func (r *Resolver) land(key cacheKey, f *flight) {
 	r.mu.Lock()
 	delete(r.flights, key)
 	r.exchanges--
+	if r.netFlights[f.pn] <= 1 {
+		delete(r.netFlights, f.pn)
+	} else {
+		r.netFlights[f.pn]--
+	}
 	r.mu.Unlock()
 }
 

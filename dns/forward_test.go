@@ -534,3 +534,39 @@ func TestForwardDropsPrivateRecords(t *testing.T) {
 		t.Errorf("relayed %v", m)
 	}
 }
+
+// TestFloodNetworkShare: one network's queries that an upstream holds
+// take at most three quarters of the flights; the last quarter stays for
+// the other networks, whose queries are still answered.
+func TestFloodNetworkShare(t *testing.T) {
+	gate := make(chan struct{})
+	up := slowUpstream(t, gate)
+	r := newResolver(t, Config{Upstreams: []string{up.addr}, Timeout: 10 * time.Second, MaxInflight: 8})
+	h := r.Handler(pnA)
+	var outs []<-chan *mdns.Msg
+	for i := range 6 {
+		name := "slow" + string(rune('a'+i)) + ".test."
+		outs = append(outs, serveAsync(h, udpWriter("10.240.0."+string(rune('2'+i))), wireQuery(t, name, mdns.TypeA)))
+	}
+	poll.Until(t, 5*time.Second, "6 flights", func() bool { _, f := r.pendingForTest(); return f == 6 })
+	m := ask(t, h, udpWriter("10.240.0.9"), wireQuery(t, "slowz.test.", mdns.TypeA))
+	if m.Rcode != mdns.RcodeServerFailure {
+		t.Fatalf("network over its share: %s, want SERVFAIL", rcodeName(m.Rcode))
+	}
+	if st := r.Stats(); st.Flood != 1 || st.FloodNetwork != 1 {
+		t.Fatalf("flood %d, flood_network %d, want 1 and 1", st.Flood, st.FloodNetwork)
+	}
+	m = ask(t, r.Handler(pnB), udpWriter("10.240.0.2"), wireQuery(t, "fast.test.", mdns.TypeA))
+	if !slices.Equal(answerAddrs(m), []string{"127.0.0.8"}) {
+		t.Fatalf("other network during the flood: %v", m)
+	}
+	close(gate)
+	for _, out := range outs {
+		if m := <-out; m == nil || m.Rcode != mdns.RcodeSuccess {
+			t.Errorf("blocked query answered %v", m)
+		}
+	}
+	if _, f := r.pendingForTest(); f != 0 || len(r.netFlights) != 0 {
+		t.Errorf("%d flights, %d networks left", f, len(r.netFlights))
+	}
+}

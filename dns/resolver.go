@@ -100,11 +100,12 @@ type Resolver struct {
 	closed atomic.Bool
 
 	// mu guards the bookkeeping of forwarded queries.
-	mu        sync.Mutex
-	wg        sync.WaitGroup
-	flights   map[cacheKey]*flight // forwards in progress, by cache key
-	clients   map[clientKey]int    // forwarded queries in progress per client
-	exchanges int                  // flights in progress (each holds upstream exchanges)
+	mu         sync.Mutex
+	wg         sync.WaitGroup
+	flights    map[cacheKey]*flight // forwards in progress, by cache key
+	clients    map[clientKey]int    // forwarded queries in progress per client
+	exchanges  int                  // flights in progress (each holds upstream exchanges)
+	netFlights map[string]int       // flights in progress per network that started them
 
 	rotor atomic.Uint32 // rotates the order of private A records
 	stats counters
@@ -131,15 +132,16 @@ func New(cfg Config) (*Resolver, error) {
 		ups = append(ups, ap.String())
 	}
 	r := &Resolver{
-		view:      cfg.View,
-		upstreams: ups,
-		timeout:   orDefault(cfg.Timeout, DefaultTimeout),
-		maxTotal:  orDefault(cfg.MaxInflight, DefaultMaxInflight),
-		maxClient: orDefault(cfg.MaxInflightPerClient, DefaultMaxInflightPerClient),
-		log:       cfg.Logger,
-		now:       cfg.Now,
-		flights:   make(map[cacheKey]*flight),
-		clients:   make(map[clientKey]int),
+		view:       cfg.View,
+		upstreams:  ups,
+		timeout:    orDefault(cfg.Timeout, DefaultTimeout),
+		maxTotal:   orDefault(cfg.MaxInflight, DefaultMaxInflight),
+		maxClient:  orDefault(cfg.MaxInflightPerClient, DefaultMaxInflightPerClient),
+		log:        cfg.Logger,
+		now:        cfg.Now,
+		flights:    make(map[cacheKey]*flight),
+		clients:    make(map[clientKey]int),
+		netFlights: make(map[string]int),
 	}
 	r.stats.upstream = hist.New(upstreamBuckets...)
 	if r.log == nil {

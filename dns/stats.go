@@ -17,6 +17,7 @@ type Stats struct {
 	UpstreamErrors uint64 // failed or timed-out upstream exchanges
 	TCPRetries     uint64 // truncated UDP upstream replies retried over TCP
 	Flood          uint64 // queries refused by the in-flight bounds
+	FloodNetwork   uint64 // of those, refused because their network held more than its share of the flights
 	Truncated      uint64 // responses truncated to the client's size
 	// Inflight is the upstream exchanges in progress now (flights), out
 	// of MaxInflight allowed.
@@ -37,6 +38,7 @@ const maxRcode = 0xFFF
 type counters struct {
 	local, forwarded, cacheHits, upstreamErrors atomic.Uint64
 	tcpRetries, flood, truncated                atomic.Uint64
+	floodNetwork                                atomic.Uint64
 	rcodes                                      [maxRcode + 1]atomic.Uint64
 	upstream                                    *hist.Histogram
 }
@@ -58,6 +60,7 @@ func (r *Resolver) Stats() Stats {
 		UpstreamErrors:  c.upstreamErrors.Load(),
 		TCPRetries:      c.tcpRetries.Load(),
 		Flood:           c.flood.Load(),
+		FloodNetwork:    c.floodNetwork.Load(),
 		Truncated:       c.truncated.Load(),
 		MaxInflight:     r.maxTotal,
 		UpstreamLatency: c.upstream.Snapshot(),

@@ -100,6 +100,7 @@ type Stack struct {
 	link  *link
 
 	servers []*mdns.Server
+	dnsTCP  *dnsTCPListener // nil without DNS
 	serving sync.WaitGroup
 	dnsUDP  *dnsUDP // UDP queries answered without gVisor; nil without DNS
 	egress  *egress // nil without Config.Egress
@@ -119,6 +120,7 @@ type Stats struct {
 	TCPEstablished uint64 // TCP connections open now (DNS over TCP)
 	UDPQueueDrops  uint64 // datagrams lost to a full socket queue or too many queries waiting for an upstream (a flood)
 	DNSFastQueries uint64 // UDP queries to the resolver taken by the fast path (dns_udp.go); part of Delivered
+	DNSTCPRefused  uint64 // DNS-over-TCP connections closed at once: the client or the stack had too many open
 }
 
 // New builds the stack and starts its DNS servers.
@@ -212,9 +214,10 @@ func (s *Stack) serveDNS(addr netip.Addr, h mdns.Handler) error {
 	s.dnsUDP = newDNSUDP(addr, int(s.link.mtu), s.link.headroom, s.link.output, pc, h)
 	// UDPSize: miekg reads into a buffer of this size; the default (512)
 	// would cut queries with EDNS0 options.
+	s.dnsTCP = newDNSTCPListener(ln, dnsTCPPerClient, dnsTCPTotal)
 	s.servers = []*mdns.Server{
 		{PacketConn: pc, Handler: h, UDPSize: mdns.MaxMsgSize},
-		{Listener: ln, Handler: h},
+		{Listener: s.dnsTCP, Handler: h},
 	}
 	// Wait until both serve: Shutdown refuses a server that has not
 	// started, and would leave it running.
@@ -267,6 +270,9 @@ func (s *Stack) Stats() Stats {
 		out.DNSFastQueries = q
 		out.Sent += d.answers.Load()
 		out.UDPQueueDrops += d.drops.Load()
+	}
+	if l := s.dnsTCP; l != nil {
+		out.DNSTCPRefused = l.refused.Load()
 	}
 	return out
 }

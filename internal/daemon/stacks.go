@@ -84,6 +84,10 @@ func (d *Daemon) closeStacks(stacks []*netStack) {
 // dnsStatus is the resolver's part of status.
 func (d *Daemon) dnsStatus() *control.DNSStatus {
 	s := d.resolver.Stats()
+	var tcpRefused uint64
+	for _, ns := range d.stacks {
+		tcpRefused += ns.stack.Stats().DNSTCPRefused
+	}
 	up := upstreamStrings(d.cfg.DNSUpstreams) // in the order they are tried
 	return &control.DNSStatus{
 		Resolver:  router.DefaultResolver.String(),
@@ -97,6 +101,8 @@ func (d *Daemon) dnsStatus() *control.DNSStatus {
 			"tcp_retries":     s.TCPRetries,
 			"flood":           s.Flood,
 			"truncated":       s.Truncated,
+			"flood_network":   s.FloodNetwork,
+			"tcp_refused":     tcpRefused,
 		},
 	}
 }
