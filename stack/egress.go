@@ -91,9 +91,11 @@ type EgressConfig struct {
 	// AllowLoopback permits loopback and link-local destinations (tests,
 	// demos); by default they are refused.
 	AllowLoopback bool
-	// DenyAddrs are destinations always refused (the node's own
-	// addresses; the daemon fills it).
+	// DenyAddrs are destinations always refused.
 	DenyAddrs []netip.Addr
+	// Deny is a list of refused destinations that may change while the
+	// stack runs (the node's own addresses: the daemon follows them).
+	Deny *DenyList
 	// MaxPendingDials bounds the TCP dials in progress in the whole stack;
 	// 0 means DefaultMaxPendingDials. SYNs beyond it are ignored (the
 	// container retransmits).
@@ -370,9 +372,10 @@ func (e *egress) wakeHandshakes() {
 
 // allowed reports whether dst may be reached from the host. Refused always:
 // this-network (0/8, which Linux treats as the local host), multicast and
-// limited broadcast, DenyAddrs; by default also loopback and link-local.
+// limited broadcast, DenyAddrs and Deny; by default also loopback and
+// link-local.
 func (e *egress) allowed(dst netip.Addr) bool {
-	return allowedDst(dst, e.cfg.AllowLoopback, e.deny)
+	return allowedDst(dst, e.cfg.AllowLoopback, e.deny) && !e.cfg.Deny.Has(dst)
 }
 
 func allowedDst(dst netip.Addr, allowLoopback bool, deny map[netip.Addr]struct{}) bool {

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vrouter/vrouter/cluster"
@@ -33,6 +34,7 @@ import (
 	"github.com/vrouter/vrouter/internal/egress"
 	"github.com/vrouter/vrouter/internal/flowlog"
 	"github.com/vrouter/vrouter/internal/metrics"
+	"github.com/vrouter/vrouter/internal/ratelog"
 	"github.com/vrouter/vrouter/internal/records"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/stack"
@@ -52,10 +54,13 @@ type Daemon struct {
 	view     *records.ContainerView // the container records, followed through the store's journal
 	// budget bounds node egress in all stacks together.
 	budget *stack.Budget
-	// hostAddrs are the host's addresses at start: egress never dials them.
-	hostAddrs []netip.Addr
-	egress    *egress.Service // dedicated egress: assignments and data path
-	remotes   remoteState     // remote entries installed in the router; owned by reconcileLoop
+	// deny holds the host's own addresses, which egress never dials,
+	// refreshed when they change (addrwatch.go).
+	deny          *stack.DenyList
+	addrRefreshes atomic.Uint64
+	rlog          *ratelog.Logger // what outsiders can make the daemon log
+	egress        *egress.Service // dedicated egress: assignments and data path
+	remotes       remoteState     // remote entries installed in the router; owned by reconcileLoop
 	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
 	firstSeen map[string]time.Time
 
@@ -135,19 +140,20 @@ func New(cfg Config) (_ *Daemon, err error) {
 	}
 	undo.push(cl.Close)
 	d := &Daemon{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		router:    rt,
-		server:    srv,
-		cluster:   cl,
-		wg:        wg,
-		started:   time.Now(),
-		reg:       newRegistry(),
-		stacks:    make(map[string]*netStack),
-		hostAddrs: addrs,
-		budget:    stack.NewBudget(stack.BudgetLimits{FDs: cfg.EgressMaxFDs, Memory: cfg.EgressMaxMemory}),
-		view:      records.NewContainerView(cfg.Name, cl.Store()),
-		obs:       newObserved(),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		router:  rt,
+		server:  srv,
+		cluster: cl,
+		wg:      wg,
+		started: time.Now(),
+		reg:     newRegistry(),
+		stacks:  make(map[string]*netStack),
+		deny:    stack.NewDenyList(denyAddrs(addrs)),
+		rlog:    ratelog.New(cfg.Logger, 0),
+		budget:  stack.NewBudget(stack.BudgetLimits{FDs: cfg.EgressMaxFDs, Memory: cfg.EgressMaxMemory}),
+		view:    records.NewContainerView(cfg.Name, cl.Store()),
+		obs:     newObserved(),
 	}
 	d.remotes = remoteState{entries: records.NewFollower[remoteEntry](d.view)}
 	d.egress, err = egress.New(egress.Deps{
@@ -203,8 +209,9 @@ func (d *Daemon) start() {
 		go d.joinLoop(d.ctx, d.cfg.Join)
 	}
 	d.egress.Start()
-	d.loops.Add(1)
+	d.loops.Add(2)
 	go d.reconcileLoop(d.ctx)
+	go d.watchAddrs(d.ctx, netlinkAddrs, hostAddrs)
 }
 
 // newCluster loads or creates the cluster key and starts gossip.

@@ -50,15 +50,9 @@ func checkEgressIPs(ips []netip.Addr) error {
 // node's services as if from the node itself). All of them share the
 // node's budget; the caller names the network (its share).
 func (d *Daemon) egressConfig() *stack.EgressConfig {
-	var deny []netip.Addr
-	for _, a := range d.hostAddrs {
-		if !a.IsLoopback() {
-			deny = append(deny, a)
-		}
-	}
 	return &stack.EgressConfig{
 		AllowLoopback: d.cfg.EgressAllowLoopback,
-		DenyAddrs:     deny,
+		Deny:          d.deny,
 		Budget:        d.budget,
 		Logger:        d.log.With("component", "egress"),
 	}
@@ -87,6 +81,7 @@ func (d *Daemon) egressStatusLocked() map[string]uint64 {
 		"tcp_active": sum.TCPActive, "udp_flows": sum.UDPFlows, "udp_active": sum.UDPActive,
 		"pings_sent": sum.PingsSent, "ping_replies": sum.PingReplies, "ping_errors": sum.PingErrors,
 		"denied": sum.Denied, "limited": sum.Limited,
+		"deny_addrs": uint64(d.deny.Len()), "deny_refreshes": d.addrRefreshes.Load(),
 	}
 }
 
