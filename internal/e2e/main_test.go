@@ -40,6 +40,9 @@ type harness struct {
 var h harness
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(stormEnv); spec != "" {
+		runStorm(spec) // this binary inside a container (storm_test.go)
+	}
 	flag.Parse()
 	h.ci = os.Getenv("CI") == "true"
 	cleanup, err := prepare()
