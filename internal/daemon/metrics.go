@@ -171,6 +171,15 @@ func (d *Daemon) Snapshot() *metrics.Snapshot {
 	for kind, prefix := range recordKinds {
 		s.Cluster.Records[kind] = len(store.List(prefix))
 	}
+	for _, app := range d.egress.Path.Metrics() {
+		for _, tg := range app.Targets {
+			s.Gateway = append(s.Gateway, metrics.DedicatedEgress{
+				App: app.App, EgressIP: tg.IP.String(), Gateway: tg.Gateway,
+				Active: tg.Active, Healthy: tg.Healthy, Draining: tg.Draining, Flows: tg.Flows,
+			})
+		}
+		s.Failovers = append(s.Failovers, metrics.Failover{App: app.App, Total: app.Failovers, Last: app.LastFailover})
+	}
 	if d.flowLog != nil {
 		ts, ls := d.flowTable.Stats(), d.flowLog.Stats()
 		s.FlowLog = &metrics.FlowLog{

@@ -80,7 +80,9 @@ func TestDedicatedEgress(t *testing.T) {
 		// at work.
 		return startNode(t, name, keyFile, join, append([]string{"--gossip-timing", "lan", "--egress-allow-loopback"}, extra...)...)
 	}
-	w, wp := start("w", "")
+	mport := freePort(t)
+	wm := metricsURL(fmt.Sprintf("http://127.0.0.1:%d", mport))
+	w, wp := start("w", "", "--metrics-listen", fmt.Sprintf("127.0.0.1:%d", mport))
 	seed := fmt.Sprintf("127.0.0.1:%d", wp)
 	g1, _ := start("g1", seed, "--egress-ip", "127.0.0.2", "--egress-ip", "127.0.0.3")
 	g2, _ := start("g2", seed, "--egress-ip", "127.0.0.4", "--egress-ip", "127.0.0.5")
@@ -155,11 +157,37 @@ func TestDedicatedEgress(t *testing.T) {
 
 	// Kill -9 the gateway now carrying A: new connections succeed through
 	// the other within a bounded time.
-	cur, err := seenFrom(nsA, in)
-	if err != nil {
-		t.Fatal(err)
+	// After the undrain the worker moves new flows back to the undrained
+	// primary (src's): wait until its active-gateway gauge and new
+	// connections say so, so that the gateway killed is the one carrying
+	// new flows.
+	gwLabels := func(ip string) map[string]string {
+		return labels("app", appA, "egress_ip", ip, "gateway", mine[ip])
 	}
+	var cur string
+	var before scrape
+	poll.UntilNil(t, 10*time.Second, "the worker's active gateway to settle after the undrain", func() error {
+		var err error
+		if cur, err = seenFrom(nsA, in); err != nil {
+			return err
+		}
+		before = wm.scrape(t)
+		if got := before.value("vrouter_egress_gateway_active", gwLabels(src)); got != 1 {
+			return fmt.Errorf("the undrained %s's active gauge is %v", src, got)
+		}
+		if cur != src {
+			return fmt.Errorf("a new connection left as %s, not the undrained %s", cur, src)
+		}
+		if s, err := seenFrom(nsA, in); err != nil || s != cur {
+			return fmt.Errorf("the next connection left as %s (%v), not %s", s, err, cur)
+		}
+		return nil
+	})
 	victim := map[string]*daemon{"g1": g1, "g2": g2}[mine[cur]]
+	failoversBefore := before.value("vrouter_egress_failovers_total", labels("app", appA))
+	if failoversBefore < 1 {
+		t.Errorf("the drain moved app A's new flows, yet vrouter_egress_failovers_total is %v", failoversBefore)
+	}
 	victim.kill(t)
 	killed := time.Now()
 	var after string
@@ -184,4 +212,28 @@ func TestDedicatedEgress(t *testing.T) {
 	if _, ok := mine[after]; !ok {
 		t.Fatalf("after failover app A left as %s, not one of its IPs %v", after, mine)
 	}
+	defer func() {
+		if t.Failed() {
+			for _, l := range strings.Split(wm.scrape(t).text, "\n") {
+				if strings.HasPrefix(l, "vrouter_egress_") && !strings.HasPrefix(l, "vrouter_egress_flows") {
+					t.Log(l)
+				}
+			}
+		}
+	}()
+	poll.UntilNil(t, 10*time.Second, "the worker's metrics to show the failover", func() error {
+		s := wm.scrape(t)
+		fo := s.value("vrouter_egress_failovers_total", labels("app", appA))
+		if fo <= failoversBefore {
+			return fmt.Errorf("vrouter_egress_failovers_total %v, was %v", fo, failoversBefore)
+		}
+		if a, b := s.value("vrouter_egress_gateway_active", gwLabels(after)), s.value("vrouter_egress_gateway_active", gwLabels(cur)); a != 1 || b != 0 {
+			return fmt.Errorf("active gauge: %s %v, dead %s %v", after, a, cur, b)
+		}
+		if h := s.value("vrouter_egress_gateway_healthy", gwLabels(cur)); h != 0 {
+			return fmt.Errorf("the dead gateway's %s healthy gauge %v", cur, h)
+		}
+		return nil
+	})
+	promtoolCheck(t, wm.scrape(t).text)
 }

@@ -30,6 +30,8 @@ type Path struct {
 	returns map[uint32]bool                   // egress VNIs with a return entry (worker)
 	gw      gatewayPath                       // nat.go
 	closed  bool                              // Close has run: no NAT starts
+	// failovers follow each app's active gateway (metrics.go).
+	failovers map[string]*failover
 }
 
 func newPath(d Deps, a *Assigner) *Path {
@@ -45,6 +47,8 @@ func newPath(d Deps, a *Assigner) *Path {
 		routes:  make(map[string]appRoute),
 		returns: make(map[uint32]bool),
 		gw:      newGatewayPath(d.View),
+
+		failovers: make(map[string]*failover),
 	}
 }
 
@@ -89,6 +93,7 @@ func (p *Path) Reconcile(fresh ...Local) {
 	}
 	p.reconcileRoutes(alive, fresh)
 	p.reconcileGateway(overlays)
+	p.observeFailovers(alive, time.Now())
 }
 
 // reconcileRoutes is the worker side: each local container's route and

@@ -63,8 +63,7 @@ var (
 	dDedActive     = desc("egress_gateway_active", "1 when new flows of the app leave through this egress IP now.", dedLabels...)
 	dDedHealthy    = desc("egress_gateway_healthy", "1 when the gateway of this egress IP is alive, passes its probe and answers overlay probes.", dedLabels...)
 	dDedDraining   = desc("egress_gateway_draining", "1 when the gateway of this egress IP is drained for maintenance.", dedLabels...)
-	dDedBytes      = desc("egress_dedicated_bytes_total", "IP bytes of the app's dedicated egress through this egress IP seen by this node.", dedLabels...)
-	dDedFlows      = desc("egress_dedicated_flows_total", "Flows of the app's dedicated egress opened through this egress IP seen by this node.", dedLabels...)
+	dDedFlows      = desc("egress_dedicated_flows_total", "Flows of the app's dedicated egress opened through this egress IP by the NATs of this node (its gateway).", dedLabels...)
 	dFailovers     = desc("egress_failovers_total", "Times the active gateway of the app's dedicated egress changed from one gateway to another.", "app")
 	dLastFailover  = desc("egress_last_failover_timestamp_seconds", "Unix time of the app's last failover (absent before the first).", "app")
 	dMembers       = desc("cluster_members", "Nodes of the cluster by state (alive, suspect, dead, left), this node included.", "state")
@@ -92,7 +91,7 @@ var allDescs = []*prometheus.Desc{
 	dPeerUp, dPeerRxBytes, dPeerTxBytes, dPeerHandshake,
 	dDNSQueries, dDNSRcodes, dDNSEvents, dDNSSlots, dDNSSlotsMax, dDNSLatency,
 	dEgressOpened, dEgressActive, dEgressRefused, dEgressDenied, dEgressLimited,
-	dDedActive, dDedHealthy, dDedDraining, dDedBytes, dDedFlows, dFailovers, dLastFailover,
+	dDedActive, dDedHealthy, dDedDraining, dDedFlows, dFailovers, dLastFailover,
 	dMembers, dGossip, dRecordsMerged, dRecords, dTombstones, dConflicts, dQueued, dMetaErrors, dMetaRefused,
 	dFlowSlots, dFlowLive, dFlowCreated, dFlowDropped, dFlowRecords, dFlowErrors, dFlowRotations,
 }
@@ -191,7 +190,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, dDedActive, b2f(g.Active), l...)
 		gauge(ch, dDedHealthy, b2f(g.Healthy), l...)
 		gauge(ch, dDedDraining, b2f(g.Draining), l...)
-		counter(ch, dDedBytes, g.Bytes, l...)
 		counter(ch, dDedFlows, g.Flows, l...)
 	}
 	for _, f := range s.Failovers {

@@ -93,14 +93,13 @@ type NodeEgress struct {
 }
 
 // DedicatedEgress is one (app, egress IP) of dedicated egress as this node
-// sees it: a worker sees the app's gateways, a gateway its own IPs.
+// sees it (every node knows every app's assignments).
 type DedicatedEgress struct {
 	App, EgressIP, Gateway string
-	Active                 bool // new flows of the app go through this IP now
-	Healthy                bool // alive, not unhealthy by its probe, overlay reachable
-	Draining               bool
-	Bytes                  uint64 // through this node for this IP (gateway: NATed)
-	Flows                  uint64 // flows opened
+	Active                 bool   // new flows of the app leave through this IP now (as this node routes them)
+	Healthy                bool   // the gateway takes new flows: alive, not draining or unhealthy, answering probes
+	Draining               bool   // the gateway is drained for maintenance
+	Flows                  uint64 // on the IP's gateway: flows its NATs opened; 0 elsewhere
 }
 
 // Failover is the failovers of one app's dedicated egress seen by this
