@@ -22,6 +22,9 @@ const (
 	// CodeUnavailable: the cluster cannot do it now (too few gateways with
 	// a free egress IP, a gateway that does not answer in time).
 	CodeUnavailable Code = "unavailable"
+	// CodeForbidden: the client's user may not use this daemon (only
+	// root and the daemon's own user may).
+	CodeForbidden Code = "forbidden"
 )
 
 // Error is a protocol-level error. Handlers return it to choose the code the

@@ -177,7 +177,26 @@ func (s *Server) serveConn(c *net.UnixConn, h Handler) {
 	ctx, cancel := context.WithDeadline(s.ctx, deadline)
 	defer cancel()
 
-	resp, ok := s.handle(ctx, c, h)
+	var resp *Response
+	ok := true
+	if uid, err := peerUID(c); err != nil || !peerAllowed(uid, uint32(os.Geteuid())) {
+		// The socket is 0600, so only a chmod or a root-made path lets
+		// another user this far: refuse before reading anything.
+		var e *Error
+		if err != nil {
+			e = Errorf(CodeForbidden, "peer credentials: %v", err)
+		} else {
+			e = Errorf(CodeForbidden, "uid %d may not use this control socket: it serves root and uid %d only", uid, os.Geteuid())
+		}
+		s.logger().Warn("control: connection refused", "err", e)
+		resp = &Response{Version: Version, Error: e}
+		// Take the request off the socket (fds in it are closed by the
+		// kernel): closing with it unread would reset the connection and
+		// the client would see that instead of the answer.
+		c.Read(make([]byte, MaxMessage))
+	} else {
+		resp, ok = s.handle(ctx, c, h)
+	}
 	if !ok {
 		return
 	}
@@ -194,6 +213,30 @@ func (s *Server) serveConn(c *net.UnixConn, h Handler) {
 		b = b[n:]
 	}
 }
+
+// peerUID is the user of the process at the other end of c (SO_PEERCRED:
+// its credentials when it connected).
+func peerUID(c *net.UnixConn) (uint32, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, cerr
+	}
+	return cred.Uid, nil
+}
+
+// peerAllowed: root (the CNI plugin, an operator's attach) and the
+// daemon's own user (its CLI) may use the control socket.
+func peerAllowed(uid, self uint32) bool { return uid == 0 || uid == self }
 
 // handle reads and serves one request. ok is false when there is nothing to
 // answer (the peer connected and left, as Listen's liveness probe does).

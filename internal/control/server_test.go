@@ -547,3 +547,20 @@ func TestConcurrentCalls(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestPeerAllowed(t *testing.T) {
+	for _, tt := range []struct {
+		uid, self uint32
+		want      bool
+	}{
+		{0, 65534, true},     // root: the CNI plugin, an operator's attach
+		{65534, 65534, true}, // the daemon's own user
+		{1000, 65534, false}, // anybody else
+		{1000, 0, false},     // a root daemon serves root only
+		{0, 0, true},
+	} {
+		if got := peerAllowed(tt.uid, tt.self); got != tt.want {
+			t.Errorf("peerAllowed(%d, %d) = %v, want %v", tt.uid, tt.self, got, tt.want)
+		}
+	}
+}

@@ -113,6 +113,9 @@ func New(cfg Config) (_ *Daemon, err error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
+	if err := checkStateDir(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
 	// undo closes, newest first, what New has built when a later step
 	// fails; after the last step it is dropped and Close takes over.
 	var undo closers
@@ -219,6 +222,9 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 	var key []byte
 	if cfg.ClusterKeyFile != "" {
 		k, err := readKeyFile(cfg.ClusterKeyFile)
+		if err == nil {
+			err = checkGivenKeyFile(cfg.ClusterKeyFile)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("cluster key: %w", err)
 		}

@@ -30,10 +30,14 @@ func readKeyFile(path string) ([]byte, error) {
 
 // loadOrCreateKey reads the key at path, or creates it (mode 0600) when it
 // does not exist yet. created reports the latter, so the daemon can say
-// where the new key is.
+// where the new key is. An existing key must be private (checkPrivateFile):
+// a key planted by someone else, or one others can read, is refused.
 func loadOrCreateKey(path string) (key []byte, created bool, err error) {
 	k, err := readKeyFile(path)
 	if err == nil {
+		if err := checkPrivateFile(path); err != nil {
+			return nil, false, err
+		}
 		return k, false, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
@@ -82,6 +86,43 @@ func loadSigningKey(path string) (ed25519.PrivateKey, error) {
 		}
 	}
 	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+// checkGivenKeyFile refuses a key file the operator named
+// (--cluster-key-file) that others could change or everybody could read.
+// It may belong to another user (root) and be readable through a group.
+func checkGivenKeyFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o026 != 0 {
+		return fmt.Errorf("%s has mode %04o: it must not be writable by others nor readable by everybody (chmod 600, or 640 for a group)", path, perm)
+	}
+	return nil
+}
+
+// checkStateDir refuses a state directory that is not a directory of the
+// daemon's user, or that others may write to: whoever can write there can
+// plant the keys or the control socket the daemon then trusts.
+func checkStateDir(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", path)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s is owned by uid %d, not by the daemon's user (uid %d)", path, st.Uid, os.Geteuid())
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("%s has mode %04o: others may write to it (chmod 700)", path, perm)
+	}
+	return nil
 }
 
 // checkPrivateFile refuses a file that is not a regular file owned by us
