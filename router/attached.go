@@ -85,6 +85,7 @@ type Attached struct {
 	icmpID     uint16
 	localLimit tokenBucket         // packets to the network's Local
 	flows      map[flowKey]flowPin // dedicated egress: each flow's gateway; nil until the first
+	flowSwept  int64               // when a full flows table was last swept (see pinFlow)
 	// overlayTimer bounds waits for a free overlay buffer; overlayFull:
 	// one ran out in this batch, so the rest of it drops at once.
 	overlayTimer *time.Timer

@@ -77,8 +77,14 @@ type flowPin struct {
 
 // maxFlows bounds a port's flow table; past it, idle flows are swept and,
 // if that frees nothing, new flows are not pinned (they still follow the
-// route's first gateway that takes new flows).
-const maxFlows = 16384
+// route's first gateway that takes new flows). The sweep walks the whole
+// table, so it runs at most once per flowSweepEvery: a container that
+// keeps the table full of live flows would otherwise make every new
+// flow's first packet cost 16384 map steps (AUDIT D13a).
+const (
+	maxFlows       = 16384
+	flowSweepEvery = int64(time.Second)
+)
 
 // SetEgress gives the port a dedicated egress route; nil returns it to
 // node egress. Flows already pinned keep their gateway while the new route
@@ -169,6 +175,10 @@ func (a *Attached) pinFlow(k flowKey, node [4]byte, now int64) {
 		return
 	}
 	if len(a.flows) >= maxFlows {
+		if now-a.flowSwept < flowSweepEvery {
+			return
+		}
+		a.flowSwept = now
 		for fk, p := range a.flows {
 			if now-p.last > flowIdle {
 				delete(a.flows, fk)

@@ -100,7 +100,10 @@ func (a *Attached) keepsWhole(p []byte, h offload.Hdr) (whole, toLocal bool) {
 		return false, false
 	}
 	if gso == offload.GSONone {
-		return true, false // checksum only: the receiving kernel completes it
+		// Checksum only: the receiving kernel completes it. A packet
+		// larger than the destination's MTU goes the plain way, where
+		// the MTU check drops it (AUDIT D13b).
+		return int(pkt.totalLen()) <= e.port.mtu, false
 	}
 	return offload.SegmentLen(pkt.hdr, h) <= e.port.mtu, false
 }

@@ -299,3 +299,28 @@ func TestOffloadEgressToLargeLocal(t *testing.T) {
 		}
 	}
 }
+
+// TestOffloadPartialChecksumOverMTU: a plain packet with a partial
+// checksum (NEEDS_CSUM, no GSO) larger than the destination port's MTU is
+// not passed through whole: it is dropped as too big, with the ICMP error
+// a DF packet gets, as without offload (AUDIT D13b).
+func TestOffloadPartialChecksumOverMTU(t *testing.T) {
+	r := newInternalRouter(t)
+	src := newFakeOffloadPort()
+	a := attachNoLoop(t, r, src, 1, "10.240.0.1", 1390)
+	dst := newFakeOffloadPort()
+	attachNoLoop(t, r, dst, 1, "10.240.0.2", 1390)
+	hdr, big := offloadtest.Partial(offloadtest.TCP{Src: "10.240.0.1", Dst: "10.240.0.2", Payload: 8000})
+	hdr2, small := offloadtest.Partial(offloadtest.TCP{Src: "10.240.0.1", Dst: "10.240.0.2", Payload: 500})
+	a.forward(loadVnet(a, vnetPkt{hdr, big}, vnetPkt{hdr2, small}), r.now())
+
+	if len(dst.gsoWrites) != 1 || len(dst.writes) != 0 {
+		t.Fatalf("%d packets passed whole, %d plain, want only the small one whole", len(dst.gsoWrites), len(dst.writes))
+	}
+	if got := dst.gsoWrites[0]; len(got)-VirtioHdrLen != len(small) {
+		t.Fatalf("passed a %d-byte packet, want the %d-byte one", len(got)-VirtioHdrLen, len(small))
+	}
+	if s := r.Stats(); s.Drops["too_big"] != 1 || s.Counters["gso_whole"] != 1 {
+		t.Fatalf("drops %v counters %v", s.Drops, s.Counters)
+	}
+}
