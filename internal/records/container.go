@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/vrouter/vrouter/cluster"
+	"github.com/vrouter/vrouter/internal/ids"
+	"github.com/vrouter/vrouter/router"
 )
 
 // Prefixes of the container families.
@@ -47,6 +49,12 @@ func ParseContainerKey(key string) (pn string, addr netip.Addr, ok bool) {
 	}
 	addr, err := netip.ParseAddr(ip)
 	if err != nil || addr.String() != ip {
+		return "", netip.Addr{}, false
+	}
+	// Peers' keys are checked as the daemon checks an attach: a member
+	// cannot make other nodes build state for ids no attach accepts
+	// (AUDIT D10).
+	if ids.Network(pn) != nil || !router.IsHost(addr) {
 		return "", netip.Addr{}, false
 	}
 	return pn, addr, true
@@ -98,6 +106,15 @@ func DecodeContainer(value []byte) (Container, error) {
 	var c Container
 	if err := json.Unmarshal(value, &c); err != nil {
 		return Container{}, fmt.Errorf("container record: %w", err)
+	}
+	if err := ids.App(c.App); err != nil {
+		return Container{}, fmt.Errorf("container record: %w", err)
+	}
+	if err := ids.Type(c.Type); err != nil {
+		return Container{}, fmt.Errorf("container record: %w", err)
+	}
+	if c.Number < 1 {
+		return Container{}, fmt.Errorf("container record: number %d is not positive", c.Number)
 	}
 	return c, nil
 }

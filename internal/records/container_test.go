@@ -16,10 +16,13 @@ func TestParseKeys(t *testing.T) {
 		pn   string
 		addr string
 	}{
-		{"c/pn-1/10.240.0.1", "pn-1", "10.240.0.1"},
-		{"c/pn-1/x", "", ""},
-		{"c/pn-1/0::1", "", ""}, // not how ContainerKey spells ::1
-		{"c/pn-1", "", ""},
+		{"c/" + testPN + "/10.240.0.1", testPN, "10.240.0.1"},
+		{"c/pn-1/10.240.0.1", "", ""},              // not a network id
+		{"c/" + testPN + "/10.240.3.255", "", ""}, // not a host address of the range
+		{"c/" + testPN + "/192.0.2.1", "", ""},
+		{"c/" + testPN + "/x", "", ""},
+		{"c/" + testPN + "/0::1", "", ""}, // not how ContainerKey spells ::1
+		{"c/" + testPN, "", ""},
 		{"n/a/web/1", "", ""},
 	} {
 		pn, addr, ok := ParseContainerKey(tt.key)
@@ -78,6 +81,16 @@ func TestContainerCodec(t *testing.T) {
 	}
 	if _, err := DecodeContainer([]byte("not json")); err == nil {
 		t.Fatal("DecodeContainer accepted garbage")
+	}
+	for _, bad := range []Container{
+		{ID: "c-1", App: "ap-1", Type: "web", Number: 1},
+		{ID: "c-1", App: testApp, Type: "Web!", Number: 1},
+		{ID: "c-1", App: testApp, Type: "web", Number: 0},
+	} {
+		b, _ := bad.Encode()
+		if _, err := DecodeContainer(b); err == nil {
+			t.Errorf("DecodeContainer accepted %+v", bad)
+		}
 	}
 
 	// The cache decodes each version once and tells bad values apart.

@@ -109,7 +109,7 @@ func TestContainerViewFollowsStore(t *testing.T) {
 		for range 40 {
 			st := nodes[rng.IntN(2)].Store()
 			pn := []string{testPN, testPN2}[rng.IntN(2)]
-			app := []string{testApp, "ap-other"}[rng.IntN(2)]
+			app := []string{testApp, "ap-0b7e3c52-9a41-4d6e-8f10-2c3d4e5f6a7b"}[rng.IntN(2)]
 			typ := []string{"web", "worker"}[rng.IntN(2)]
 			n := 1 + rng.IntN(4)
 			switch op := rng.IntN(10); {
