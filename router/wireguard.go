@@ -122,17 +122,50 @@ func (w *WireGuard) ListenPort() (int, error) {
 // learned from the peer (roaming) stays until the wanted endpoint changes.
 // Each peer's only allowed IP is its overlay /32, so a frame from a peer
 // can carry only that peer's overlay address as outer source.
+//
+// Peers that share a public key or an overlay address cannot be told
+// apart (wireguard-go gives a shared /32 to the peer set last): all of them
+// are left out, the others are configured, and the error
+// (ErrDuplicatePeer) names them. A peer with a non-IPv4 overlay address is
+// left out the same way.
 func (w *WireGuard) SetPeers(peers []WGPeer) error {
-	want := make(map[[32]byte]WGPeer, len(peers))
+	keys := make(map[[32]byte]int, len(peers))
+	overlays := make(map[netip.Addr]int, len(peers))
 	for _, p := range peers {
-		if !p.Overlay.Is4() {
-			return fmt.Errorf("wireguard: peer %s: overlay address %s is not IPv4", keyHex(p.PublicKey), p.Overlay)
-		}
-		if _, dup := want[p.PublicKey]; dup {
-			return fmt.Errorf("wireguard: peer %s listed twice", keyHex(p.PublicKey))
-		}
-		want[p.PublicKey] = p
+		keys[p.PublicKey]++
+		overlays[p.Overlay]++
 	}
+	want := make(map[[32]byte]WGPeer, len(peers))
+	var bad []error
+	kept := peers[:0:0]
+	for _, p := range peers {
+		switch {
+		case !p.Overlay.Is4():
+			bad = append(bad, fmt.Errorf("peer %s: overlay address %s is not IPv4", keyHex(p.PublicKey), p.Overlay))
+		case keys[p.PublicKey] > 1:
+			bad = append(bad, fmt.Errorf("peer %s (%s): public key listed %d times: %w", keyHex(p.PublicKey), p.Overlay, keys[p.PublicKey], ErrDuplicatePeer))
+		case overlays[p.Overlay] > 1:
+			bad = append(bad, fmt.Errorf("peer %s: overlay address %s listed %d times: %w", keyHex(p.PublicKey), p.Overlay, overlays[p.Overlay], ErrDuplicatePeer))
+		default:
+			want[p.PublicKey] = p
+			kept = append(kept, p)
+		}
+	}
+	peers = kept
+	if err := w.setPeers(peers, want); err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("wireguard: %d peers left out: %w", len(bad), errors.Join(bad...))
+	}
+	return nil
+}
+
+// ErrDuplicatePeer is wrapped by SetPeers for peers it leaves out because
+// another peer has the same public key or overlay address.
+var ErrDuplicatePeer = errors.New("duplicate peer")
+
+func (w *WireGuard) setPeers(peers []WGPeer, want map[[32]byte]WGPeer) error {
 
 	w.mu.Lock()
 	defer w.mu.Unlock()

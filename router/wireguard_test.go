@@ -289,3 +289,32 @@ func mustHex(t *testing.T, s string) []byte {
 	}
 	return b
 }
+
+// TestWireGuardDuplicatePeers: peers that share a public key or an overlay
+// address are left out and named in the error; every other peer is
+// configured (AUDIT D4: one copied key used to freeze the whole set).
+func TestWireGuardDuplicatePeers(t *testing.T) {
+	leaktest.Check(t)
+	a := newWGNode(t, "100.64.0.1")
+	good := router.WGPeer{PublicKey: [32]byte{1}, Overlay: netip.MustParseAddr("100.64.0.2")}
+	dupKey1 := router.WGPeer{PublicKey: [32]byte{2}, Overlay: netip.MustParseAddr("100.64.0.3")}
+	dupKey2 := router.WGPeer{PublicKey: [32]byte{2}, Overlay: netip.MustParseAddr("100.64.0.4")}
+	dupOv1 := router.WGPeer{PublicKey: [32]byte{3}, Overlay: netip.MustParseAddr("100.64.0.5")}
+	dupOv2 := router.WGPeer{PublicKey: [32]byte{4}, Overlay: netip.MustParseAddr("100.64.0.5")}
+	v6 := router.WGPeer{PublicKey: [32]byte{5}, Overlay: netip.MustParseAddr("::1")}
+	err := a.wg.SetPeers([]router.WGPeer{dupKey1, good, dupOv1, dupKey2, v6, dupOv2})
+	if !errors.Is(err, router.ErrDuplicatePeer) {
+		t.Fatalf("SetPeers with duplicates: %v, want ErrDuplicatePeer", err)
+	}
+	st, perr := a.wg.Peers()
+	if perr != nil || len(st) != 1 || st[0].PublicKey != good.PublicKey {
+		t.Fatalf("configured peers %+v (%v), want only the one without a duplicate", st, perr)
+	}
+	// Once the duplicate is gone, its other holder is configured.
+	if err := a.wg.SetPeers([]router.WGPeer{good, dupKey1, dupOv2}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := a.wg.Peers(); len(st) != 3 {
+		t.Fatalf("%d peers after the duplicates left, want 3", len(st))
+	}
+}

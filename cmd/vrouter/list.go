@@ -97,6 +97,9 @@ func cmdStatus(args []string, stdout io.Writer) error {
 	if st.Cluster != nil {
 		printCounters(stdout, "cluster:", st.Cluster)
 	}
+	for _, a := range st.Alarms {
+		fmt.Fprintf(stdout, "ALARM:      %s\n", a)
+	}
 	return nil
 }
 
@@ -193,7 +196,7 @@ func cmdPeers(args []string, stdout io.Writer) error {
 		return writeJSON(stdout, ps)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tADDRESS\tSTATE\tIDENTITY\tOVERLAY\tPUBLIC KEY\tLAST HANDSHAKE")
+	fmt.Fprintln(tw, "NAME\tADDRESS\tSTATE\tIDENTITY\tOVERLAY\tPUBLIC KEY\tLAST HANDSHAKE\tCONFLICT")
 	for _, p := range ps {
 		name, hs := p.Name, "-"
 		if p.Self {
@@ -206,7 +209,11 @@ func cmdPeers(args []string, stdout io.Writer) error {
 		if key == "" {
 			key = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, p.Address, p.State, p.Identity, p.Overlay, key, hs)
+		conflict := p.Conflict
+		if conflict == "" {
+			conflict = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, p.Address, p.State, p.Identity, p.Overlay, key, hs, conflict)
 	}
 	return tw.Flush()
 }

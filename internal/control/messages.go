@@ -154,6 +154,10 @@ type Status struct {
 	// Cluster holds the gossip store's and the identity checks' counters
 	// (records_bad_signature, meta_key_changed, claims_lost, ...).
 	Cluster map[string]uint64 `json:"cluster,omitempty"`
+	// Alarms are conditions an operator must fix, one line each: peers left
+	// out of the overlay (a WireGuard key or overlay address another node
+	// also advertises), networks whose VNI claim was lost.
+	Alarms []string `json:"alarms,omitempty"`
 }
 
 // BudgetStatus is the node egress budget: limits (--egress-max-fds,
@@ -195,6 +199,11 @@ type Peer struct {
 	// (no traffic, no records merged); SigningKey is that key, base64.
 	Identity   string `json:"identity"`
 	SigningKey string `json:"signing_key,omitempty"`
+	// Conflict says why this node is left out of the overlay:
+	// "duplicate_wg_key" or "duplicate_overlay" (another alive node
+	// advertises the same WireGuard key or overlay address); absent when it
+	// is not.
+	Conflict string `json:"conflict,omitempty"`
 	// LastHandshake is the last WireGuard handshake with this node; absent
 	// for this node and for nodes never handshaken with.
 	LastHandshake *time.Time `json:"last_handshake,omitempty"`

@@ -166,6 +166,7 @@ func (d *Daemon) peers() []control.Peer {
 			p.Endpoint = n.Meta.WGEndpoint.String()
 		}
 		p.Identity = n.Identity.String()
+		p.Conflict = d.peerConflict(n.Name)
 		if n.Meta.SigningKey != ([32]byte{}) {
 			p.SigningKey = keyString(n.Meta.SigningKey)
 		}

@@ -63,6 +63,12 @@ type Daemon struct {
 	remotes       remoteState     // remote entries installed in the router; owned by reconcileLoop
 	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
 	firstSeen map[string]time.Time
+	// overlayConflicts are the peers reconcile leaves out of the overlay
+	// (peerConflicts), read by peers and status.
+	overlayConflicts struct {
+		sync.Mutex
+		peers map[string]string
+	}
 
 	debug   *debugServer    // nil unless Config.DebugListen
 	metrics *metrics.Server // nil unless Config.MetricsListen
@@ -357,6 +363,7 @@ func (d *Daemon) handle(ctx context.Context, req *control.Request, fd *os.File) 
 
 func (d *Daemon) status() control.Status {
 	st := d.router.Stats()
+	alarms := d.alarms() // before d.mu: remotes.mu comes first
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return control.Status{
@@ -373,6 +380,7 @@ func (d *Daemon) status() control.Status {
 		Egress:        d.egressStatusLocked(),
 		Budget:        budgetStatus(d.budget),
 		Cluster:       clusterCounters(d.cluster.Stats()),
+		Alarms:        alarms,
 	}
 }
 

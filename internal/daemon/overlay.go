@@ -83,9 +83,12 @@ func (d *Daemon) reconcile() {
 	overlays := make(map[string]netip.Addr)
 	var peers []router.WGPeer
 	seen := make(map[string]time.Time)
-	for _, n := range d.cluster.Nodes() {
+	nodes := d.cluster.Nodes()
+	conflicts := peerConflicts(nodes)
+	d.setPeerConflicts(conflicts)
+	for _, n := range nodes {
 		if n.Self || n.State != cluster.StateAlive || n.Identity != cluster.IdentityOK ||
-			!n.Meta.Overlay.IsValid() || n.Meta.WGPublicKey == ([32]byte{}) {
+			!n.Meta.Overlay.IsValid() || n.Meta.WGPublicKey == ([32]byte{}) || conflicts[n.Name] != "" {
 			continue
 		}
 		first, ok := d.firstSeen[n.Name]

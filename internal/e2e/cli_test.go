@@ -219,6 +219,7 @@ type status struct {
 	MTU           int               `json:"mtu"`
 	Counters      map[string]uint64 `json:"counters"`
 	Drops         map[string]uint64 `json:"drops"`
+	Alarms        []string          `json:"alarms"`
 	Containers    int               `json:"-"` // a count or the length of an array
 	Networks      int               `json:"-"`
 }

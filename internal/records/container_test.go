@@ -17,7 +17,7 @@ func TestParseKeys(t *testing.T) {
 		addr string
 	}{
 		{"c/" + testPN + "/10.240.0.1", testPN, "10.240.0.1"},
-		{"c/pn-1/10.240.0.1", "", ""},              // not a network id
+		{"c/pn-1/10.240.0.1", "", ""},             // not a network id
 		{"c/" + testPN + "/10.240.3.255", "", ""}, // not a host address of the range
 		{"c/" + testPN + "/192.0.2.1", "", ""},
 		{"c/" + testPN + "/x", "", ""},
