@@ -65,6 +65,8 @@ type Store struct {
 	ver       uint64                      // last version handed out for our own entries
 	recs      map[string]map[string]*slot // key → owner → slot
 	nrecs     int                         // slots in recs
+	byOwner   map[string]int              // slots in recs per owner
+	quota     int                         // most slots one other owner may hold (maxRecordsPerOwner)
 	dirs      map[string]*keyDir          // index of recs' keys by directory; see List
 	journal   journal                     // changed keys; see ChangedSince
 	owners    map[string]ownerState       // memberlist's view of every owner but us
@@ -112,6 +114,11 @@ type storeCounters struct {
 // records per container, so hitting it means something is wrong.
 const maxRecords = 200_000
 
+// maxRecordsPerOwner bounds what one peer can make us hold, so that a
+// member filling the store (AUDIT D10) cannot crowd out every other
+// node's records: it reaches its own quota long before maxRecords.
+const maxRecordsPerOwner = maxRecords / 4
+
 // maxClockSkew is how far in our future a peer's Claimed may lie: clocks
 // of cluster nodes are expected to agree to within this.
 const maxClockSkew = 30 * time.Second
@@ -123,6 +130,8 @@ func newStore(self string, boot uint64, ttl time.Duration) *Store {
 		now:       time.Now,
 		ttl:       ttl,
 		recs:      make(map[string]map[string]*slot),
+		byOwner:   make(map[string]int),
+		quota:     maxRecordsPerOwner,
 		dirs:      make(map[string]*keyDir),
 		owners:    make(map[string]ownerState),
 		graveyard: make(map[ownerBoot]time.Time),
@@ -375,6 +384,7 @@ func (s *Store) setLocked(r *slot) {
 	}
 	if m[r.Owner] == nil {
 		s.nrecs++
+		s.byOwner[r.Owner]++
 	}
 	m[r.Owner] = r
 	s.logLocked(r.Key)
@@ -385,6 +395,9 @@ func (s *Store) deleteLocked(r *slot) {
 	m := s.recs[r.Key]
 	if m[r.Owner] != nil {
 		s.nrecs--
+		if s.byOwner[r.Owner]--; s.byOwner[r.Owner] <= 0 {
+			delete(s.byOwner, r.Owner)
+		}
 	}
 	delete(m, r.Owner)
 	if len(m) == 0 {
@@ -460,7 +473,7 @@ func (s *Store) mergeLocked(r *record, now time.Time) (mergeResult, *record) {
 	if o, ok := s.owners[r.Owner]; ok && o.boot == r.boot && r.Claimed < o.started {
 		return mergeBadClaim, nil
 	}
-	if cur == nil && s.nrecs >= maxRecords {
+	if cur == nil && (s.nrecs >= maxRecords || s.byOwner[r.Owner] >= s.quota) {
 		return mergeRejected, nil
 	}
 	if res := s.verifyLocked(r); res != mergeApplied {
@@ -733,7 +746,7 @@ type StoreStats struct {
 	RecordsApplied   uint64 // records that changed our state
 	RecordsDuplicate uint64 // records we already had (duplicates, push-pull)
 	RecordsStale     uint64 // records older than the version we hold (late copies, replays)
-	RecordsRejected  uint64 // records refused: copies of our own entries, reaped owners, over maxRecords
+	RecordsRejected  uint64 // records refused: copies of our own entries, reaped owners, over maxRecords or the owner's quota
 	// Records dropped by the identity checks (identity.go); none of them is
 	// ever merged.
 	RecordsBadSignature  uint64 // the signature is not the owner's

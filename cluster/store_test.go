@@ -617,3 +617,31 @@ func checkCount(t *testing.T, s *Store) {
 		t.Fatalf("nrecs = %d, maps hold %d", s.nrecs, n)
 	}
 }
+
+// TestStoreOwnerQuota (AUDIT D10): one owner cannot hold more than its
+// quota of slots; the others' records are still merged, its own updates
+// of what it holds too, and a freed slot can be taken again.
+func TestStoreOwnerQuota(t *testing.T) {
+	s := newTestStore(t, "me", 1)
+	s.quota = 3
+	s.setOwner("rogue", 1, true)
+	s.setOwner("honest", 1, true)
+	for i := range 5 {
+		s.deliver(t, rec("rogue", fmt.Sprintf("k%d", i), 1, 1, "x"))
+	}
+	s.deliver(t, rec("honest", "h", 1, 1, "x"))
+	s.deliver(t, rec("rogue", "k0", 2, 1, "updated"))
+	if st := s.Stats(); st.RecordsRejected != 2 {
+		t.Fatalf("rejected %d over the quota, want 2", st.RecordsRejected)
+	}
+	if got := view(s.Store); got != "honest/h=x@1 rogue/k0=updated@2 rogue/k1=x@1 rogue/k2=x@1" {
+		t.Fatalf("store holds %s", got)
+	}
+	s.deliver(t, tomb("rogue", "k1", 2, 1))
+	s.advance(2 * time.Minute)
+	s.gc()
+	s.deliver(t, rec("rogue", "k3", 1, 1, "x"))
+	if _, ok := s.Get("rogue", "k3"); !ok {
+		t.Fatal("a slot freed by GC was not available again")
+	}
+}
