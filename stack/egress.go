@@ -96,6 +96,13 @@ type EgressConfig struct {
 	// Deny is a list of refused destinations that may change while the
 	// stack runs (the node's own addresses: the daemon follows them).
 	Deny *DenyList
+	// DenyPrefixes are destination networks always refused (the
+	// operator's --egress-deny: metadata endpoints, the LAN).
+	DenyPrefixes []netip.Prefix
+	// LoopbackServicePorts are TCP and UDP ports of the daemon's own
+	// services on loopback (profiler, metrics, gossip): refused on
+	// loopback destinations even with AllowLoopback.
+	LoopbackServicePorts []uint16
 	// MaxPendingDials bounds the TCP dials in progress in the whole stack;
 	// 0 means DefaultMaxPendingDials. SYNs beyond it are ignored (the
 	// container retransmits).
@@ -257,6 +264,14 @@ func (s *Stack) enableEgress(cfg EgressConfig) error {
 		}
 		pc.Close()
 	}
+	prefixes := make([]netip.Prefix, 0, len(cfg.DenyPrefixes))
+	for _, p := range cfg.DenyPrefixes {
+		if !p.IsValid() || !p.Addr().Unmap().Is4() {
+			return fmt.Errorf("deny prefix %v is not IPv4", p)
+		}
+		prefixes = append(prefixes, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked())
+	}
+	cfg.DenyPrefixes = prefixes
 	deny := make(map[netip.Addr]struct{}, len(cfg.DenyAddrs))
 	for _, a := range cfg.DenyAddrs {
 		deny[a.Unmap()] = struct{}{}
@@ -375,7 +390,31 @@ func (e *egress) wakeHandshakes() {
 // limited broadcast, DenyAddrs and Deny; by default also loopback and
 // link-local.
 func (e *egress) allowed(dst netip.Addr) bool {
-	return allowedDst(dst, e.cfg.AllowLoopback, e.deny) && !e.cfg.Deny.Has(dst)
+	if !allowedDst(dst, e.cfg.AllowLoopback, e.deny) || e.cfg.Deny.Has(dst) {
+		return false
+	}
+	for _, p := range e.cfg.DenyPrefixes {
+		if p.Contains(dst) {
+			return false
+		}
+	}
+	return true
+}
+
+// allowedPort reports whether a flow to dst:port may leave: allowed, and
+// not one of the daemon's own services on loopback.
+func (e *egress) allowedPort(dst netip.Addr, port uint16) bool {
+	if !e.allowed(dst) {
+		return false
+	}
+	if dst.IsLoopback() {
+		for _, p := range e.cfg.LoopbackServicePorts {
+			if p == port {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func allowedDst(dst netip.Addr, allowLoopback bool, deny map[netip.Addr]struct{}) bool {

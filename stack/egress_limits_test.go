@@ -328,3 +328,41 @@ func TestEgressNodeBudget(t *testing.T) {
 		return s1.EgressStats().TCPActive == 0 && s2.EgressStats().TCPActive == 0 && b.Stats().FDsUsed <= 1
 	})
 }
+
+// TestEgressDenyPrefixesAndServicePorts: destinations in DenyPrefixes are
+// refused (a RST) and counted as denied; the daemon's own service ports on
+// loopback are refused even with AllowLoopback, other loopback ports and
+// the same port elsewhere are not.
+func TestEgressDenyPrefixesAndServicePorts(t *testing.T) {
+	open := listenTCP(t, func(c *net.TCPConn) { c.Close() })
+	s, cs := newEgressNet(t, EgressConfig{
+		AllowLoopback:        true,
+		DenyPrefixes:         []netip.Prefix{netip.MustParsePrefix("192.0.2.0/30")},
+		LoopbackServicePorts: []uint16{6060},
+	}, nil, nil, "10.240.0.7")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := cs[0].DialTCP(ctx, inetPort(open)); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial into a denied prefix: %v, want ECONNREFUSED", err)
+	}
+	if st := s.EgressStats(); st.Denied != 1 || st.TCPDials != 0 {
+		t.Fatalf("stats %+v, want 1 denied and no dial", st)
+	}
+	e := s.egress
+	for _, tt := range []struct {
+		dst  string
+		port uint16
+		want bool
+	}{
+		{"127.0.0.1", 6060, false},
+		{"127.0.0.53", 6060, false},
+		{"127.0.0.1", 6061, true},
+		{"198.51.100.1", 6060, true},
+		{"192.0.2.3", 80, false},
+		{"192.0.2.4", 80, true},
+	} {
+		if got := e.allowedPort(netip.MustParseAddr(tt.dst), tt.port); got != tt.want {
+			t.Errorf("allowedPort(%s, %d) = %v, want %v", tt.dst, tt.port, got, tt.want)
+		}
+	}
+}

@@ -135,7 +135,7 @@ func (e *egress) tcpPacket(id stack.TransportEndpointID, pkt *stack.PacketBuffer
 	if id.LocalAddress == e.self {
 		return false
 	}
-	if !e.allowed(netipAddr(id.LocalAddress)) {
+	if !e.allowedPort(netipAddr(id.LocalAddress), id.LocalPort) {
 		e.stats.denied.Add(1)
 		return false
 	}

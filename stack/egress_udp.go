@@ -66,7 +66,7 @@ func (e *egress) udpPacket(id stack.TransportEndpointID, pkt *stack.PacketBuffer
 		return true
 	}
 	dst := netipAddr(id.LocalAddress)
-	if !e.allowed(dst) {
+	if !e.allowedPort(dst, id.LocalPort) {
 		e.stats.denied.Add(1)
 		return true
 	}

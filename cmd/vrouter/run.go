@@ -32,7 +32,7 @@ type runFlags struct {
 	gossip, advertise, listen, timing            *string
 	probe, debugListen, metricsListen, flowLog   *string
 	mtu, flowLogMaxSize, egressFDs, egressMemMiB *int
-	join, upstreams, egressIPs                   *[]string
+	join, upstreams, egressIPs, egressDeny       *[]string
 	allowLoopback                                *bool
 }
 
@@ -57,6 +57,7 @@ func defineRunFlags(fs *pflag.FlagSet) *runFlags {
 		debugListen:    fs.String("debug-listen", "", "loopback IP:PORT serving Go's profiler at /debug/pprof/ (performance work; off by default)"),
 		flowLog:        fs.String("flow-log", "", "write one JSON line per flow to FILE (- for stdout; off by default)"),
 		flowLogMaxSize: fs.Int("flow-log-max-size", 100, "rotate the flow log FILE to FILE.1 at this many MiB"),
+		egressDeny:     fs.StringArray("egress-deny", nil, "a destination network (IPv4 CIDR) node egress always refuses, e.g. a metadata endpoint or the LAN (repeatable)"),
 		egressFDs:      fs.Int("egress-max-fds", 0, "host sockets node egress may hold in all networks together (default: RLIMIT_NOFILE less a reserve for ports, control, gossip and DNS)"),
 		egressMemMiB:   fs.Int("egress-max-memory", 0, "MiB of flow buffers node egress may hold, each flow charged its worst case (default: an eighth of the host's memory)"),
 		metricsListen:  fs.String("metrics-listen", "", "IP:PORT serving Prometheus /metrics, /healthz and /readyz (any address; off by default)"),
@@ -146,6 +147,13 @@ func (f *runFlags) config() (daemon.Config, error) {
 			return daemon.Config{}, fmt.Errorf("--egress-ip %q: want an IPv4 address", a)
 		}
 		cfg.EgressIPs = append(cfg.EgressIPs, ip)
+	}
+	for _, a := range *f.egressDeny {
+		p, err := netip.ParsePrefix(a)
+		if err != nil || !p.Addr().Is4() {
+			return daemon.Config{}, fmt.Errorf("--egress-deny %q: want an IPv4 CIDR", a)
+		}
+		cfg.EgressDeny = append(cfg.EgressDeny, p.Masked())
 	}
 	if *f.probe != "" {
 		if cfg.EgressProbe, err = parseAddrPort("--egress-probe", *f.probe); err != nil {

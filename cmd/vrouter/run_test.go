@@ -75,6 +75,9 @@ func TestParseRun(t *testing.T) {
 		{name: "flow log", args: []string{"--flow-log", "/var/log/vrouter/flows.jsonl", "--flow-log-max-size", "5"}, edit: func(c *daemon.Config) {
 			c.FlowLog, c.FlowLogMaxSize = "/var/log/vrouter/flows.jsonl", 5<<20
 		}},
+		{name: "egress deny, masked", args: []string{"--egress-deny", "100.100.100.200/32", "--egress-deny", "192.168.1.7/16"}, edit: func(c *daemon.Config) {
+			c.EgressDeny = []netip.Prefix{netip.MustParsePrefix("100.100.100.200/32"), netip.MustParsePrefix("192.168.0.0/16")}
+		}},
 		{name: "egress budget", args: []string{"--egress-max-fds", "5000", "--egress-max-memory", "512"}, edit: func(c *daemon.Config) {
 			c.EgressMaxFDs, c.EgressMaxMemory = 5000, 512<<20
 		}},
@@ -136,6 +139,8 @@ func TestParseRunRefuses(t *testing.T) {
 		{[]string{"--egress-ip", "banana"}, `--egress-ip "banana": want an IPv4 address`},
 		{[]string{"--egress-ip", "127.0.0.2", "--egress-ip", "127.0.0.2"}, "--egress-ip 127.0.0.2 given twice"},
 		{[]string{"--egress-probe", "127.0.0.9"}, `--egress-probe "127.0.0.9": want IP:PORT`},
+		{[]string{"--egress-deny", "192.168.0.1"}, `--egress-deny "192.168.0.1": want an IPv4 CIDR`},
+		{[]string{"--egress-deny", "fd00::/8"}, `--egress-deny "fd00::/8": want an IPv4 CIDR`},
 		{[]string{"--egress-max-fds", "-1"}, "--egress-max-fds -1: want a positive number (0: derived from RLIMIT_NOFILE)"},
 		{[]string{"--egress-max-memory", "-2"}, "--egress-max-memory -2: want a positive number of MiB (0: derived from the host's memory)"},
 		{[]string{"--egress-max-memory", "9999999999999"}, "--egress-max-memory 9999999999999: more MiB than any host has"},

@@ -63,6 +63,10 @@ type Config struct {
 	// (--egress-probe); zero: no probe.
 	EgressProbe netip.AddrPort
 
+	// EgressDeny are destination networks node egress always refuses
+	// (--egress-deny, repeatable): metadata endpoints outside link-local,
+	// the LAN.
+	EgressDeny []netip.Prefix
 	// EgressMaxFDs bounds the host sockets node egress holds in all
 	// networks together (--egress-max-fds); zero: RLIMIT_NOFILE less a
 	// reserve for ports, control, gossip and DNS (DefaultEgressBudget).
@@ -134,6 +138,11 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.EgressProbe.IsValid() && len(cfg.EgressIPs) == 0 {
 		return errors.New("--egress-probe needs egress IPs (--egress-ip): only gateways probe")
+	}
+	for _, p := range cfg.EgressDeny {
+		if !p.IsValid() || !p.Addr().Is4() {
+			return fmt.Errorf("--egress-deny %s: want an IPv4 CIDR", p)
+		}
 	}
 	if cfg.EgressMaxFDs < 0 {
 		return fmt.Errorf("--egress-max-fds %d: want a positive number (0: derived from RLIMIT_NOFILE)", cfg.EgressMaxFDs)

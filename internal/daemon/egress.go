@@ -51,11 +51,26 @@ func checkEgressIPs(ips []netip.Addr) error {
 // node's budget; the caller names the network (its share).
 func (d *Daemon) egressConfig() *stack.EgressConfig {
 	return &stack.EgressConfig{
-		AllowLoopback: d.cfg.EgressAllowLoopback,
-		Deny:          d.deny,
-		Budget:        d.budget,
-		Logger:        d.log.With("component", "egress"),
+		AllowLoopback:        d.cfg.EgressAllowLoopback,
+		Deny:                 d.deny,
+		DenyPrefixes:         d.cfg.EgressDeny,
+		LoopbackServicePorts: d.loopbackServicePorts(),
+		Budget:               d.budget,
+		Logger:               d.log.With("component", "egress"),
 	}
+}
+
+// loopbackServicePorts are the ports the daemon's own services listen on
+// where a container could reach them with --egress-allow-loopback: the
+// profiler and the metrics (no authentication, AUDIT D13e) and gossip.
+func (d *Daemon) loopbackServicePorts() []uint16 {
+	var ports []uint16
+	for _, ap := range []netip.AddrPort{d.cfg.DebugListen, d.cfg.MetricsListen, d.cluster.LocalAddr()} {
+		if ap.IsValid() && ap.Port() != 0 && (ap.Addr().IsLoopback() || ap.Addr().IsUnspecified()) {
+			ports = append(ports, ap.Port())
+		}
+	}
+	return ports
 }
 
 // egressStatusLocked sums the egress counters of the networks' stacks.
