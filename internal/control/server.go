@@ -323,6 +323,18 @@ func asError(err error) *Error {
 // parseRights returns every descriptor received in oob as an *os.File so
 // that each can be closed on any path.
 func parseRights(oob []byte) ([]*os.File, error) {
+	fds, err := parseRightsFDs(oob)
+	var files []*os.File
+	for _, fd := range fds {
+		files = append(files, os.NewFile(uintptr(fd), "control-fd"))
+	}
+	return files, err
+}
+
+// parseRightsFDs is parseRights on the bytes alone: the descriptor numbers
+// of every SCM_RIGHTS message in oob, and the first error met (the
+// descriptors found are returned with it, so that they get closed).
+func parseRightsFDs(oob []byte) ([]int, error) {
 	if len(oob) == 0 {
 		return nil, nil
 	}
@@ -330,10 +342,19 @@ func parseRights(oob []byte) ([]*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	var files []*os.File
+	var out []int
 	var firstErr error
 	for i := range msgs {
 		if msgs[i].Header.Level != unix.SOL_SOCKET || msgs[i].Header.Type != unix.SCM_RIGHTS {
+			continue
+		}
+		if len(msgs[i].Data)%4 != 0 {
+			// unix.ParseUnixRights indexes past its slice on such a
+			// length (found by FuzzParseRights); the kernel never sends
+			// one, so it is malformed.
+			if firstErr == nil {
+				firstErr = fmt.Errorf("SCM_RIGHTS of %d bytes: not whole descriptors", len(msgs[i].Data))
+			}
 			continue
 		}
 		fds, err := unix.ParseUnixRights(&msgs[i])
@@ -343,9 +364,7 @@ func parseRights(oob []byte) ([]*os.File, error) {
 			}
 			continue
 		}
-		for _, fd := range fds {
-			files = append(files, os.NewFile(uintptr(fd), "control-fd"))
-		}
+		out = append(out, fds...)
 	}
-	return files, firstErr
+	return out, firstErr
 }
