@@ -1,7 +1,10 @@
 package dns
 
 import (
+	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	mdns "github.com/miekg/dns"
 )
@@ -71,6 +74,72 @@ func FuzzHandler(f *testing.F) {
 			if len(wire) > limit {
 				t.Fatalf("response of %d bytes over %s, limit %d", len(wire), w.remote.Network(), limit)
 			}
+		}
+	})
+}
+
+// FuzzUpstreamReply: upstream servers (and whoever can spoof them) write
+// any bytes in reply to a forwarded query. A fake upstream on loopback
+// answers with the fuzzed message, given the query's id and question so
+// that it is taken (bytes that do not unpack become a FORMERR), over UDP
+// and, if it says truncated, TCP. Normalizing, caching and relaying it
+// must not panic, and the client always gets one response that packs,
+// carries its id and fits its size.
+func FuzzUpstreamReply(f *testing.F) {
+	for _, m := range []*mdns.Msg{
+		answerA("127.0.0.8", 60)(new(mdns.Msg).SetQuestion("example.com.", mdns.TypeA), false, nil),
+		new(mdns.Msg).SetRcode(new(mdns.Msg).SetQuestion("example.com.", mdns.TypeA), mdns.RcodeNameError),
+		func() *mdns.Msg {
+			m := answerA("127.0.0.8", 60)(new(mdns.Msg).SetQuestion("example.com.", mdns.TypeA), false, nil)
+			m.Truncated = true
+			return m
+		}(),
+		func() *mdns.Msg { // records of our own zone, which normalize strips
+			m := answerA("10.240.0.9", 60)(new(mdns.Msg).SetQuestion("example.com.", mdns.TypeA), false, nil)
+			m.Extra = append(m.Extra, m.Answer[0])
+			m.Answer[0].Header().Name = webName
+			return m
+		}(),
+	} {
+		b, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{0, 0, 0x81, 0x80})
+
+	var reply atomic.Pointer[[]byte]
+	up := startUpstream(f, func(req *mdns.Msg, tcp bool, _ <-chan struct{}) *mdns.Msg {
+		data := *reply.Load()
+		m := new(mdns.Msg)
+		if err := m.Unpack(data); err != nil {
+			m = new(mdns.Msg).SetRcode(req, mdns.RcodeFormatError)
+		}
+		m.Id, m.Response, m.Question = req.Id, true, req.Question
+		return m
+	})
+	r, err := New(Config{View: testView(), Upstreams: []string{up.addr}, Timeout: 2 * time.Second})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer r.Close()
+	h := r.Handler(pnA)
+	n := 0
+	f.Fuzz(func(t *testing.T, data []byte) {
+		reply.Store(&data)
+		n++
+		// A name per run: each reply is forwarded, not a cache hit of an
+		// earlier one.
+		req := wireQuery(t, fmt.Sprintf("q%d.example.com.", n), mdns.TypeA)
+		w := udpWriter("10.240.0.5")
+		h.ServeDNS(w, req)
+		m, wire := w.only(t)
+		if m.Id != req.Id || !m.Response {
+			t.Fatalf("response header %+v for request %+v", m.MsgHdr, req.MsgHdr)
+		}
+		if len(wire) > minUDPSize {
+			t.Fatalf("response of %d bytes over udp, limit %d", len(wire), minUDPSize)
 		}
 	})
 }
