@@ -88,7 +88,7 @@ type fuzzPingConn struct {
 }
 
 func (c *fuzzPingConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
-func (c *fuzzPingConn) SetDeadline(time.Time) error              { return nil }
+func (c *fuzzPingConn) SetDeadline(time.Time) error               { return nil }
 func (c *fuzzPingConn) Close() error {
 	select {
 	case <-c.closed:
