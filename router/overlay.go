@@ -1,6 +1,7 @@
 package router
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -54,8 +55,8 @@ var ErrOverlayEnabled = errors.New("overlay already enabled")
 // counters are atomics, folded in once per Write call.
 type Overlay struct {
 	r     *Router
-	local [4]byte
-	mtu   int // inner MTU: the largest packet sent to a remote container
+	local atomic.Uint32 // this node's overlay IPv4 address, big-endian; see SetOverlayLocal
+	mtu   int           // inner MTU: the largest packet sent to a remote container
 
 	queue  chan *overlayBuf // encapsulated frames for Read
 	free   chan *overlayBuf // unused buffers
@@ -113,7 +114,6 @@ func (r *Router) EnableOverlay(local netip.Addr) (tun.Device, error) {
 func newOverlay(r *Router, local [4]byte, mtu int) *Overlay {
 	o := &Overlay{
 		r:      r,
-		local:  local,
 		mtu:    mtu,
 		queue:  make(chan *overlayBuf, overlayQueueLen),
 		free:   make(chan *overlayBuf, overlayQueueLen),
@@ -122,6 +122,7 @@ func newOverlay(r *Router, local [4]byte, mtu int) *Overlay {
 
 		scratch: make(chan *overlayScratch, overlayScratches),
 	}
+	o.local.Store(binary.BigEndian.Uint32(local[:]))
 	o.events <- tun.EventUp
 	size := Headroom + max(mtu, minBufferMTU)
 	slab := make([]byte, overlayQueueLen*size)
@@ -129,6 +130,30 @@ func newOverlay(r *Router, local [4]byte, mtu int) *Overlay {
 		o.free <- &overlayBuf{b: slab[i*size : (i+1)*size : (i+1)*size]}
 	}
 	return o
+}
+
+// localAddr returns this node's overlay address.
+func (o *Overlay) localAddr() [4]byte {
+	var a [4]byte
+	binary.BigEndian.PutUint32(a[:], o.local.Load())
+	return a
+}
+
+// SetOverlayLocal moves this node to another overlay address (it lost
+// its address's claim to another node): frames go out from it and only
+// frames to it are accepted from now on.
+func (r *Router) SetOverlayLocal(local netip.Addr) error {
+	o := r.overlay.Load()
+	if o == nil {
+		return fmt.Errorf("set overlay address %s: no overlay", local)
+	}
+	if !local.Is4() {
+		return fmt.Errorf("set overlay address %s: not IPv4", local)
+	}
+	a := local.As4()
+	o.local.Store(binary.BigEndian.Uint32(a[:]))
+	r.log.Info("overlay address changed", "local", local)
+	return nil
 }
 
 // getScratch takes a Write scratch off the free list or makes one.
@@ -178,7 +203,7 @@ func (o *Overlay) sendFrom(a *Attached, pkt []byte, vni uint32, node [4]byte, c 
 	}
 	n := copy(ob.b[Headroom:], pkt)
 	ob.frame = ob.b[Headroom-VXLANOverhead : Headroom+n]
-	encodeVXLAN(ob.frame, o.local, node, vni)
+	encodeVXLAN(ob.frame, o.localAddr(), node, vni)
 	o.queue <- ob // never blocks: the queue has room for every buffer
 	c[ctrForwarded]++
 	c[ctrForwardedBytes] += uint64(n)
@@ -264,6 +289,7 @@ func (o *Overlay) Write(bufs [][]byte, offset int) (int, error) {
 // writeBatch handles up to overlayBatch frames of one Write.
 func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 	var c batchCounters
+	local := o.localAddr()
 	dests := s.dests[:len(bufs)]
 	ft := o.r.flows.Load()
 	var now int64
@@ -278,7 +304,7 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 			continue
 		}
 		f, ok := decodeVXLAN(b[offset:])
-		if !ok || f.dst != o.local {
+		if !ok || f.dst != local {
 			c[dropVXLANMalformed]++
 			continue
 		}

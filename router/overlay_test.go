@@ -528,3 +528,38 @@ func FuzzOverlayWrite(f *testing.F) {
 		}
 	})
 }
+
+// TestSetOverlayLocal: after a move to another overlay address, frames go
+// out from it and only frames to it are accepted.
+func TestSetOverlayLocal(t *testing.T) {
+	b := newOverlayNode(t, testNodeB)
+	dst := newFakePort(8, true)
+	attachNoLoop(t, b.r, dst, 7, "10.240.0.2", 1390)
+	b.setRemote(t, 7, "10.240.0.1", testNodeA)
+	moved := [4]byte{100, 64, 9, 9}
+	if err := b.r.SetOverlayLocal(netip.AddrFrom4(moved)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.r.SetOverlayLocal(netip.MustParseAddr("::1")); err == nil {
+		t.Error("SetOverlayLocal accepted an IPv6 address")
+	}
+	pkt := UDP4("10.240.0.1", "10.240.0.2")
+	before := b.r.Stats().Drops["vxlan_malformed"]
+	b.o.Write([][]byte{overlayFrame(pkt, 7, testNodeA, testNodeB)}, wgOffset)
+	if got := b.r.Stats().Drops["vxlan_malformed"]; got != before+1 || len(dst.writes) != 0 {
+		t.Fatalf("a frame to the old address: vxlan_malformed %d, %d writes", got-before, len(dst.writes))
+	}
+	b.o.Write([][]byte{overlayFrame(pkt, 7, testNodeA, moved)}, wgOffset)
+	if len(dst.writes) != 1 {
+		t.Fatalf("a frame to the new address: %d writes, want 1", len(dst.writes))
+	}
+	src := attachNoLoop(t, b.r, newFakePort(8, true), 7, "10.240.0.3", 1390)
+	src.forward(load(src, UDP4("10.240.0.3", "10.240.0.1")), b.r.now())
+	frames := readFrames(t, b.o)
+	if len(frames) != 1 {
+		t.Fatalf("%d frames, want 1", len(frames))
+	}
+	if f, ok := decodeVXLAN(frames[0][wgOffset:]); !ok || f.src != moved {
+		t.Fatalf("frame from %v, want the new address %v", f.src, moved)
+	}
+}

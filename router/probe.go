@@ -47,7 +47,7 @@ func (r *Router) ProbeOverlay(nodes []netip.Addr) {
 		r.probe.seq++
 		seq := r.probe.seq
 		r.probe.mu.Unlock()
-		buildProbe(pkt[:], o.local, n.As4(), header.ICMPv4Echo, seq)
+		buildProbe(pkt[:], o.localAddr(), n.As4(), header.ICMPv4Echo, seq)
 		var c batchCounters
 		o.send(pkt[:], probeVNI, n.As4(), &c)
 		if c[ctrEncapsulated] == 1 {
@@ -78,14 +78,14 @@ func (o *Overlay) handleProbe(from [4]byte, inner []byte) {
 	}
 	ip := header.IPv4(inner)
 	if ip.Protocol() != uint8(header.ICMPv4ProtocolNumber) || ip.HeaderLength() != header.IPv4MinimumSize ||
-		ip.SourceAddress().As4() != from || ip.DestinationAddress().As4() != o.local {
+		ip.SourceAddress().As4() != from || ip.DestinationAddress().As4() != o.localAddr() {
 		return
 	}
 	ic := header.ICMPv4(inner[header.IPv4MinimumSize:])
 	switch ic.Type() {
 	case header.ICMPv4Echo:
 		var pkt [header.IPv4MinimumSize + header.ICMPv4MinimumSize]byte
-		buildProbe(pkt[:], o.local, from, header.ICMPv4EchoReply, ic.Sequence())
+		buildProbe(pkt[:], o.localAddr(), from, header.ICMPv4EchoReply, ic.Sequence())
 		var c batchCounters
 		o.send(pkt[:], probeVNI, from, &c)
 		if c[ctrEncapsulated] == 1 {

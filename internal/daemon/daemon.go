@@ -63,6 +63,9 @@ type Daemon struct {
 	remotes       remoteState     // remote entries installed in the router; owned by reconcileLoop
 	// firstSeen is when each alive peer was first seen; owned by reconcileLoop.
 	firstSeen map[string]time.Time
+	// overlayLocal is this node's overlay address (records overlay claims);
+	// owned by reconcileLoop once started.
+	overlayLocal netip.Addr
 	// overlayConflicts are the peers reconcile leaves out of the overlay
 	// (peerConflicts), read by peers and status.
 	overlayConflicts struct {
@@ -163,6 +166,8 @@ func New(cfg Config) (_ *Daemon, err error) {
 		budget:  stack.NewBudget(stack.BudgetLimits{FDs: cfg.EgressMaxFDs, Memory: cfg.EgressMaxMemory}),
 		view:    records.NewContainerView(cfg.Name, cl.Store()),
 		obs:     newObserved(),
+
+		overlayLocal: meta.Overlay,
 	}
 	d.remotes = remoteState{entries: records.NewFollower[remoteEntry](d.view)}
 	d.egress, err = egress.New(egress.Deps{

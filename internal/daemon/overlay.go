@@ -84,7 +84,9 @@ func (d *Daemon) reconcile() {
 	var peers []router.WGPeer
 	seen := make(map[string]time.Time)
 	nodes := d.cluster.Nodes()
-	conflicts := peerConflicts(nodes)
+	d.claimOverlay(nodes)
+	st := d.cluster.Store()
+	conflicts := peerConflicts(nodes, func(a netip.Addr) (string, bool) { return records.OverlayHolder(st, a) })
 	d.setPeerConflicts(conflicts)
 	for _, n := range nodes {
 		if n.Self || n.State != cluster.StateAlive || n.Identity != cluster.IdentityOK ||

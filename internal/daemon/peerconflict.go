@@ -6,12 +6,16 @@ import (
 	"slices"
 
 	"github.com/vrouter/vrouter/cluster"
+	"github.com/vrouter/vrouter/internal/records"
 )
 
 // Reasons a peer is left out of the overlay (control.Peer.Conflict).
 const (
 	conflictWGKey   = "duplicate_wg_key"  // another alive node advertises its WireGuard key
 	conflictOverlay = "duplicate_overlay" // another alive node advertises its overlay address
+	// conflictNotHeld: the node advertises an overlay address whose claim
+	// it does not hold (records.OverlayHolder).
+	conflictNotHeld = "overlay_not_held"
 )
 
 // peerConflicts returns the alive peers that must stay out of the overlay
@@ -19,8 +23,10 @@ const (
 // alive node (this one included) also advertises. WireGuard cannot tell
 // two peers with one key apart, and gives a shared /32 to whichever came
 // last (AUDIT D4), so both offenders are left out and every other peer
-// keeps working. This node itself is never left out.
-func peerConflicts(nodes []cluster.Node) map[string]string {
+// keeps working. This node itself is never left out. holder says which
+// node holds the claim of an overlay address: a node advertising one it
+// does not hold is left out too (checked on receipt).
+func peerConflicts(nodes []cluster.Node, holder func(netip.Addr) (string, bool)) map[string]string {
 	byKey := make(map[[32]byte][]string)
 	byOverlay := make(map[netip.Addr][]string)
 	const selfName = "\x00self"
@@ -53,6 +59,14 @@ func peerConflicts(nodes []cluster.Node) map[string]string {
 	}
 	for _, names := range byOverlay {
 		mark(names, conflictOverlay)
+	}
+	for _, n := range nodes {
+		if n.Self || n.State != cluster.StateAlive || out[n.Name] != "" || !n.Meta.Overlay.IsValid() {
+			continue
+		}
+		if h, ok := holder(n.Meta.Overlay); !ok || h != n.Name {
+			out[n.Name] = conflictNotHeld
+		}
 	}
 	return out
 }
@@ -98,4 +112,30 @@ func (d *Daemon) alarms() []string {
 	d.remotes.mu.Unlock()
 	slices.Sort(out)
 	return out
+}
+
+// claimOverlay keeps this node's claim of its overlay address (records
+// overlay claims) and, when another node won that address first, moves to
+// the next free candidate: the router, the claim and the advertised
+// metadata follow. It also re-advertises the address when the metadata
+// lost it (another writer set older metadata). Called by reconcile.
+func (d *Daemon) claimOverlay(nodes []cluster.Node) {
+	addr, moved := records.ClaimOverlay(d.cluster.Store(), d.cfg.Name, d.overlayLocal)
+	if moved {
+		if err := d.router.SetOverlayLocal(addr); err != nil {
+			d.log.Error("overlay address lost to another node; cannot move", "addr", d.overlayLocal, "err", err)
+			return
+		}
+		d.log.Warn("overlay address claimed first by another node: moved", "from", d.overlayLocal, "to", addr)
+		d.overlayLocal = addr
+	}
+	for _, n := range nodes {
+		if n.Self && n.Meta.Overlay != d.overlayLocal {
+			m := n.Meta
+			m.Overlay = d.overlayLocal
+			if err := d.cluster.SetMeta(m); err != nil {
+				d.log.Error("advertise overlay address", "addr", d.overlayLocal, "err", err)
+			}
+		}
+	}
 }

@@ -30,7 +30,23 @@ func TestPeerConflicts(t *testing.T) {
 		"thief": conflictOverlay, "mine": conflictWGKey,
 		"same-ov-a": conflictOverlay, "same-ov-b": conflictOverlay,
 	}
-	if got := peerConflicts(nodes); !maps.Equal(got, want) {
+	holders := map[netip.Addr]string{}
+	for _, n := range nodes {
+		if n.State == alive {
+			holders[n.Meta.Overlay] = n.Name
+		}
+	}
+	holders[netip.MustParseAddr("100.64.0.1")] = "self"
+	holds := func(a netip.Addr) (string, bool) { h, ok := holders[a]; return h, ok }
+	if got := peerConflicts(nodes, holds); !maps.Equal(got, want) {
 		t.Errorf("peerConflicts = %v\nwant %v", got, want)
+	}
+	// A node advertising an address another node holds the claim of, or
+	// nobody does, is left out on receipt.
+	holders[netip.MustParseAddr("100.64.0.2")] = "copy-a"
+	delete(holders, netip.MustParseAddr("100.64.0.4"))
+	want["ok"] = conflictNotHeld
+	if got := peerConflicts(nodes, holds); !maps.Equal(got, want) {
+		t.Errorf("with claims held elsewhere: peerConflicts = %v\nwant %v", got, want)
 	}
 }

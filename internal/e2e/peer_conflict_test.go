@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,4 +100,83 @@ func TestDuplicateWireGuardKey(t *testing.T) {
 	if got := n3.peerConflicts(t); got["n1"] != "duplicate_wg_key" {
 		t.Errorf("n3 reports %v, want n1 (the key it copied)", got)
 	}
+}
+
+// overlayHash is the 22-bit hash a node's first overlay address is taken
+// from (the host part in 100.64.0.0/10).
+func overlayHash(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return h.Sum32() & (1<<22 - 1)
+}
+
+// TestOverlayAddressCollision: two nodes whose names hash to one overlay
+// address. The overlay address is a claim: the second node moves to
+// another one, peers see two addresses and no conflict, and containers
+// on the two nodes exchange ping, TCP and UDP.
+func TestOverlayAddressCollision(t *testing.T) {
+	need(t)
+	seen := make(map[uint32]string)
+	var na, nb string
+	for i := 0; na == ""; i++ {
+		if i == 1<<20 {
+			t.Fatal("no colliding node names in 2^20")
+		}
+		name := "n-" + randomHex(5)
+		if other, ok := seen[overlayHash(name)]; ok && other != name {
+			na, nb = other, name
+		}
+		seen[overlayHash(name)] = name
+	}
+	t.Logf("%s and %s hash to one overlay address", na, nb)
+	keyFile := newClusterKey(t)
+	a, pa := startNode(t, na, keyFile, "")
+	b, _ := startNode(t, nb, keyFile, fmt.Sprintf("127.0.0.1:%d", pa))
+
+	var overlays map[string]string
+	poll.UntilNil(t, 15*time.Second, "two overlay addresses and no conflict", func() error {
+		overlays = map[string]string{}
+		for _, d := range []*daemon{a, b} {
+			var ps []struct {
+				Name     string `json:"name"`
+				Overlay  string `json:"overlay"`
+				Conflict string `json:"conflict"`
+				State    string `json:"state"`
+			}
+			if err := json.Unmarshal([]byte(d.mustCLI(t, "peers", "--json").stdout), &ps); err != nil {
+				return err
+			}
+			for _, p := range ps {
+				if p.Conflict != "" || p.State != "alive" {
+					return fmt.Errorf("%s: %+v", d.dir, p)
+				}
+				if o, ok := overlays[p.Name]; ok && o != p.Overlay {
+					return fmt.Errorf("%s has %s and %s", p.Name, o, p.Overlay)
+				}
+				overlays[p.Name] = p.Overlay
+			}
+		}
+		if len(overlays) != 2 || overlays[na] == overlays[nb] {
+			return fmt.Errorf("overlays %v", overlays)
+		}
+		return nil
+	})
+	t.Logf("overlay addresses %v", overlays)
+	if !strings.Contains(a.log.String()+b.log.String(), "overlay address claimed first by another node: moved") {
+		t.Error("neither node logged the move")
+	}
+
+	pn, app := newID("pn"), newID("ap")
+	x, y := newNetns(t), newNetns(t)
+	a.attachOn(t, x, pn, app, "web", "--ip", "10.240.0.2")
+	b.attachOn(t, y, pn, app, "web", "--ip", "10.240.0.3")
+	poll.UntilNil(t, 20*time.Second, "the containers reach each other", func() error {
+		if out, ok := ping(t, x, "10.240.0.3", 1); !ok {
+			return fmt.Errorf("ping: %s", lastLine(out))
+		}
+		return nil
+	})
+	mustPing(t, y, "10.240.0.2")
+	tcpTransfer(t, x, y, "10.240.0.3", 5471, 1<<20)
+	udpExchange(t, y, x, "10.240.0.2", 5472)
 }

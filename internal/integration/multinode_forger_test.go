@@ -108,6 +108,9 @@ func startForger(t *testing.T, name string, key []byte, seed netip.AddrPort) *fo
 	if err := f.cl.Join(ctx, []string{seed.String()}); err != nil {
 		t.Fatalf("forger join: %v", err)
 	}
+	// Like an honest node, it claims its overlay address: peers leave out
+	// a node advertising one it does not hold.
+	f.cl.Store().Put(records.OverlayKey(f.overlay), []byte(name))
 	return f
 }
 

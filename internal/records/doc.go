@@ -17,6 +17,8 @@
 //	                         call (EgressRequest)
 //	v/<vni>                  a claim of the VNI for a network (its id); owned
 //	                         by every node that has containers of it (vni.go)
+//	o/<addr>                 a node's claim of its overlay address (its name;
+//	                         overlay.go)
 //
 // c/ and n/ keys are claims: the first node to put one wins it
 // (cluster.Store.Winner), which is what makes addresses and container
@@ -24,8 +26,8 @@
 //
 // A network's VNI is a claim (vni.go: its hash is the first candidate, the
 // first claim wins, a network whose candidate another holds takes the
-// next). An app's egress VNI and a node's overlay address are hashes
-// (ids.go).
+// next); so is a node's overlay address (overlay.go). An app's egress VNI
+// is a hash (ids.go).
 //
 // Locking: ContainerView.mu guards the view; it is taken outside the
 // store's lock and the view calls nothing but the store. A Follower has no

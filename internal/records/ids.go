@@ -11,8 +11,8 @@ import (
 // Identifiers derived from names. A network's VNI is a claim (vni.go)
 // whose first candidate is VNI; an egress VNI is a hash in the other half
 // of the VNI space, and a collision between two of them is refused by the
-// router (the table belongs to EgressNet). The overlay address is a hash
-// of the node's name.
+// router (the table belongs to EgressNet). A node's overlay address is a
+// claim (overlay.go) whose first candidate is OverlayAddr.
 
 // VNI derives a PN's VXLAN network identifier from its id, in the PN half
 // of the VNI space (router.IsNetworkVNI): an egress VNI never equals it.
@@ -47,8 +47,8 @@ func EgressNet(app, pn string) string { return "egress/" + app + "/" + pn }
 // destination of VXLAN inside WireGuard, never seen by containers.
 var OverlayPrefix = netip.MustParsePrefix("100.64.0.0/10")
 
-// OverlayAddr derives a node's overlay address from its name, so that it
-// is stable across restarts without being stored.
+// OverlayAddr is the first overlay address a node claims: a hash of its
+// name, so that it is stable across restarts unless another node holds it.
 func OverlayAddr(name string) netip.Addr {
 	h := fnv.New32a()
 	h.Write([]byte(name))
