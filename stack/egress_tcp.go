@@ -331,7 +331,9 @@ func (e *egress) dialFailed(r *tcp.ForwarderRequest, id stack.TransportEndpointI
 		e.stats.tcpFailed.Add(1)
 		r.Complete(true)
 		e.releaseSYN(id, false)
-		e.log.Warn("egress: tcp dial failed", "client", client, "dst", dst, "err", err)
+		// A container can cause these at will (a storm of connections
+		// runs the host out of ports): rate-limited.
+		e.rlog.Warn("tcp-dial-failed", "egress: tcp dial failed", "client", client, "dst", dst, "err", err)
 		return
 	}
 	e.log.Debug("egress: tcp dial failed", "client", client, "dst", dst, "err", err)
