@@ -182,20 +182,72 @@ func tupleOf(vni uint32, p ipv4Packet) (f flowTuple, tcpFlags uint8, payload int
 	return f, 0, 0, true
 }
 
-// track counts packet p of network vni. create: a packet that starts a
-// flow when none matches (a container's own packets, a remote
-// container's); replies from the netstack only add to existing flows.
-func (t *FlowTable) track(vni uint32, p ipv4Packet, now int64, create bool) {
+// flowAcc sums the packets of one flow direction within a batch, so that
+// a run of packets of one flow (the common case: a bulk transfer fills a
+// batch) costs one lookup and one set of atomic adds. It lives on the
+// stack of the caller, which flushes it before the batch ends.
+type flowAcc struct {
+	s                 *flowSlot
+	dir               int
+	k0, k1            uint64 // the packets' direction
+	pkts, bytes, data uint64
+	flags             uint32
+	last              int64
+}
+
+// flush adds what acc holds to its slot and empties it.
+func (a *flowAcc) flush() {
+	if a.s == nil {
+		return
+	}
+	s, d := a.s, a.dir
+	s.pkts[d].Add(a.pkts)
+	s.bytes[d].Add(a.bytes)
+	if a.data > 0 {
+		s.data[d].Add(a.data)
+	}
+	s.last.Store(a.last)
+	if a.flags != 0 {
+		s.flags.Or(a.flags)
+	}
+	*a = flowAcc{}
+}
+
+// track counts packet p of network vni into acc (flushing it first when p
+// is of another flow than acc's). create: a packet that starts a flow
+// when none matches (a container's own packets, a remote container's);
+// replies from the netstack only add to existing flows.
+func (t *FlowTable) track(vni uint32, p ipv4Packet, now int64, create bool, acc *flowAcc) {
 	f, tcpFlags, payload, ok := tupleOf(vni, p)
 	if !ok {
 		return
 	}
 	k0, k1 := f.keys()
+	if acc.s == nil || acc.k0 != k0 || acc.k1 != k1 {
+		acc.flush()
+		s, dir := t.lookup(&f, k0, k1, now, create)
+		if s == nil {
+			return
+		}
+		acc.s, acc.dir, acc.k0, acc.k1 = s, dir, k0, k1
+	}
+	acc.pkts++
+	acc.bytes += uint64(p.totalLen())
+	acc.data += uint64(payload)
+	acc.last = now
+	if tcpFlags&uint8(header.TCPFlagRst) != 0 {
+		acc.flags |= flowRst
+	} else if tcpFlags&uint8(header.TCPFlagFin) != 0 {
+		acc.flags |= flowFinOut << acc.dir // flowFinIn is flowFinOut<<1
+	}
+}
+
+// lookup finds the slot of f (either direction) or, with create, makes
+// one; dir is 0 when f is the slot's out direction.
+func (t *FlowTable) lookup(f *flowTuple, k0, k1 uint64, now int64, create bool) (*flowSlot, int) {
 	r := f.reversed()
 	r0, r1 := r.keys()
 	start := f.hash()
-	var s *flowSlot
-	dir := 0
 	for i := range uint64(flowProbe) {
 		c := &t.slots[(start+i)&t.mask]
 		if c.state.Load() != slotLive {
@@ -203,40 +255,20 @@ func (t *FlowTable) track(vni uint32, p ipv4Packet, now int64, create bool) {
 		}
 		a0, a1 := c.k0.Load(), c.k1.Load()
 		if a0 == k0 && a1 == k1 {
-			s = c
-			break
+			return c, 0
 		}
 		if a0 == r0 && a1 == r1 {
-			s, dir = c, 1
-			break
+			return c, 1
 		}
 	}
+	if !create {
+		return nil, 0
+	}
+	s := t.claim(start, k0, k1, now)
 	if s == nil {
-		if !create {
-			return
-		}
-		if s = t.claim(start, k0, k1, now); s == nil {
-			t.dropped.Add(1)
-			return
-		}
+		t.dropped.Add(1)
 	}
-	s.pkts[dir].Add(1)
-	s.bytes[dir].Add(uint64(p.totalLen()))
-	if payload > 0 {
-		s.data[dir].Add(uint64(payload))
-	}
-	s.last.Store(now)
-	if tcpFlags&(uint8(header.TCPFlagFin)|uint8(header.TCPFlagRst)) != 0 {
-		var fl uint32
-		if tcpFlags&uint8(header.TCPFlagRst) != 0 {
-			fl = flowRst
-		} else if dir == 0 {
-			fl = flowFinOut
-		} else {
-			fl = flowFinIn
-		}
-		s.flags.Or(fl)
-	}
+	return s, 0
 }
 
 // claim takes an empty slot of the window for a new flow.

@@ -161,6 +161,8 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 	dests := b.dests[:len(pkts)]
 	icmpOut := b.icmpOut[:0]
 	ft := a.r.flows.Load()
+	var acc flowAcc // see FlowTable.track
+	defer acc.flush()
 	for i := range dests {
 		dests[i] = nil
 		pkt, reason, ok := parseIPv4(pkts[i][Headroom:])
@@ -191,7 +193,7 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 			}
 			// Node egress (packet path 4) or dedicated egress (path 5).
 			if a.deliverEgress(pkt, c, now) && ft != nil {
-				ft.track(a.table.vni, pkt, now, true)
+				ft.track(a.table.vni, pkt, now, true, &acc)
 			}
 			continue
 		}
@@ -220,7 +222,7 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 			pkts[i] = pkts[i][:Headroom+pkt.totalLen()] // drop padding after the IP packet
 			dests[i] = d
 			if ft != nil {
-				ft.track(a.table.vni, pkt, now, true)
+				ft.track(a.table.vni, pkt, now, true, &acc)
 			}
 		case entryRemote:
 			o := a.r.overlay.Load()
@@ -239,7 +241,7 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 			}
 			o.sendFrom(a, pkt.hdr, a.table.vni, e.node, c)
 			if ft != nil {
-				ft.track(a.table.vni, pkt, now, true)
+				ft.track(a.table.vni, pkt, now, true, &acc)
 			}
 		default:
 			c[dropUnknownDestination]++

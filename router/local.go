@@ -191,14 +191,16 @@ func (r *Router) trackLocal(network uint32, bufs [][]byte, offset int) {
 		return
 	}
 	now := r.now()
+	var acc flowAcc
 	for _, b := range bufs {
 		if offset < 0 || offset > len(b) {
 			continue
 		}
 		if pkt, _, ok := parseIPv4(b[offset:]); ok {
-			ft.track(network, pkt, now, false)
+			ft.track(network, pkt, now, false, &acc)
 		}
 	}
+	acc.flush()
 }
 
 // localDest returns the local port the packet is for. A packet for a

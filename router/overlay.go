@@ -292,6 +292,7 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 	local := o.localAddr()
 	dests := s.dests[:len(bufs)]
 	ft := o.r.flows.Load()
+	var acc flowAcc
 	var now int64
 	if ft != nil {
 		now = o.r.now()
@@ -334,7 +335,7 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 			dests[i] = d
 			s.sizes[i] = pkt.totalLen()
 			if ft != nil {
-				ft.track(d.cfg.Network, pkt, now, false) // a reply to the port's egress flow
+				ft.track(d.cfg.Network, pkt, now, false, &acc) // a reply to the port's egress flow
 			}
 			continue
 		}
@@ -389,9 +390,10 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 		dests[i] = de.port
 		s.sizes[i] = pkt.totalLen()
 		if ft != nil {
-			ft.track(f.vni, pkt, now, true)
+			ft.track(f.vni, pkt, now, true, &acc)
 		}
 	}
+	acc.flush()
 
 	inner := offset + VXLANOverhead
 	for i := range dests {
