@@ -77,14 +77,18 @@ lint: fmt-check vet
 # nothing); BENCH_ONLY=1,5 runs only those scenarios (micro, 1 … 8).
 # wireguard-go, the baseline of scenario 2, is built from the module
 # version in go.mod.
+# BENCH_DAEMON_FLAGS are added to every daemon of the suite (STATE is its
+# state dir), e.g. "--flow-log STATE/flows.jsonl --metrics-listen 127.0.0.1:0".
 QUICK ?=
 BENCH_ONLY ?=
+BENCH_DAEMON_FLAGS ?=
 bench: build
 	$(GO) build -o bin/vrbench ./bench/cmd/vrbench
 	$(GO) build -o bin/dnsload ./bench/cmd/dnsload
 	$(GO) build -o bin/connload ./bench/cmd/connload
 	$(GO) build -o bin/wireguard-go golang.zx2c4.com/wireguard
 	./bin/vrbench $(if $(filter-out 0 no false,$(QUICK)),-quick) $(if $(BENCH_ONLY),-only $(BENCH_ONLY)) \
+		$(if $(BENCH_DAEMON_FLAGS),-daemon-flags "$(BENCH_DAEMON_FLAGS)") \
 		-go $(GO) -vrouter $(BIN) -dnsload bin/dnsload -connload bin/connload \
 		-wireguard-go bin/wireguard-go -out bench/results
 

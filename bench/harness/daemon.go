@@ -47,6 +47,9 @@ func (s *Suite) startDaemon(ctx context.Context, sc *scope, name string, extra .
 		"--gossip", "127.0.0.1:" + strconv.Itoa(port), "--listen", "127.0.0.1:0",
 		"--dns-upstream", s.upstream.Addr(), "--gossip-timing", "fast",
 	}
+	for _, f := range s.cfg.DaemonFlags {
+		args = append(args, strings.ReplaceAll(f, "STATE", dir))
+	}
 	d.proc, err = s.startProc(sc, "vrouter "+name, append(args, extra...), func(c *exec.Cmd) { c.Dir = dir })
 	if err != nil {
 		return nil, err

@@ -45,6 +45,11 @@ type Config struct {
 	Only        []string
 	CI          bool // missing tools are errors, not skips
 	Log         *slog.Logger
+	// DaemonFlags are added to every `vrouter run` of the suite, STATE in
+	// them replaced by the daemon's state dir (to measure features that
+	// are off by default: --flow-log STATE/flows.jsonl --metrics-listen
+	// 127.0.0.1:0).
+	DaemonFlags []string
 }
 
 // params are the durations and counts of a quick or a full run.

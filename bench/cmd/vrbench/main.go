@@ -43,7 +43,9 @@ func run() int {
 	flag.StringVar(&cfg.OutDir, "out", "bench/results", "directory for the JSON, SVG and micro-benchmark output")
 	only := flag.String("only", "", "comma-separated scenarios to run (micro,1,2,…,8); default all")
 	verbose := flag.Bool("v", false, "debug logging (every process started)")
+	daemonFlags := flag.String("daemon-flags", "", "flags added to every vrouter run, space-separated; STATE is the daemon's state dir")
 	flag.Parse()
+	cfg.DaemonFlags = strings.Fields(*daemonFlags)
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "vrbench: no arguments taken, got %q\n", flag.Args())
 		return 2
