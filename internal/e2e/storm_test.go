@@ -40,7 +40,9 @@ func runStorm(spec string) {
 	var wg sync.WaitGroup
 	for range conns {
 		wg.Go(func() {
-			c, err := net.DialTimeout("tcp4", sink, 5*time.Second)
+			// Long enough for SYNs that found 64 dials in progress (ignored:
+			// the kernel retransmits after 1, 3, 7 s) on a loaded machine.
+			c, err := net.DialTimeout("tcp4", sink, 30*time.Second)
 			if err != nil {
 				if strings.Contains(err.Error(), "refused") {
 					refused.Add(1)
