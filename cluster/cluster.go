@@ -96,7 +96,10 @@ type Cluster struct {
 }
 
 // New starts memberlist listening. The node is a single-node cluster until
-// Join. A zero cfg.Meta.BootID is replaced by a random one.
+// Join. A zero cfg.Meta.BootID is replaced by a random one; a non-zero
+// one with a non-zero cfg.Meta.Started resumes that life (a restarted
+// worker of the same node, whose records peers keep), otherwise Started
+// is now.
 func New(cfg Config) (*Cluster, error) {
 	mc, err := cfg.memberlistConfig()
 	if err != nil {
@@ -122,12 +125,14 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	started := time.Now()
 	meta := cfg.Meta
+	if meta.BootID == 0 || meta.Started == 0 {
+		meta.Started = started.UnixNano()
+	}
 	for meta.BootID == 0 {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
 		meta.BootID = binary.LittleEndian.Uint64(b[:])
 	}
-	meta.Started = started.UnixNano()
 	mb, err := signMeta(cfg.Name, &meta, sign)
 	if err != nil {
 		return nil, fmt.Errorf("cluster config: %w", err)
@@ -297,6 +302,14 @@ func isKeyMismatch(err error) bool {
 		}
 	}
 	return false
+}
+
+// Life is this node's BootID and start (unix nanos): what a worker taking
+// over the node's ports passes to New to stay the same life for peers.
+func (c *Cluster) Life() (boot uint64, started int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.meta.BootID, c.meta.Started
 }
 
 // SetMeta re-advertises our metadata. BootID 0 keeps the current one; it

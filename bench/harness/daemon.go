@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vrouter/vrouter/internal/supervise"
 )
 
 // daemon is a `vrouter run` started as nobody with setpriv, gossiping and
@@ -206,4 +208,13 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// worker is the pid of the daemon's forwarding worker (the child of the
+// `vrouter run` supervisor): the process whose CPU and memory count.
+func (d *daemon) worker() int {
+	if pid, err := supervise.WorkerOf(d.proc.pid()); err == nil {
+		return pid
+	}
+	return d.proc.pid()
 }

@@ -69,9 +69,9 @@ func (s *Suite) scenDedicatedEgress(ctx context.Context, sc *scope, out *report.
 	}
 	s.rep.MTUs["vrouter port"] = cl.c.MTU
 	ded := &path{name: "vrouter", mtu: cl.c.MTU, client: cl.ns, dst: "127.0.0.1", bind: "127.0.0.1",
-		fwd: []int{cl.worker.proc.pid(), gw.d.proc.pid()}}
+		fwd: []int{cl.worker.worker(), gw.d.worker()}}
 	node := &path{name: "vrouter node egress", mtu: cB.MTU, client: nsB, dst: "127.0.0.1", bind: "127.0.0.1",
-		fwd: []int{cl.worker.proc.pid()}}
+		fwd: []int{cl.worker.worker()}}
 	tcp := s.compare(ctx, sc, s.p.iperfRuns, s.measureTCP(1), ded, node)
 	conn := s.compare(ctx, sc, s.p.loadRuns, s.measureConnRate, ded, node)
 

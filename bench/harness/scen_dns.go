@@ -54,7 +54,7 @@ func (s *Suite) scenDNS(ctx context.Context, sc *scope, out *report.Scenario) er
 		{"unique", "forwarded names, new per query (no cache hit)", "bench.test.", true, s.p.dnsUniqueConc},
 	}
 	for _, m := range modes {
-		vr := &path{name: "vrouter", client: a.ns, dst: resolver, fwd: []int{d.proc.pid()}}
+		vr := &path{name: "vrouter", client: a.ns, dst: resolver, fwd: []int{d.worker()}}
 		direct := &path{name: "miekg/dns on loopback, no router", dst: s.upstream.Addr()}
 		measure := s.measureDNS(m.qname, m.unique, m.conc)
 		res := s.compare(ctx, sc, s.p.loadRuns, measure, vr, direct)

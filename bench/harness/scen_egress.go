@@ -93,7 +93,7 @@ func (s *Suite) vrouterEgress(ctx context.Context, sc *scope) *path {
 	if err := s.loopbackOut(ctx, ns); err != nil {
 		return fail(err)
 	}
-	return &path{name: "vrouter", mtu: c.MTU, client: ns, dst: "127.0.0.1", bind: "127.0.0.1", fwd: []int{d.proc.pid()}}
+	return &path{name: "vrouter", mtu: c.MTU, client: ns, dst: "127.0.0.1", bind: "127.0.0.1", fwd: []int{d.worker()}}
 }
 
 // loopbackOut makes 127.0.0.1 in the container ns (attached, its TUN is

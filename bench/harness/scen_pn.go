@@ -100,7 +100,7 @@ func (s *Suite) vrouterSameNode(ctx context.Context, sc *scope) *path {
 	if err != nil {
 		return failedPath("vrouter", 0, err)
 	}
-	return &path{name: "vrouter", mtu: b.c.MTU, client: a.ns, server: b.ns, dst: b.c.IP, fwd: []int{d.proc.pid()}}
+	return &path{name: "vrouter", mtu: b.c.MTU, client: a.ns, server: b.ns, dst: b.c.IP, fwd: []int{d.worker()}}
 }
 
 // vrouterCrossNode: two daemons in one cluster, a container on each.
@@ -131,7 +131,7 @@ func (s *Suite) vrouterCrossNode(ctx context.Context, sc *scope) *path {
 	if err := s.waitContainer(ctx, n2, a.c.Network, a.c.IP); err != nil {
 		return fail(err)
 	}
-	return &path{name: "vrouter", mtu: b.c.MTU, client: a.ns, server: b.ns, dst: b.c.IP, fwd: []int{n1.proc.pid(), n2.proc.pid()}}
+	return &path{name: "vrouter", mtu: b.c.MTU, client: a.ns, server: b.ns, dst: b.c.IP, fwd: []int{n1.worker(), n2.worker()}}
 }
 
 type attached struct {

@@ -37,7 +37,7 @@ func (s *Suite) scenResources(ctx context.Context, sc *scope, out *report.Scenar
 	if err := pause(ctx, time.Second); err != nil {
 		return err
 	}
-	rss0, err := rssKiB(d.proc.pid())
+	rss0, err := rssKiB(d.worker())
 	if err != nil {
 		return fmt.Errorf("RSS before: %w", err)
 	}
@@ -63,7 +63,7 @@ func (s *Suite) scenResources(ctx context.Context, sc *scope, out *report.Scenar
 			if err := pause(ctx, time.Second); err != nil {
 				return err
 			}
-			if rss1, err = rssKiB(d.proc.pid()); err != nil {
+			if rss1, err = rssKiB(d.worker()); err != nil {
 				return fmt.Errorf("RSS after one attach: %w", err)
 			}
 		}
@@ -71,11 +71,11 @@ func (s *Suite) scenResources(ctx context.Context, sc *scope, out *report.Scenar
 	if err := pause(ctx, time.Second); err != nil {
 		return err
 	}
-	rssN, err := rssKiB(d.proc.pid())
+	rssN, err := rssKiB(d.worker())
 	if err != nil {
 		return fmt.Errorf("RSS after: %w", err)
 	}
-	threads, _ := statusField(d.proc.pid(), "Threads")
+	threads, _ := statusField(d.worker(), "Threads")
 	perPort := float64(rssN-rss1) / float64(max(n-1, 1))
 	att := stats.Summarize(append([]float64(nil), attachMS...))
 	tenth := max(n/10, 1)
@@ -100,7 +100,7 @@ func (s *Suite) scenResources(ctx context.Context, sc *scope, out *report.Scenar
 			if err := pause(ctx, 5*time.Second); err != nil {
 				return err
 			}
-			if v, err := rssKiB(d.proc.pid()); err == nil && v < low {
+			if v, err := rssKiB(d.worker()); err == nil && v < low {
 				low = v
 			}
 		}

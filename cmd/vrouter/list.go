@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/control"
@@ -77,6 +78,20 @@ func cmdStatus(args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "node:       %s\n", st.Node)
 	fmt.Fprintf(stdout, "version:    %s\n", st.Version)
 	fmt.Fprintf(stdout, "uptime:     %.0fs\n", st.UptimeSeconds)
+	fmt.Fprintf(stdout, "worker:     pid %d since %s\n", st.Pid, st.StartedAt.Format(time.RFC3339))
+	if sv := st.Supervisor; sv != nil {
+		fmt.Fprintf(stdout, "supervisor: pid %d, %d restarts, %d upgrades", st.SupervisorPID, st.Restarts, sv.Upgrades)
+		if sv.LastExit != "" {
+			fmt.Fprintf(stdout, ", last worker: %s", sv.LastExit)
+		}
+		if sv.CrashLoop {
+			fmt.Fprintf(stdout, ", CRASH LOOP (backoff %.2fs)", sv.BackoffSeconds)
+		}
+		if sv.LastUpgrade != "" && sv.LastUpgrade != "ok" {
+			fmt.Fprintf(stdout, ", last upgrade failed: %s", sv.LastUpgrade)
+		}
+		fmt.Fprintln(stdout)
+	}
 	fmt.Fprintf(stdout, "control:    %s\n", st.Control)
 	fmt.Fprintf(stdout, "mtu:        %d\n", st.MTU)
 	fmt.Fprintf(stdout, "containers: %d in %d networks\n", st.Containers, st.Networks)

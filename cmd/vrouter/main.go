@@ -51,6 +51,7 @@ func init() {
 		{"names", "list the DNS names of an app and what they resolve to", cmdNames},
 		{"egress", "enable, disable or show an app's dedicated egress IPs", cmdEgress},
 		{"gateway", "drain this gateway for maintenance, or undrain it", cmdGateway},
+		{"upgrade", "hand the ports over to a new binary's worker without detaching anything", cmdUpgrade},
 		{"version", "print the version of this binary", cmdVersion},
 		{"completion", "print a bash or zsh completion script", cmdCompletion},
 	}

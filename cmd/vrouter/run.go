@@ -10,7 +10,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -18,6 +21,7 @@ import (
 	"github.com/vrouter/vrouter/dns"
 	"github.com/vrouter/vrouter/internal/daemon"
 	"github.com/vrouter/vrouter/internal/keys"
+	"github.com/vrouter/vrouter/internal/supervise"
 	"github.com/vrouter/vrouter/internal/tunnel"
 	"github.com/vrouter/vrouter/router"
 )
@@ -199,33 +203,177 @@ func cmdRun(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	link, err := supervise.FromEnv()
+	if err != nil {
+		return err
+	}
+	if link != nil {
+		return runWorker(cfg, link)
+	}
+	return runSupervisor(cfg, args)
+}
+
+// runSupervisor is `vrouter run` itself: it holds the ports and runs the
+// forwarding worker (this binary again, with supervise.Env set).
+func runSupervisor(cfg daemon.Config, args []string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("supervisor: own binary: %w", err)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	unlock, err := supervise.LockStateDir(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	upgrades := make(chan string)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case upgrades <- "":
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	err = supervise.Run(ctx, supervise.Config{
+		Exe:      exe,
+		Args:     append([]string{"run"}, args...),
+		StateDir: cfg.StateDir,
+		Logger:   cfg.Logger,
+		Upgrades: upgrades,
+	})
+	if err != nil {
+		return err
+	}
+	cfg.Logger.Info("stopped")
+	return nil
+}
+
+// resumeLifeWithin bounds the gap after which a worker starts a new
+// cluster life instead of resuming its predecessor's: below the fast
+// timings' reap time (5 s), after which peers refuse the old life.
+const resumeLifeWithin = 3 * time.Second
+
+// testExitEnv makes a worker exit at once while the supervisor has
+// restarted fewer than N workers: tests of the crash-loop backoff only.
+const testExitEnv = "VROUTER_TEST_WORKER_EXIT"
+
+// runWorker is the forwarding worker: the daemon, with its ports held by
+// the supervisor at the other end of link.
+func runWorker(cfg daemon.Config, link *supervise.Link) error {
 	log := cfg.Logger
+	defer link.Close()
+	ports, h, err := link.Handover()
+	if err != nil {
+		return err
+	}
+	if h.Standby {
+		// The new binary of an upgrade: its flags parsed; say so and wait
+		// for the old worker to let go of the ports.
+		if err := link.Standby(daemon.Version()); err != nil {
+			return err
+		}
+		log.Info("upgrade: standing by for the handover", "version", daemon.Version())
+		if ports, h, err = link.Handover(); err != nil {
+			return err
+		}
+	}
+	if n, _ := strconv.Atoi(os.Getenv(testExitEnv)); h.Restarts < n {
+		for _, p := range ports {
+			p.File.Close()
+		}
+		log.Error("exiting at once (" + testExitEnv + ", for tests only)")
+		return errors.New("test worker exit")
+	}
 	if len(cfg.DNSUpstreams) == 0 {
 		cfg.DNSUpstreams, err = resolvConfUpstreams()
 		if err != nil {
 			log.Warn("no DNS upstreams: names outside the private zone will fail (SERVFAIL); use --dns-upstream", "err", err)
 		}
 	}
+	if l := h.Life; l != nil {
+		// The same ports as the previous worker, also when the flags let
+		// the first one pick them: peers know this node by them.
+		if cfg.Gossip.Port() == 0 && l.GossipPort != 0 {
+			cfg.Gossip = netip.AddrPortFrom(cfg.Gossip.Addr(), l.GossipPort)
+		}
+		if cfg.Listen.Port() == 0 && l.ListenPort != 0 {
+			cfg.Listen = netip.AddrPortFrom(cfg.Listen.Addr(), l.ListenPort)
+		}
+		cfg.Rejoin = l.Peers
+		cfg.KnownPeers = l.PeerNames
+		// Resume the cluster life only while peers still hold it: past
+		// their reap time they refuse its records (a long crash loop).
+		if !h.DiedAt.IsZero() && time.Since(h.DiedAt) < resumeLifeWithin {
+			cfg.ResumeBoot, cfg.ResumeStarted = l.BootID, l.Started
+		}
+	}
+	cfg.Holder = link
+	cfg.Restore = ports
+	cfg.Supervision = link.Info
+	cfg.Upgrade = link.Upgrade
+	link.Start()
 	d, err := daemon.New(cfg)
 	if err != nil {
 		return err
+	}
+	life := d.Life()
+	if err := link.SetLife(life); err != nil {
+		log.Warn("supervisor: life", "err", err)
+	}
+	if err := link.Ready(); err != nil {
+		log.Warn("supervisor: ready", "err", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- d.Serve() }()
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", "signal", context.Cause(ctx))
-	case err := <-served:
-		d.Close()
-		return fmt.Errorf("control socket: %w", err)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			// Peers come and go: the next worker rejoins those alive now.
+			if l := d.Life(); !slices.Equal(l.Peers, life.Peers) || !slices.Equal(l.PeerNames, life.PeerNames) {
+				life = l
+				if err := link.SetLife(l); err != nil {
+					log.Warn("supervisor: life", "err", err)
+				}
+			}
+			continue
+		case <-ctx.Done():
+			log.Info("shutting down", "signal", context.Cause(ctx))
+			err = d.Close()
+		case <-link.Stopped():
+			log.Info("handing over to the new worker (upgrade)")
+			err = d.Suspend()
+		case <-link.Gone():
+			log.Error("supervisor gone; shutting down")
+			err = d.Close()
+		case err := <-served:
+			d.Close()
+			return fmt.Errorf("control socket: %w", err)
+		}
+		break
 	}
-	if err := d.Close(); err != nil {
+	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	<-served
-	log.Info("stopped")
+	log.Info("worker stopped")
 	return nil
 }
 

@@ -50,7 +50,7 @@ func DecodeRequest(b []byte) (*Request, error) {
 
 // checkBody requires exactly the body that belongs to the op.
 func checkBody(req *Request) error {
-	var wantAttach, wantDetach, wantNames, wantEgress, wantGateway, wantUnpin bool
+	var wantAttach, wantDetach, wantNames, wantEgress, wantGateway, wantUnpin, wantUpgrade bool
 	switch req.Op {
 	case OpAttach:
 		wantAttach = true
@@ -64,6 +64,8 @@ func checkBody(req *Request) error {
 		wantGateway = true
 	case OpUnpin:
 		wantUnpin = true
+	case OpUpgrade:
+		wantUpgrade = true
 	case OpContainers, OpStatus, OpPeers:
 	case "":
 		return Errorf(CodeBadRequest, "request has no op")
@@ -105,6 +107,12 @@ func checkBody(req *Request) error {
 			return Errorf(CodeBadRequest, "op %q needs an unpin body", req.Op)
 		}
 		return Errorf(CodeBadRequest, "op %q takes no unpin body", req.Op)
+	}
+	if (req.Upgrade != nil) != wantUpgrade {
+		if wantUpgrade {
+			return Errorf(CodeBadRequest, "op %q needs an upgrade body", req.Op)
+		}
+		return Errorf(CodeBadRequest, "op %q takes no upgrade body", req.Op)
 	}
 	return nil
 }

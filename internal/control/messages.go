@@ -21,6 +21,7 @@ const (
 	OpEgress     = "egress"
 	OpGateway    = "gateway"
 	OpUnpin      = "unpin"
+	OpUpgrade    = "upgrade"
 )
 
 // Request is the single message a client sends on a connection. Exactly the
@@ -35,6 +36,20 @@ type Request struct {
 	Egress  *EgressRequest  `json:"egress,omitempty"`
 	Gateway *GatewayRequest `json:"gateway,omitempty"`
 	Unpin   *UnpinRequest   `json:"unpin,omitempty"`
+	Upgrade *UpgradeRequest `json:"upgrade,omitempty"`
+}
+
+// UpgradeRequest asks the supervisor to replace the worker with one
+// running Binary ("" for the path `vrouter run` was started from).
+type UpgradeRequest struct {
+	Binary string `json:"binary,omitempty"`
+}
+
+// UpgradeStarted is the result of "upgrade": the attempt's number. The
+// upgrade is over once status's supervisor.upgrade_attempts reaches it;
+// supervisor.last_upgrade then says how it went.
+type UpgradeStarted struct {
+	Attempt int `json:"attempt"`
 }
 
 // UnpinRequest removes the signing key pinned to a peer's name, so that
@@ -135,6 +150,16 @@ type Container struct {
 
 // Status is the result of the "status" op.
 type Status struct {
+	// Pid is the forwarding worker's process; StartedAt when it started.
+	Pid       int       `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
+	// SupervisorPID is the process holding the ports (0 when none, e.g.
+	// under systemd, whose fd store holds them); Restarts counts the
+	// workers it started again after one died (upgrades are counted in
+	// Supervisor.Upgrades).
+	SupervisorPID int               `json:"supervisor_pid"`
+	Restarts      int               `json:"restarts"`
+	Supervisor    *SupervisorStatus `json:"supervisor,omitempty"`
 	Node          string            `json:"node"`
 	Version       string            `json:"version"`
 	UptimeSeconds float64           `json:"uptime_seconds"`
@@ -171,6 +196,23 @@ type BudgetStatus struct {
 	Memory    int64             `json:"memory_bytes"` // worst case of the flows open now
 	Networks  int               `json:"networks"`     // networks holding something now
 	Refused   map[string]uint64 `json:"refused"`
+}
+
+// SupervisorStatus is the port holder's part of Status.
+type SupervisorStatus struct {
+	StartedAt time.Time `json:"started_at"`
+	LastExit  string    `json:"last_exit,omitempty"` // how the last worker ended
+	// CrashLoop is set when workers keep dying soon after they start;
+	// BackoffSeconds is the wait before this worker's start.
+	CrashLoop       bool    `json:"crash_loop"`
+	BackoffSeconds  float64 `json:"backoff_seconds"`
+	Upgrades        int     `json:"upgrades"`
+	UpgradeAttempts int     `json:"upgrade_attempts"`
+	LastUpgrade     string  `json:"last_upgrade,omitempty"` // "ok" or why it failed
+	// Dropped lists ports closed because their fd did not come back
+	// (a supervisor restart) or their handover failed.
+	Dropped       []string `json:"dropped,omitempty"`
+	RestoreFailed uint64   `json:"restore_failed"`
 }
 
 // DNSStatus is the resolver's part of Status.

@@ -42,6 +42,14 @@ func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.
 		fd.Close()
 		return nil, err
 	}
+	var held *os.File // the holder's copy: OpenPort takes fd
+	if d.cfg.Holder != nil {
+		if held, err = dupFile(fd); err != nil {
+			fd.Close()
+			return nil, fmt.Errorf("attach: %w", err)
+		}
+		defer held.Close()
+	}
 	port, ifname, err := d.cfg.OpenPort(fd, d.cfg.MTU)
 	if err != nil {
 		fd.Close()
@@ -58,6 +66,9 @@ func (d *Daemon) attach(ctx context.Context, req *control.AttachRequest, fd *os.
 	for attempt := 1; ; attempt++ {
 		c, retry, err := d.tryAttach(ctx, req, want, port, ifname)
 		if err == nil {
+			if err := d.holdPort(c, port, held); err != nil {
+				return nil, err // detached: the port is closed
+			}
 			d.view.Sync()
 			d.refreshRemotes()
 			d.egress.Path.Reconcile(c.local())
@@ -188,6 +199,15 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 }
 
 func (d *Daemon) detach(id string) (any, error) {
+	info, err := d.detachQuiet(id)
+	if err == nil {
+		d.releasePort(id)
+	}
+	return info, err
+}
+
+// detachQuiet detaches without telling the holder.
+func (d *Daemon) detachQuiet(id string) (any, error) {
 	d.mu.Lock()
 	c := d.reg.containers[id]
 	if c == nil {
@@ -232,6 +252,7 @@ func (d *Daemon) watch(c *container) {
 		d.closeStacks(stale)
 		d.view.Sync()
 		d.refreshRemotes()
+		d.releasePort(c.info.ID)
 		d.log.Warn("container port died; detached", "id", c.info.ID, "ip", c.addr, "err", err)
 	}
 }

@@ -45,12 +45,19 @@ func (d *Daemon) joinLoop(ctx context.Context, seeds []string) {
 			d.log.Info("joined cluster", "seeds", seeds, "nodes", len(d.cluster.Nodes()))
 			return
 		}
-		if errors.Is(err, cluster.ErrKeyMismatch) || errors.Is(err, cluster.ErrNameInUse) {
-			// Retrying cannot fix these: say so loudly, keep serving locally.
+		switch {
+		case errors.Is(err, cluster.ErrKeyMismatch):
+			// Retrying cannot fix this: say so loudly, keep serving locally.
 			d.log.Error("cannot join cluster", "seeds", seeds, "err", err)
 			return
+		case errors.Is(err, cluster.ErrNameInUse):
+			// Our previous life, at another gossip address, is not yet
+			// declared dead (AUDIT D12): it will be, so keep trying.
+			d.log.Warn("join refused: the cluster still sees this name's previous life at another address; retrying until it is reaped",
+				"seeds", seeds, "attempt", attempt, "retry_in", backoff, "err", err)
+		default:
+			d.log.Warn("join failed; retrying", "seeds", seeds, "attempt", attempt, "retry_in", backoff, "err", err)
 		}
-		d.log.Warn("join failed; retrying", "seeds", seeds, "attempt", attempt, "retry_in", backoff, "err", err)
 		select {
 		case <-ctx.Done():
 			return

@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/vrouter/vrouter/cluster"
+	"github.com/vrouter/vrouter/internal/supervise"
 	"github.com/vrouter/vrouter/router"
 )
 
@@ -79,6 +80,33 @@ type Config struct {
 	// DebugListen serves Go's profiler at /debug/pprof/ (--debug-listen);
 	// loopback only. Zero: off.
 	DebugListen netip.AddrPort
+	// Holder keeps a dup of every port's fd outside this process (the
+	// supervisor of `vrouter run`, or systemd's fd store), so that ports
+	// outlive the worker; nil: they die with it.
+	Holder PortHolder
+	// Restore are the ports a previous worker attached, handed back by
+	// the holder; New re-attaches them as they were before it joins.
+	Restore []supervise.HeldPort
+	// Rejoin are gossip addresses of peers the previous worker knew,
+	// joined like Join (a restarted seed finds its cluster at once).
+	Rejoin []string
+	// KnownPeers are the node names of those peers: this worker dials
+	// them at once, whichever name is lower (see reconcile), because they
+	// still hold a WireGuard session with the previous worker that only
+	// a handshake from this side replaces without a 15 s wait.
+	KnownPeers []string
+	// ResumeBoot and ResumeStarted, both non-zero, resume the previous
+	// worker's cluster life (cluster.New): peers keep its records.
+	ResumeBoot    uint64
+	ResumeStarted int64
+	// Supervision reports the supervisor's counters for status; nil: the
+	// process is not supervised.
+	Supervision func() supervise.Handover
+	// Upgrade asks the supervisor to upgrade the worker to a binary
+	// ("" for its own path); it returns the attempt's number. Nil: no
+	// supervisor.
+	Upgrade func(binary string) (int, error)
+
 	// MetricsListen serves Prometheus /metrics, /healthz and /readyz
 	// (--metrics-listen; internal/metrics); any address. Zero: off.
 	MetricsListen netip.AddrPort

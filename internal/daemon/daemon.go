@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -218,9 +219,13 @@ func New(cfg Config) (_ *Daemon, err error) {
 // at the end of New, so no loop can start after Close has begun.
 func (d *Daemon) start() {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	if len(d.cfg.Join) > 0 {
+	// Before the join: peers must never see this life without the
+	// records of the ports it took over.
+	d.restore(d.cfg.Restore)
+	d.cfg.Restore = nil
+	if seeds := joinSeeds(d.cfg.Join, d.cfg.Rejoin); len(seeds) > 0 {
 		d.loops.Add(1)
-		go d.joinLoop(d.ctx, d.cfg.Join)
+		go d.joinLoop(d.ctx, seeds)
 	}
 	d.egress.Start()
 	d.loops.Add(2)
@@ -256,6 +261,7 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 		advIP = advertiseAddr(cfg.Gossip.Addr())
 	}
 	meta.WGEndpoint = netip.AddrPortFrom(advIP, meta.WGEndpoint.Port())
+	meta.BootID, meta.Started = cfg.ResumeBoot, cfg.ResumeStarted
 	meta.Gateway = len(cfg.EgressIPs) > 0
 	meta.EgressIPs = cfg.EgressIPs
 	signing, err := loadSigningKey(filepath.Join(cfg.StateDir, signingKeyFile))
@@ -296,7 +302,14 @@ func (d *Daemon) Serve() error {
 
 // Close stops the control socket, then detaches every container. After it
 // returns no goroutine of the daemon is left and every port fd is closed.
-func (d *Daemon) Close() error {
+func (d *Daemon) Close() error { return d.shutdown(true) }
+
+// Suspend stops like Close but leaves the cluster as a crash would: no
+// goodbye, so peers keep this node's records for the worker that takes
+// over its ports (an upgrade). The holder keeps the ports.
+func (d *Daemon) Suspend() error { return d.shutdown(false) }
+
+func (d *Daemon) shutdown(graceful bool) error {
 	err := d.server.Close()
 	d.cancel() // /readyz fails from now on
 	if d.metrics != nil {
@@ -327,7 +340,12 @@ func (d *Daemon) Close() error {
 	d.mu.Unlock()
 	d.closeStacks(stacks)
 	d.egress.Close()
-	err = errors.Join(err, d.cluster.Close(), d.wg.Close(), d.router.Close())
+	if graceful {
+		err = errors.Join(err, d.cluster.Close())
+	} else {
+		d.cluster.Kill()
+	}
+	err = errors.Join(err, d.wg.Close(), d.router.Close())
 	d.watchers.Wait()
 	if d.debug != nil {
 		err = errors.Join(err, d.debug.Close())
@@ -362,6 +380,18 @@ func (d *Daemon) handle(ctx context.Context, req *control.Request, fd *os.File) 
 		return d.status(), nil
 	case "unpin":
 		return d.unpin(req.Unpin.Name)
+	case "upgrade":
+		if d.cfg.Upgrade == nil {
+			return nil, control.Errorf(control.CodeInvalid, "this daemon has no supervisor to upgrade it (under systemd: systemctl restart keeps the ports in the fd store)")
+		}
+		if b := req.Upgrade.Binary; b != "" && !filepath.IsAbs(b) {
+			return nil, control.Errorf(control.CodeInvalid, "upgrade: binary %q: want an absolute path", b)
+		}
+		n, err := d.cfg.Upgrade(req.Upgrade.Binary)
+		if err != nil {
+			return nil, control.Errorf(control.CodeConflict, "upgrade: %v", err)
+		}
+		return control.UpgradeStarted{Attempt: n}, nil
 	}
 	return nil, control.Errorf(control.CodeBadRequest, "unknown op %q", req.Op)
 }
@@ -371,7 +401,9 @@ func (d *Daemon) status() control.Status {
 	alarms := d.alarms() // before d.mu: remotes.mu comes first
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return control.Status{
+	s := control.Status{
+		Pid:           os.Getpid(),
+		StartedAt:     d.started.UTC(),
 		Node:          d.cfg.Name,
 		Version:       Version(),
 		UptimeSeconds: time.Since(d.started).Round(time.Millisecond).Seconds(),
@@ -387,6 +419,34 @@ func (d *Daemon) status() control.Status {
 		Cluster:       clusterCounters(d.cluster.Stats()),
 		Alarms:        alarms,
 	}
+	if d.cfg.Supervision != nil {
+		h := d.cfg.Supervision()
+		s.SupervisorPID = h.SupervisorPID
+		s.Restarts = h.Restarts
+		s.Supervisor = &control.SupervisorStatus{
+			StartedAt:       h.StartedAt.UTC(),
+			LastExit:        h.LastExit,
+			CrashLoop:       h.CrashLoop,
+			BackoffSeconds:  h.Backoff,
+			Upgrades:        h.Upgrades,
+			UpgradeAttempts: h.Attempts,
+			LastUpgrade:     h.LastUpgrade,
+			Dropped:         h.Dropped,
+			RestoreFailed:   d.obs.restoreFailed.Load(),
+		}
+	}
+	return s
+}
+
+// joinSeeds is Join followed by the rejoin addresses it does not list.
+func joinSeeds(join, rejoin []string) []string {
+	out := slices.Clone(join)
+	for _, r := range rejoin {
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // Version is the module version or VCS revision the binary was built from.

@@ -34,6 +34,8 @@ var recordKinds = map[string]string{
 type observed struct {
 	attach *hist.Histogram
 	joined atomic.Bool // joinLoop succeeded once
+	// restoreFailed counts handed-over ports that could not be rebuilt.
+	restoreFailed atomic.Uint64
 
 	mu sync.Mutex
 	// pnOf remembers the PN id of every VNI seen with local containers, so

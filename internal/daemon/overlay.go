@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/vrouter/vrouter/cluster"
@@ -107,8 +108,9 @@ func (d *Daemon) reconcile() {
 		// dialDelay, and then with endpoint and keepalive together: a peer
 		// configured without an endpoint makes wireguard-go try (and fail)
 		// a handshake at once, and the next try waits 5 s.
-		if d.cfg.Name < n.Name {
-			if time.Since(first) < dialDelay {
+		known := slices.Contains(d.cfg.KnownPeers, n.Name)
+		if d.cfg.Name < n.Name || known {
+			if !known && time.Since(first) < dialDelay {
 				continue
 			}
 			p.Endpoint = n.Meta.WGEndpoint

@@ -76,6 +76,12 @@ func startDaemon(t *testing.T) *daemon {
 // launchDaemon starts `vrouter run` in dir as nobody without waiting for it.
 func launchDaemon(t *testing.T, dir string, extra ...string) *daemon {
 	t.Helper()
+	return launchDaemonEnv(t, dir, nil, extra...)
+}
+
+// launchDaemonEnv is launchDaemon with variables added to the environment.
+func launchDaemonEnv(t *testing.T, dir string, env []string, extra ...string) *daemon {
+	t.Helper()
 	d := &daemon{
 		dir:      dir,
 		sock:     filepath.Join(dir, "control.sock"),
@@ -97,6 +103,9 @@ func launchDaemon(t *testing.T, dir string, extra ...string) *daemon {
 	}
 	d.cmd = exec.Command("setpriv", append(args, extra...)...)
 	d.cmd.Dir = dir
+	if env != nil {
+		d.cmd.Env = append(os.Environ(), env...)
+	}
 	d.cmd.Stdout = d.log
 	d.cmd.Stderr = d.log
 	d.cmd.WaitDelay = 5 * time.Second
@@ -118,7 +127,13 @@ func launchDaemon(t *testing.T, dir string, extra ...string) *daemon {
 	return d
 }
 
+// pid is the supervisor's (setpriv execs in place); the forwarding
+// worker's is status's pid.
 func (d *daemon) pid() int { return d.cmd.Process.Pid }
+
+// killPID sends SIGKILL to a process the test started (directly or as a
+// daemon's worker).
+func killPID(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
 
 func (d *daemon) exited() bool {
 	select {
