@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/spf13/pflag"
 
 	"github.com/vrouter/vrouter/cluster"
@@ -210,7 +211,69 @@ func cmdRun(args []string, stdout io.Writer) error {
 	if link != nil {
 		return runWorker(cfg, link)
 	}
+	if supervise.UnderSystemd() {
+		return runSystemd(cfg)
+	}
 	return runSupervisor(cfg, args)
+}
+
+// runSystemd is `vrouter run` under systemd (NOTIFY_SOCKET set): no
+// supervisor process, systemd's fd store holds the ports and gives them
+// back after a crash or a restart (LISTEN_FDS, named by container id).
+func runSystemd(cfg daemon.Config) error {
+	log := cfg.Logger
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	restore, dropped, strays, err := supervise.Reconcile(cfg.StateDir, activation.Files(true))
+	if err != nil {
+		return err
+	}
+	for _, p := range dropped {
+		log.Error("port lost: systemd's fd store did not give its fd back; the container must be attached again",
+			"id", p.ID, "network", p.Network, "ip", p.IP, "netns", p.Netns)
+	}
+	for _, name := range strays {
+		log.Warn("fd from systemd's fd store without a journalled port; closed", "fdname", name)
+	}
+	held := make([]supervise.Port, 0, len(restore))
+	for _, hp := range restore {
+		held = append(held, hp.Port)
+	}
+	if len(cfg.DNSUpstreams) == 0 {
+		if cfg.DNSUpstreams, err = resolvConfUpstreams(); err != nil {
+			log.Warn("no DNS upstreams: names outside the private zone will fail (SERVFAIL); use --dns-upstream", "err", err)
+		}
+	}
+	cfg.Holder = supervise.NewFDStore(cfg.StateDir, held)
+	cfg.Restore = restore
+	d, err := daemon.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := supervise.Ready(); err != nil {
+		log.Warn("systemd", "err", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- d.Serve() }()
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "signal", context.Cause(ctx))
+	case err := <-served:
+		d.Close()
+		return fmt.Errorf("control socket: %w", err)
+	}
+	_ = supervise.Stopping()
+	// The ports stay in the fd store: systemd keeps it across a restart
+	// and flushes it (closing the TUNs) when the unit stops.
+	if err := d.Close(); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	<-served
+	log.Info("stopped")
+	return nil
 }
 
 // runSupervisor is `vrouter run` itself: it holds the ports and runs the
