@@ -50,7 +50,7 @@ type Handover struct {
 	Backoff       float64   `json:"backoff_seconds,omitempty"` // wait before this start (a crash loop)
 	CrashLoop     bool      `json:"crash_loop,omitempty"`
 	Upgrades      int       `json:"upgrades"`
-	Attempts      int       `json:"upgrade_attempts"`       // upgrades started, successful or not
+	Attempts      int       `json:"upgrade_attempts"`       // upgrades finished, successful or not
 	LastUpgrade   string    `json:"last_upgrade,omitempty"` // "ok" or why the last one failed
 	Life          *Life     `json:"life,omitempty"`
 	Dropped       []string  `json:"dropped,omitempty"` // ports whose handover failed, closed

@@ -43,8 +43,10 @@ type Config struct {
 var (
 	// healthyAfter is how long a worker must have been ready for its
 	// crash to count as a fresh one (restarted at once) rather than part
-	// of a crash loop (backed off).
-	healthyAfter = 10 * time.Second
+	// of a crash loop (backed off): one that served that long did not
+	// die at once, and restarting it at once costs a start per second at
+	// most.
+	healthyAfter = time.Second
 	backoffMin   = 250 * time.Millisecond
 	backoffMax   = 30 * time.Second
 	// stopTimeout bounds a worker's shutdown before it is killed.
@@ -82,7 +84,8 @@ type Supervisor struct {
 	backoff     time.Duration
 	crashLoop   bool
 	upgrades    int
-	attempts    int // upgrade attempts started
+	attempts    int  // upgrade attempts finished
+	pending     bool // an upgrade is queued or under way
 	lastUpgrade string
 	dropped     []string
 
@@ -127,6 +130,14 @@ func Run(ctx context.Context, cfg Config) error {
 		case bin := <-s.upgradeReq:
 			w = s.upgrade(ctx, w, bin)
 		case bin := <-cfg.Upgrades:
+			s.mu.Lock()
+			busy := s.pending
+			s.pending = true
+			s.mu.Unlock()
+			if busy {
+				s.log.Warn("SIGHUP ignored: an upgrade is already under way")
+				continue
+			}
 			w = s.upgrade(ctx, w, bin)
 		case <-w.exited:
 			w.finish()
@@ -384,13 +395,15 @@ func (s *Supervisor) read(w *worker) {
 			continue
 		case opUpgrade:
 			s.mu.Lock()
-			reply.Handover = &Handover{Attempts: s.attempts + 1}
-			s.mu.Unlock()
-			select {
-			case s.upgradeReq <- m.Binary:
-			default:
+			if s.pending {
 				reply.Error = "an upgrade is already under way"
+			} else {
+				// One at a time: this one is the next to finish.
+				s.pending = true
+				s.upgradeReq <- m.Binary // capacity 1, empty while not pending
+				reply.Handover = &Handover{Attempts: s.attempts + 1}
 			}
+			s.mu.Unlock()
 		default:
 			reply.Error = fmt.Sprintf("unknown op %q", m.Op)
 		}

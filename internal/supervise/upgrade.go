@@ -18,13 +18,14 @@ func (s *Supervisor) upgrade(ctx context.Context, w *worker, bin string) *worker
 	if bin == "" {
 		bin = s.cfg.Exe
 	}
-	s.mu.Lock()
-	s.attempts++
-	s.mu.Unlock()
 	start := time.Now()
+	// attempts counts finished attempts: a status that shows this one
+	// counted also shows its outcome.
 	fail := func(why string) {
 		s.mu.Lock()
 		s.lastUpgrade = why
+		s.attempts++
+		s.pending = false
 		s.mu.Unlock()
 		s.log.Error("upgrade failed; the old worker keeps running", "binary", bin, "reason", why)
 	}
@@ -58,6 +59,7 @@ func (s *Supervisor) upgrade(ctx context.Context, w *worker, bin string) *worker
 	case <-ctx.Done():
 		s.stopWorker(nw, sigKill)
 		exe.Close()
+		fail("the supervisor is stopping")
 		return w
 	}
 	// The old worker lets go: it closes its ports' fds and its sockets
@@ -107,6 +109,8 @@ func (s *Supervisor) upgrade(ctx context.Context, w *worker, bin string) *worker
 	s.exe = exe
 	s.mu.Lock()
 	s.upgrades++
+	s.attempts++
+	s.pending = false
 	s.lastUpgrade = "ok"
 	s.mu.Unlock()
 	s.log.Info("upgraded", "binary", bin, "pid", nw.cmd.Process.Pid, "handover", time.Since(stopAt).Round(time.Millisecond), "total", time.Since(start).Round(time.Millisecond))
