@@ -133,6 +133,7 @@ func (s *Suite) scenarios() []scenario {
 		{"6", "gossip: new record visible on all N nodes (in-process)", s.scenGossip},
 		{"7", "failover", s.scenFailover},
 		{"8", "resources", s.scenResources},
+		{"10", "restart: kill -9 and upgrade of the worker", s.scenRestart},
 	}
 }
 

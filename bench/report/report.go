@@ -50,7 +50,7 @@ func (m Machine) Line() string {
 	return s
 }
 
-// Scenario is one of the issue's scenarios (ID "1"…"8") or the Go
+// Scenario is one of the issue's scenarios (ID "1"…"8", "10") or the Go
 // micro-benchmarks (ID "micro").
 type Scenario struct {
 	ID      string   `json:"id"`

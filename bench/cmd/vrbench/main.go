@@ -41,7 +41,7 @@ func run() int {
 	flag.StringVar(&cfg.WireGuardGo, "wireguard-go", "bin/wireguard-go", "wireguard-go built from the module in go.mod")
 	flag.StringVar(&cfg.Go, "go", defaultGo(), "go tool for the micro-benchmarks")
 	flag.StringVar(&cfg.OutDir, "out", "bench/results", "directory for the JSON, SVG and micro-benchmark output")
-	only := flag.String("only", "", "comma-separated scenarios to run (micro,1,2,…,8); default all")
+	only := flag.String("only", "", "comma-separated scenarios to run (micro,1,2,…,8,10); default all")
 	verbose := flag.Bool("v", false, "debug logging (every process started)")
 	daemonFlags := flag.String("daemon-flags", "", "flags added to every vrouter run, space-separated; STATE is the daemon's state dir")
 	flag.Parse()
