@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/vrouter/vrouter/internal/supervise"
 	"github.com/vrouter/vrouter/internal/tunnel"
 )
 
@@ -91,6 +92,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitOK
 		case errors.Is(err, pflag.ErrHelp):
 			return exitOK
+		}
+		var se *supervise.StartError
+		if errors.As(err, &se) {
+			return exitFailure // the worker printed its own error line
 		}
 		fmt.Fprintf(stderr, "vrouter: %s\n", oneLine(err.Error()))
 		var ue usageError

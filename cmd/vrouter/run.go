@@ -330,8 +330,9 @@ func runSupervisor(cfg daemon.Config, args []string) error {
 // timings' reap time (5 s), after which peers refuse the old life.
 const resumeLifeWithin = 3 * time.Second
 
-// testExitEnv makes a worker exit at once while the supervisor has
-// restarted fewer than N workers: tests of the crash-loop backoff only.
+// testExitEnv=N makes the N workers after the first exit at once (the
+// first must start: a first worker that fails is vrouter run failing):
+// tests of the crash-loop backoff only.
 const testExitEnv = "VROUTER_TEST_WORKER_EXIT"
 
 // runWorker is the forwarding worker: the daemon, with its ports held by
@@ -354,7 +355,7 @@ func runWorker(cfg daemon.Config, link *supervise.Link) error {
 			return err
 		}
 	}
-	if n, _ := strconv.Atoi(os.Getenv(testExitEnv)); h.Restarts < n {
+	if n, _ := strconv.Atoi(os.Getenv(testExitEnv)); h.Restarts >= 1 && h.Restarts <= n {
 		for _, p := range ports {
 			p.File.Close()
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -225,6 +226,9 @@ print(ok, bad)
 	}
 	ok, _ = strconv.Atoi(f[0])
 	failed, _ = strconv.Atoi(f[1])
+	if failed > 0 {
+		t.Logf("short connections: %s", cli.out.String())
+	}
 	return ok, failed
 }
 
@@ -414,25 +418,65 @@ func TestRestart(t *testing.T) {
 	c2.waitLinkGone(t, defaultIfname, 10*time.Second)
 }
 
-// TestCrashLoop: a worker that dies at once (the test-only knob
-// VROUTER_TEST_WORKER_EXIT=3: the first three workers exit) is restarted
-// with a growing backoff, said so in the log, and status reports it once
-// a worker stays up.
+// TestCrashLoop: workers that die at once (the test-only knob
+// VROUTER_TEST_WORKER_EXIT=3: the three workers after the first exit) are
+// restarted with a growing backoff, said so in the log, and status
+// reports it once a worker stays up. The ports wait in the supervisor.
 func TestCrashLoop(t *testing.T) {
 	need(t)
 	d := launchDaemonEnv(t, newStateDir(t), []string{"VROUTER_TEST_WORKER_EXIT=3"})
 	d.waitRunning(t)
-	log := d.log.String()
-	if n := strings.Count(log, "worker crash loop: restarting after a backoff"); n != 2 {
-		t.Errorf("%d crash-loop lines, want 2 (the first death restarts at once):\n%s", n, log)
+	ns := newNetns(t)
+	c := d.attach(t, ns, newID("pn"), newID("ap"), "web")
+	st0 := d.supStatus(t)
+	time.Sleep(1100 * time.Millisecond) // up for 1 s: its death is a fresh one
+	if err := killPID(st0.Pid); err != nil {
+		t.Fatal(err)
 	}
-	for _, want := range []string{"backoff=250ms", "backoff=500ms", "worker died; restarting it at once"} {
+	poll.UntilNil(t, 30*time.Second, "a worker up after the crash loop", func() error {
+		if n := strings.Count(d.log.String(), "msg=restored"); n != 1 {
+			return fmt.Errorf("%d restores", n)
+		}
+		return nil
+	})
+	log := d.log.String()
+	if n := strings.Count(log, "worker crash loop: restarting after a backoff"); n != 3 {
+		t.Errorf("%d crash-loop lines, want 3 (the first death restarts at once):\n%s", n, log)
+	}
+	for _, want := range []string{"worker died; restarting it at once", "backoff=250ms", "backoff=500ms", "backoff=1s"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
 	}
 	st := d.supStatus(t)
-	if st.Restarts != 3 || !st.Supervisor.CrashLoop || st.Supervisor.BackoffSeconds != 0.5 || st.Supervisor.LastExit != "exit status 1" {
+	if st.Restarts != 4 || !st.Supervisor.CrashLoop || st.Supervisor.BackoffSeconds != 1 || st.Supervisor.LastExit != "exit status 1" {
 		t.Errorf("status after a crash loop: %+v supervisor %+v", st, *st.Supervisor)
+	}
+	if got := d.containers(t); len(got) != 1 || got[0].ID != c.ID || got[0].IP != c.IP {
+		t.Errorf("containers after the crash loop: %+v, want %s %s", got, c.ID, c.IP)
+	}
+	if _, ok := ns.link(t, defaultIfname); !ok {
+		t.Errorf("%s disappeared during the crash loop", defaultIfname)
+	}
+}
+
+// TestFirstWorkerFails: a worker that cannot start at all (here: the
+// gossip port is taken) is vrouter run failing, exit 1 with the reason,
+// not a crash loop.
+func TestFirstWorkerFails(t *testing.T) {
+	need(t)
+	port := freePort(t)
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	d := launchDaemon(t, newStateDir(t), "--gossip", fmt.Sprintf("127.0.0.1:%d", port))
+	code, ok := d.waitExit(startTimeout)
+	if !ok || code != 1 {
+		t.Fatalf("vrouter run with its gossip port taken: exited %v, code %d:\n%s", ok, code, d.log.String())
+	}
+	if !hasLinePrefix(d.log.String(), "vrouter: ") || strings.Contains(d.log.String(), "crash loop") {
+		t.Errorf("output:\n%s", d.log.String())
 	}
 }

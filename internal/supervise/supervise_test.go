@@ -3,6 +3,7 @@ package supervise
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -35,7 +36,8 @@ const (
 //     pipe standing in for a TUN), and reports the port on stdout;
 //   - "hold": when no port came, holds the FIFO at $SUPERVISE_TEST_FIFO
 //     as port "c-1";
-//   - "die": exits at once with status 3;
+//   - "die": exits at once with status 3; "dieagain": so does every
+//     worker after the first;
 //   - then says ready and waits for stop or the link to close.
 func fakeWorker() int {
 	link, err := FromEnv()
@@ -52,6 +54,9 @@ func fakeWorker() int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	if mode == "dieagain" && h.Restarts > 0 {
+		return 3
 	}
 	if h.Standby {
 		if err := link.Standby("fake"); err != nil {
@@ -143,6 +148,25 @@ func startSupervisor(t *testing.T, mode string, upgrades chan string) *harness {
 		}
 	})
 	return h
+}
+
+// A first worker that cannot start makes Run fail: no crash loop.
+func TestFirstWorkerFails(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(modeEnv, "die")
+	var logs harness
+	err = Run(context.Background(), Config{Exe: exe, Args: []string{"-test.run=^$"}, StateDir: t.TempDir(),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Stdout: &logs, Stderr: &logs})
+	var se *StartError
+	if !errors.As(err, &se) || se.Exit != "exit status 3" {
+		t.Fatalf("Run = %v, want a StartError with exit status 3", err)
+	}
+	if strings.Contains(logs.logs(), "restarting") {
+		t.Fatalf("restarted a worker that never started:\n%s", logs.logs())
+	}
 }
 
 func TestJournalRoundTrip(t *testing.T) {
@@ -240,8 +264,8 @@ func TestCrashRestartHandsPortsBack(t *testing.T) {
 			return fmt.Errorf("journal %v %v", ps, err)
 		}
 		pid = workerPIDFromLog(h.logs(), 1)
-		if pid == 0 {
-			return fmt.Errorf("no worker pid yet")
+		if pid == 0 || !strings.Contains(h.logs(), `msg="worker ready"`) {
+			return fmt.Errorf("no worker ready yet")
 		}
 		return nil
 	})
@@ -291,13 +315,22 @@ func workerPIDFromLog(log string, n int) int {
 	return 0
 }
 
-// Workers that die at once are restarted with a growing backoff, and
-// the handover says so.
+// Workers that die at once are restarted with a growing backoff.
 func TestCrashLoopBacksOff(t *testing.T) {
 	saved := backoffMin
 	backoffMin = 20 * time.Millisecond
 	t.Cleanup(func() { backoffMin = saved })
-	h := startSupervisor(t, "die", nil)
+	h := startSupervisor(t, "dieagain", nil)
+	var pid int
+	poll.UntilNil(t, 20*time.Second, "first worker ready", func() error {
+		if pid = workerPIDFromLog(h.logs(), 1); pid == 0 || !strings.Contains(h.logs(), `msg="worker ready"`) {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if err := syscallKill(pid); err != nil {
+		t.Fatal(err)
+	}
 	poll.UntilNil(t, 20*time.Second, "a crash loop", func() error {
 		if n := strings.Count(h.logs(), "worker crash loop"); n < 3 {
 			return fmt.Errorf("%d crash-loop lines", n)

@@ -94,15 +94,16 @@ type Supervisor struct {
 
 // worker is one forwarding process.
 type worker struct {
-	cmd     *exec.Cmd
-	conn    *net.UnixConn
-	exited  chan struct{} // closed once reaped
-	waitErr error
-	ready   chan struct{} // closed on "ready"
-	standby chan struct{} // closed on "standby"
-	readyAt time.Time     // set before ready is closed
-	sendMu  sync.Mutex    // replies from the reader and the main loop's messages
-	reader  sync.WaitGroup
+	cmd       *exec.Cmd
+	conn      *net.UnixConn
+	exited    chan struct{} // closed once reaped
+	waitErr   error
+	ready     chan struct{} // closed on "ready"
+	standby   chan struct{} // closed on "standby"
+	readyAt   time.Time     // set before ready is closed
+	startedAt time.Time
+	sendMu    sync.Mutex // replies from the reader and the main loop's messages
+	reader    sync.WaitGroup
 }
 
 // Run supervises workers until ctx ends, then stops the worker (which
@@ -120,7 +121,8 @@ func Run(ctx context.Context, cfg Config) error {
 		s.closeAll()
 		return err
 	}
-	fast := 0 // consecutive crashes of workers that were not healthy
+	fast := 0       // consecutive crashes of workers that were not healthy
+	everUp := false // a worker got ready once: from then on, restart
 	for {
 		select {
 		case <-ctx.Done():
@@ -141,6 +143,16 @@ func Run(ctx context.Context, cfg Config) error {
 			w = s.upgrade(ctx, w, bin)
 		case <-w.exited:
 			w.finish()
+			if !w.readyAt.IsZero() {
+				everUp = true
+			}
+			if !everUp {
+				// The first worker failed to start (a bad key file, a
+				// port in use): that is vrouter run failing, as it did
+				// before there was a supervisor; restarting cannot fix it.
+				s.closeAll()
+				return &StartError{Exit: exitString(w.waitErr)}
+			}
 			healthy := !w.readyAt.IsZero() && time.Since(w.readyAt) >= healthyAfter
 			if healthy {
 				fast = 0
@@ -247,7 +259,7 @@ func (s *Supervisor) start(exe *os.File, standby bool) (*worker, error) {
 		conn.Close()
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
-	w := &worker{cmd: cmd, conn: conn, exited: make(chan struct{}), ready: make(chan struct{}), standby: make(chan struct{})}
+	w := &worker{cmd: cmd, conn: conn, startedAt: time.Now(), exited: make(chan struct{}), ready: make(chan struct{}), standby: make(chan struct{})}
 	go func() {
 		w.waitErr = cmd.Wait()
 		close(w.exited)
@@ -388,6 +400,7 @@ func (s *Supervisor) read(w *worker) {
 			}
 		case opReady:
 			w.readyAt = time.Now()
+			s.log.Info("worker ready", "pid", w.cmd.Process.Pid, "took", w.readyAt.Sub(w.startedAt).Round(time.Millisecond))
 			close(w.ready)
 			continue
 		case opStandby:
@@ -505,6 +518,12 @@ func exitString(err error) string {
 }
 
 const sigKill = syscall.SIGKILL
+
+// StartError is Run's error when the first worker failed before it was up.
+// The worker has said why on stderr.
+type StartError struct{ Exit string }
+
+func (e *StartError) Error() string { return "the forwarding worker failed to start (" + e.Exit + ")" }
 
 // LockStateDir takes STATE-DIR/supervisor.lock, so that a second `vrouter
 // run` on the same state dir fails at once instead of rewriting the
