@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -71,6 +72,13 @@ func (a *Assigner) serveRequests() {
 			if rec.App != app {
 				continue
 			}
+			// Saved before announced (AUDIT D12): a crash between the
+			// two must not bring back a released IP at restart.
+			next := maps.Clone(mine)
+			delete(next, ip)
+			if err := a.save(next); err != nil {
+				continue // retried on the next reconcile
+			}
 			store.Delete(records.EIPKey(ip))
 			delete(mine, ip)
 			a.log.Info("released dedicated egress IP", "ip", ip, "app", app, "requested_by", e.Owner)
@@ -98,6 +106,14 @@ func (a *Assigner) serveRequests() {
 				a.log.Error("egress record", "err", err)
 				continue
 			}
+			// Saved before announced (AUDIT D12): an assignment others
+			// saw must survive this gateway's crash, or the app's
+			// "fixed" IP could change at its restart.
+			next := maps.Clone(mine)
+			next[p.IP] = rec
+			if err := a.save(next); err != nil {
+				continue // retried on the next reconcile
+			}
 			store.Put(records.EIPKey(p.IP), b)
 			mine[p.IP] = rec
 			a.log.Info("assigned dedicated egress IP", "ip", p.IP, "app", en.app)
@@ -120,31 +136,35 @@ func (a *Assigner) filePath() string { return filepath.Join(a.stateDir, fileName
 // persist writes egress.json when this gateway's assignments or drain
 // flag changed since the last write. A failed write is logged once and
 // retried on the next reconcile.
-func (a *Assigner) persist() {
+func (a *Assigner) persist() { _ = a.save(a.ownAssignments()) }
+
+// save writes egress.json with the assignments own (see persist).
+func (a *Assigner) save(own map[netip.Addr]records.EIP) error {
 	f := stateFile{Draining: a.selfMeta().Draining, Assignments: []persistedAssignment{}}
-	for ip, rec := range a.ownAssignments() {
+	for ip, rec := range own {
 		f.Assignments = append(f.Assignments, persistedAssignment{IP: ip, App: rec.App, AssignedAt: rec.AssignedAt})
 	}
 	slices.SortFunc(f.Assignments, func(a, b persistedAssignment) int { return a.IP.Compare(b.IP) })
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		a.log.Error("encode egress assignments", "err", err)
-		return
+		return err
 	}
 	b = append(b, '\n')
 	a.fileMu.Lock()
 	defer a.fileMu.Unlock()
 	if bytes.Equal(b, a.written) {
-		return
+		return nil
 	}
 	if err := writeFileAtomic(a.filePath(), b); err != nil {
 		if a.written != nil || a.writeErr == "" {
 			a.log.Error("cannot save dedicated egress assignments; retrying", "err", err)
 		}
 		a.written, a.writeErr = nil, err.Error()
-		return
+		return err
 	}
 	a.written, a.writeErr = b, ""
+	return nil
 }
 
 // restore puts back the assignments this gateway saved before its

@@ -159,6 +159,47 @@ func TestRestore(t *testing.T) {
 
 // TestControlOps: bad egress and gateway requests get the codes the CLI
 // shows.
+// TestSavedBeforeAnnounced: a gateway that cannot save egress.json does
+// not announce the assignment (a crash would lose an IP others saw, AUDIT
+// D12); once it can, the file holds the assignment before the record is
+// out.
+func TestSavedBeforeAnnounced(t *testing.T) {
+	leaktest.Check(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	if err := os.WriteFile(state, nil, 0o600); err != nil { // a file: every save fails
+		t.Fatal(err)
+	}
+	g := startNode(t, "gw", nil, func(d *Deps) {
+		d.StateDir = state
+		d.IPs = mustAddrs("127.0.0.2")
+	})
+	ip := netip.MustParseAddr("127.0.0.2")
+	req, err := records.EgressRequest{Action: records.ActionEnable, ID: "r1", IPs: []records.EgressPick{{IP: ip, Gateway: "gw"}}}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.cl.Store().Put(records.EgressRequestKey(egressAppA), req)
+	g.svc.Assigner.serveRequests()
+	if _, ok := g.cl.Store().Get("gw", records.EIPKey(ip)); ok {
+		t.Fatal("the assignment was announced although egress.json could not be written")
+	}
+	if err := os.Remove(state); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	g.svc.Assigner.serveRequests()
+	if _, ok := g.cl.Store().Get("gw", records.EIPKey(ip)); !ok {
+		t.Fatal("no assignment once egress.json could be written")
+	}
+	f, err := readFile(filepath.Join(state, fileName))
+	if err != nil || len(f.Assignments) != 1 || f.Assignments[0].IP != ip || f.Assignments[0].App != egressAppA {
+		t.Fatalf("egress.json: %+v, %v", f, err)
+	}
+}
+
 func TestControlOps(t *testing.T) {
 	leaktest.Check(t)
 	n := startNode(t, "test-node", nil, nil)
