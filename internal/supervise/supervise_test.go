@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/leaktest"
 	"github.com/vrouter/vrouter/internal/poll"
 )
 
@@ -152,6 +154,7 @@ func startSupervisor(t *testing.T, mode string, upgrades chan string) *harness {
 
 // A first worker that cannot start makes Run fail: no crash loop.
 func TestFirstWorkerFails(t *testing.T) {
+	leaktest.Check(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -246,6 +249,7 @@ func readLine(t *testing.T, r *bufio.Reader) string {
 // worker gets the same fd (it writes into the same pipe) and state, and
 // the supervisor counts the restart.
 func TestCrashRestartHandsPortsBack(t *testing.T) {
+	leaktest.Check(t)
 	fifo := filepath.Join(t.TempDir(), "port")
 	if err := syscallMkfifo(fifo); err != nil {
 		t.Fatal(err)
@@ -317,6 +321,7 @@ func workerPIDFromLog(log string, n int) int {
 
 // Workers that die at once are restarted with a growing backoff.
 func TestCrashLoopBacksOff(t *testing.T) {
+	leaktest.Check(t)
 	saved := backoffMin
 	backoffMin = 20 * time.Millisecond
 	t.Cleanup(func() { backoffMin = saved })
@@ -351,6 +356,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 // An upgrade to a binary that fails leaves the old worker in place and
 // says why; one to a working binary replaces it and hands the port over.
 func TestUpgrade(t *testing.T) {
+	leaktest.Check(t)
 	fifo := filepath.Join(t.TempDir(), "port")
 	if err := syscallMkfifo(fifo); err != nil {
 		t.Fatal(err)
@@ -396,4 +402,56 @@ func TestUpgrade(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// The worker's end of the link: the handover, a stop from the supervisor,
+// the end of the link, and Close, which leaves no goroutine behind.
+func TestLink(t *testing.T) {
+	leaktest.Check(t)
+	mine, theirs, err := socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Close()
+	fd, err := syscallDup(int(theirs.Fd()))
+	theirs.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(Env, strconv.Itoa(fd))
+	link, err := FromEnv()
+	if err != nil || link == nil {
+		t.Fatalf("FromEnv: %v %v", link, err)
+	}
+	if os.Getenv(Env) != "" {
+		t.Error("FromEnv left the variable for child processes")
+	}
+	if err := send(mine, &message{Op: opHandover, Handover: &Handover{Restarts: 2, SupervisorPID: 7}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ports, h, err := link.Handover()
+	if err != nil || len(ports) != 0 || h.Restarts != 2 || link.Info().SupervisorPID != 7 {
+		t.Fatalf("handover: %v %+v %v", ports, h, err)
+	}
+	link.Start()
+	if err := send(mine, &message{Op: opStop}, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-link.Stopped():
+	case <-time.After(10 * time.Second):
+		t.Fatal("stop not seen")
+	}
+	mine.Close()
+	select {
+	case <-link.Gone():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the end of the link not seen")
+	}
+	if err := link.Hold(Port{Container: control.Container{ID: "c-1"}}, os.Stdin); err == nil {
+		t.Error("Hold succeeded without a supervisor")
+	}
+	if err := link.Close(); err != nil {
+		t.Error(err)
+	}
 }
