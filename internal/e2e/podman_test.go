@@ -179,7 +179,10 @@ func (p *podman) close(t *testing.T) {
 			t.Errorf("ip link del %s: %v: %s", p.bridge, err, out)
 		}
 	}
-	if err := os.RemoveAll(p.dir); err != nil {
+	// podman's cleanup processes may still be writing into the storage
+	// root for a moment after rm returns ("directory not empty").
+	var err error
+	if !poll.Within(10*time.Second, func() bool { err = os.RemoveAll(p.dir); return err == nil }) {
 		t.Errorf("remove %s: %v", p.dir, err)
 	}
 }
