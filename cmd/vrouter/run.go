@@ -20,6 +20,7 @@ import (
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/dns"
+	"github.com/vrouter/vrouter/internal/buildinfo"
 	"github.com/vrouter/vrouter/internal/daemon"
 	"github.com/vrouter/vrouter/internal/keys"
 	"github.com/vrouter/vrouter/internal/supervise"
@@ -347,10 +348,10 @@ func runWorker(cfg daemon.Config, link *supervise.Link) error {
 	if h.Standby {
 		// The new binary of an upgrade: its flags parsed; say so and wait
 		// for the old worker to let go of the ports.
-		if err := link.Standby(daemon.Version()); err != nil {
+		if err := link.Standby(buildinfo.Version()); err != nil {
 			return err
 		}
-		log.Info("upgrade: standing by for the handover", "version", daemon.Version())
+		log.Info("upgrade: standing by for the handover", "version", buildinfo.Version())
 		if ports, h, err = link.Handover(); err != nil {
 			return err
 		}

@@ -23,7 +23,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/dns"
+	"github.com/vrouter/vrouter/internal/buildinfo"
 	"github.com/vrouter/vrouter/internal/control"
 	"github.com/vrouter/vrouter/internal/egress"
 	"github.com/vrouter/vrouter/internal/flowlog"
@@ -296,7 +296,7 @@ func newCluster(cfg *Config, meta cluster.NodeMeta) (*cluster.Cluster, error) {
 // also when Close came first.
 func (d *Daemon) Serve() error {
 	d.log.Info("vrouter running", "node", d.cfg.Name, "control", d.cfg.Control, "state_dir", d.cfg.StateDir,
-		"mtu", d.cfg.MTU, "gossip", d.cluster.LocalAddr(), "listen", d.cfg.Listen, "version", Version())
+		"mtu", d.cfg.MTU, "gossip", d.cluster.LocalAddr(), "listen", d.cfg.Listen, "version", buildinfo.Version())
 	return d.server.Serve(d.handle)
 }
 
@@ -405,7 +405,7 @@ func (d *Daemon) status() control.Status {
 		Pid:           os.Getpid(),
 		StartedAt:     d.started.UTC(),
 		Node:          d.cfg.Name,
-		Version:       Version(),
+		Version:       buildinfo.Version(),
 		UptimeSeconds: time.Since(d.started).Round(time.Millisecond).Seconds(),
 		Control:       d.cfg.Control,
 		MTU:           d.cfg.MTU,
@@ -447,34 +447,4 @@ func joinSeeds(join, rejoin []string) []string {
 		}
 	}
 	return out
-}
-
-// Version is the module version or VCS revision the binary was built from.
-func Version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	rev, dirty := "", false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if rev == "" {
-		return "devel"
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if dirty {
-		rev += "-dirty"
-	}
-	return rev
 }
