@@ -78,18 +78,7 @@ func (d *Daemon) loopbackServicePorts() []uint16 {
 func (d *Daemon) egressStatusLocked() map[string]uint64 {
 	var sum stack.EgressStats
 	for _, ns := range d.stacks {
-		e := ns.stack.EgressStats()
-		sum.TCPDials += e.TCPDials
-		sum.TCPRefused += e.TCPRefused
-		sum.TCPFailed += e.TCPFailed
-		sum.TCPActive += e.TCPActive
-		sum.UDPFlows += e.UDPFlows
-		sum.UDPActive += e.UDPActive
-		sum.PingsSent += e.PingsSent
-		sum.PingReplies += e.PingReplies
-		sum.PingErrors += e.PingErrors
-		sum.Denied += e.Denied
-		sum.Limited += e.Limited
+		addEgress(&sum, ns.stack.EgressStats())
 	}
 	return map[string]uint64{
 		"tcp_dials": sum.TCPDials, "tcp_refused": sum.TCPRefused, "tcp_failed": sum.TCPFailed,
