@@ -154,6 +154,18 @@ func TestCloseFlushesAndStdout(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.exchange(t, 1, 10)
+	// The router adds a batch's flow counts once it has written the
+	// batch, so the query's may still be on their way when its answer
+	// is back. A packet to an unknown address, answered with ICMP by the
+	// same port's next batch (which tracks no flow), proves they landed.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.pa.Send(stacktest.UDPPacket(netip.MustParseAddrPort("10.240.0.1:4001"), netip.MustParseAddrPort("10.240.0.9:9"), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.pa.Recv(ctx); err != nil {
+		t.Fatal(err)
+	}
 	p.r.EnableFlows(nil)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
