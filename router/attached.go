@@ -88,8 +88,13 @@ type Attached struct {
 	flowSwept  int64               // when a full flows table was last swept (see pinFlow)
 	// overlayTimer bounds waits for a free overlay buffer; overlayFull:
 	// one ran out in this batch, so the rest of it drops at once.
+	// overlayWake is the wait's signal; overlayNext and overlayClass link a
+	// waiting port into the overlay queue's waiter list, under its mutex.
 	overlayTimer *time.Timer
 	overlayFull  bool
+	overlayWake  chan struct{}
+	overlayNext  *Attached
+	overlayClass *overlayClass
 
 	egress atomic.Pointer[egressRoute] // dedicated egress; nil: node egress
 

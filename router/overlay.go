@@ -19,14 +19,16 @@ const (
 	// (conn.IdealBatchSize) on Linux.
 	overlayBatch = 128
 	// overlayQueueLen bounds the packets waiting for wireguard-go. There
-	// are exactly this many overlay buffers, so a full queue is an empty
-	// free list. A port's read goroutine then waits for a buffer, up to
-	// overlayWait once per batch: wireguard-go frees them as fast as it
-	// encrypts, so the wait is backpressure (the container's TUN queue
-	// fills and its TCP slows down without losing a packet; one batch of
-	// super-packets is several hundred segments). Only when it stays full
-	// for that long does the sender drop (overlay_queue_full), so that a
-	// wedged overlay cannot stall the port's local traffic for good.
+	// are exactly this many overlay buffers, shared fairly by the networks
+	// (see overlayqueue.go). A port's read goroutine that finds none within
+	// its network's share waits for one, up to overlayWait once per batch:
+	// wireguard-go frees them as fast as it encrypts, so the wait is
+	// backpressure (the container's TUN queue fills and its TCP slows down
+	// without losing a packet; one batch of super-packets is several
+	// hundred segments). Only when it waits that long does the sender drop
+	// (overlay_fair_share when its network had its share while others were
+	// active, else overlay_queue_full), so that a wedged overlay cannot
+	// stall the port's local traffic for good.
 	overlayQueueLen = 1024
 	// overlayScratches is how many Write scratches are kept for reuse:
 	// wireguard-go calls Write from one goroutine per peer, and in the
@@ -49,17 +51,17 @@ var ErrOverlayEnabled = errors.New("overlay already enabled")
 // which are checked and written to the destination ports in place, without
 // copying: the Port contract forbids keeping the buffers, as does tun.Device.
 //
-// Ownership: the queue and free list are channels shared by the senders
-// (ports' read goroutines) and Read; the buffers belong to whoever took
-// them off a channel. Write uses a scratch from a free list, one per call. The
-// counters are atomics, folded in once per Write call.
+// Ownership: the queue (overlayqueue.go: per-network sub-queues and the
+// free list, under its mutex) is shared by the senders (ports' read
+// goroutines) and Read; the buffers belong to whoever took them off it.
+// Write uses a scratch from a free list, one per call. The counters are
+// atomics, folded in once per Write call.
 type Overlay struct {
 	r     *Router
 	local atomic.Uint32 // this node's overlay IPv4 address, big-endian; see SetOverlayLocal
 	mtu   int           // inner MTU: the largest packet sent to a remote container
 
-	queue  chan *overlayBuf // encapsulated frames for Read
-	free   chan *overlayBuf // unused buffers
+	q      *overlayQueue // encapsulated frames for Read, and the free buffers
 	events chan tun.Event
 
 	closing   atomic.Bool
@@ -76,6 +78,7 @@ type Overlay struct {
 type overlayBuf struct {
 	b     []byte
 	frame []byte
+	next  *overlayBuf // in the free list or a sub-queue
 }
 
 // overlayScratch is the per-Write state of the inbound path.
@@ -115,8 +118,7 @@ func newOverlay(r *Router, local [4]byte, mtu int) *Overlay {
 	o := &Overlay{
 		r:      r,
 		mtu:    mtu,
-		queue:  make(chan *overlayBuf, overlayQueueLen),
-		free:   make(chan *overlayBuf, overlayQueueLen),
+		q:      newOverlayQueue(Headroom + max(mtu, minBufferMTU)),
 		events: make(chan tun.Event, 1),
 		closed: make(chan struct{}),
 
@@ -124,11 +126,6 @@ func newOverlay(r *Router, local [4]byte, mtu int) *Overlay {
 	}
 	o.local.Store(binary.BigEndian.Uint32(local[:]))
 	o.events <- tun.EventUp
-	size := Headroom + max(mtu, minBufferMTU)
-	slab := make([]byte, overlayQueueLen*size)
-	for i := range overlayQueueLen {
-		o.free <- &overlayBuf{b: slab[i*size : (i+1)*size : (i+1)*size]}
-	}
 	return o
 }
 
@@ -180,9 +177,9 @@ func (o *Overlay) putScratch(s *overlayScratch) {
 }
 
 // send encapsulates pkt (a validated IPv4 packet no larger than o.mtu) for
-// node and queues it for wireguard-go, counting into c. With a nil from
-// it never blocks (the Locals' writers); from a port's read goroutine it
-// may wait for a free buffer (see overlayQueueLen).
+// node and queues it for wireguard-go in vni's sub-queue, counting into
+// c. It never blocks (the Locals' writers, probes); sendFrom, from a
+// port's read goroutine, may wait for a free buffer (see overlayQueueLen).
 func (o *Overlay) send(pkt []byte, vni uint32, node [4]byte, c *batchCounters) {
 	o.sendFrom(nil, pkt, vni, node, c)
 }
@@ -192,74 +189,49 @@ func (o *Overlay) sendFrom(a *Attached, pkt []byte, vni uint32, node [4]byte, c 
 		c[dropWriteError]++
 		return
 	}
-	var ob *overlayBuf
-	select {
-	case ob = <-o.free:
-	default:
-		if ob = o.waitFree(a); ob == nil {
-			c[dropOverlayQueueFull]++
-			return
-		}
+	ob, why := o.q.take(a, vni, o.closed)
+	if ob == nil {
+		c[why]++
+		return
 	}
 	n := copy(ob.b[Headroom:], pkt)
 	ob.frame = ob.b[Headroom-VXLANOverhead : Headroom+n]
 	encodeVXLAN(ob.frame, o.localAddr(), node, vni)
-	o.queue <- ob // never blocks: the queue has room for every buffer
+	o.q.push(ob, vni)
 	c[ctrForwarded]++
 	c[ctrForwardedBytes] += uint64(n)
 	c[ctrEncapsulated]++
 	c[ctrEncapsulatedBytes] += uint64(n)
 }
 
-// waitFree waits up to overlayWait for a free buffer, once per batch of
-// a's (a.overlayFull remembers a wait that ran out), or not at all
-// without a port.
-func (o *Overlay) waitFree(a *Attached) *overlayBuf {
-	if a == nil || a.overlayFull {
-		return nil
-	}
-	if a.overlayTimer == nil {
-		a.overlayTimer = time.NewTimer(overlayWait)
-	} else {
-		a.overlayTimer.Reset(overlayWait)
-	}
-	select {
-	case ob := <-o.free:
-		a.overlayTimer.Stop()
-		return ob
-	case <-a.overlayTimer.C:
-		a.overlayFull = true
-	case <-o.closed:
-		a.overlayTimer.Stop()
-	}
-	return nil
-}
-
 // Read implements tun.Device for wireguard-go's single TUN reader: it
 // blocks for one frame, then takes whatever else is queued, up to
-// len(bufs). After Close it returns os.ErrClosed, and never another error
+// len(bufs), one frame of each network in turn. After Close it returns os.ErrClosed, and never another error
 // (any other error makes wireguard-go close the device).
 func (o *Overlay) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	var ob *overlayBuf
-	select {
-	case <-o.closed:
-		return 0, os.ErrClosed
-	case ob = <-o.queue:
-	}
-	n := 0
-	for ob != nil {
-		sizes[n] = copy(bufs[n][offset:], ob.frame)
-		o.free <- ob // never blocks
-		n++
-		ob = nil
-		if n < len(bufs) {
-			select {
-			case ob = <-o.queue:
-			default:
-			}
+	q := o.q
+	for {
+		if o.closing.Load() {
+			return 0, os.ErrClosed
+		}
+		q.mu.Lock()
+		if q.queued > 0 {
+			break
+		}
+		q.mu.Unlock()
+		select {
+		case <-o.closed:
+			return 0, os.ErrClosed
+		case <-q.ready:
 		}
 	}
-	return n, nil
+	frames := q.pop(min(len(bufs), overlayBatch))
+	q.mu.Unlock()
+	for i, ob := range frames {
+		sizes[i] = copy(bufs[i][offset:], ob.frame)
+	}
+	q.release(frames)
+	return len(frames), nil
 }
 
 // Write implements tun.Device for wireguard-go's per-peer receivers, which

@@ -57,7 +57,7 @@ func readFrames(t *testing.T, o *Overlay) [][]byte {
 	t.Helper()
 	bufs, sizes := wgBufs(overlayBatch)
 	var frames [][]byte
-	for len(o.queue) > 0 {
+	for o.q.len() > 0 {
 		n, err := o.Read(bufs, sizes, wgOffset)
 		if err != nil {
 			t.Fatalf("Overlay.Read: %v", err)
@@ -202,8 +202,9 @@ func TestOverlayQueueBackpressure(t *testing.T) {
 	for i := range pkts {
 		pkts[i] = UDP4("10.240.0.1", "10.240.0.2")
 	}
-	for range overlayQueueLen / 64 {
-		src.forward(load(src, pkts...), a.r.now()) // fill every buffer
+	// Fill every buffer a network alone may hold (all but the reserve).
+	for range overlayNetworkMax / 64 {
+		src.forward(load(src, pkts...), a.r.now())
 	}
 	done := make(chan struct{})
 	go func() {
@@ -232,13 +233,13 @@ func TestOverlayQueueBackpressure(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("forward still waiting after frames were taken")
 	}
-	for deadline := time.Now().Add(10 * time.Second); read.Load() < overlayQueueLen+64; {
+	for deadline := time.Now().Add(10 * time.Second); read.Load() < overlayNetworkMax+64; {
 		if time.Now().After(deadline) {
 			t.Fatalf("read %d frames", read.Load())
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if s := a.r.Stats(); s.Drops["overlay_queue_full"] != 0 || s.Counters["encapsulated"] != overlayQueueLen+64 {
+	if s := a.r.Stats(); s.Drops["overlay_queue_full"] != 0 || s.Counters["encapsulated"] != overlayNetworkMax+64 {
 		t.Errorf("drops %v counters %v", s.Drops, s.Counters)
 	}
 }
@@ -251,20 +252,21 @@ func TestOverlayQueueFull(t *testing.T) {
 	for i := range pkts {
 		pkts[i] = UDP4("10.240.0.1", "10.240.0.2")
 	}
-	const batches = overlayQueueLen/64 + 2
+	// A network alone holds all buffers but the reserve, then drops.
+	const batches = overlayNetworkMax/64 + 2
 	for range batches {
 		src.forward(load(src, pkts...), a.r.now())
 	}
 	s := a.r.Stats()
-	if s.Drops["overlay_queue_full"] != 2*64 || s.Counters["encapsulated"] != overlayQueueLen {
+	if s.Drops["overlay_queue_full"] != 2*64 || s.Counters["encapsulated"] != overlayNetworkMax {
 		t.Errorf("drops %v counters %v", s.Drops, s.Counters)
 	}
-	if got := len(readFrames(t, a.o)); got != overlayQueueLen {
-		t.Errorf("read %d frames, want %d", got, overlayQueueLen)
+	if got := len(readFrames(t, a.o)); got != overlayNetworkMax {
+		t.Errorf("read %d frames, want %d", got, overlayNetworkMax)
 	}
 	// Buffers are back: the next batch goes through.
 	src.forward(load(src, pkts...), a.r.now())
-	if got := a.r.Stats().Counters["encapsulated"]; got != overlayQueueLen+64 {
+	if got := a.r.Stats().Counters["encapsulated"]; got != overlayNetworkMax+64 {
 		t.Errorf("encapsulated %d after draining", got)
 	}
 }
@@ -398,7 +400,7 @@ func TestOverlayAllocs(t *testing.T) {
 		a, src, bufs, sizes := encapFixture(t, 64, DefaultMTU)
 		allocs := testing.AllocsPerRun(100, func() {
 			src.forward(batchOf(src), a.r.now())
-			for len(a.o.queue) > 0 {
+			for a.o.q.len() > 0 {
 				a.o.Read(bufs, sizes, wgOffset)
 			}
 		})
@@ -434,7 +436,7 @@ func BenchmarkEncap(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				src.forward(batchOf(src), a.r.now())
-				for len(a.o.queue) > 0 {
+				for a.o.q.len() > 0 {
 					a.o.Read(bufs, sizes, wgOffset)
 				}
 			}

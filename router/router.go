@@ -28,8 +28,11 @@
 //	                                 (for a remote entry: the overlay's inner MTU)
 //	    remote entry (other node) → copy into an overlay buffer, encapsulate
 //	                                 (VXLAN, VNI of the PN, outer dst = node),
-//	                                 queue for wireguard-go; no free buffer:
-//	                                 drop overlay_queue_full (never blocks)
+//	                                 queue for wireguard-go in the network's
+//	                                 sub-queue (fair per network); no buffer
+//	                                 within the network's share: wait up to
+//	                                 10 ms, then drop overlay_fair_share or
+//	                                 overlay_queue_full
 //	    else remember the destination of packet i
 //	→ one Port.Write per destination port with all its packets of the batch
 //	→ one Port.Write back to the sender with the batch's ICMP errors
@@ -39,8 +42,9 @@
 // # Overlay (packet path 2)
 //
 // EnableOverlay creates the Overlay, a tun.Device for wireguard-go.
-// Outbound frames wait in its bounded queue (see above) until wireguard-go's
-// TUN reader takes them with Overlay.Read. Inbound, wireguard-go's per-peer
+// Outbound frames wait in its bounded queue (see above and overlayqueue.go)
+// until wireguard-go's TUN reader takes them with Overlay.Read, one frame of
+// each network in turn. Inbound, wireguard-go's per-peer
 // receivers call Overlay.Write concurrently: decode VXLAN (else
 // vxlan_malformed), table of the VNI (else unknown_vni), inner source must
 // be a remote entry of the sending node (else forged_source), inner

@@ -326,7 +326,7 @@ func TestRouterClose(t *testing.T) {
 func TestStatsKeys(t *testing.T) {
 	want := []string{"malformed", "not_ipv4", "spoofed_source", "unknown_destination", "outside_network",
 		"resolver", "broadcast", "too_big", "write_error", "vxlan_malformed", "unknown_vni", "forged_source",
-		"overlay_queue_full", "stack_rate_limited", "no_gateway", "return_source", "overlay_egress"}
+		"overlay_queue_full", "stack_rate_limited", "no_gateway", "return_source", "overlay_egress", "overlay_fair_share"}
 	if got := router.DropReasons(); !slices.Equal(got, want) {
 		t.Errorf("DropReasons() = %v, want %v", got, want)
 	}

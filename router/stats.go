@@ -24,6 +24,7 @@ const (
 	dropNoGateway
 	dropReturnSource
 	dropOverlayEgress
+	dropOverlayFairShare
 	numDrops
 )
 
@@ -65,6 +66,7 @@ var counterNames = [numCounters]string{
 	dropNoGateway:          "no_gateway",
 	dropReturnSource:       "return_source",
 	dropOverlayEgress:      "overlay_egress",
+	dropOverlayFairShare:   "overlay_fair_share",
 	ctrRxPackets:           "rx_packets",
 	ctrRxBytes:             "rx_bytes",
 	ctrForwarded:           "forwarded",
