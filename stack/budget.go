@@ -219,3 +219,36 @@ func (b *Budget) release(network string, client netip.Addr, mem int64) {
 		delete(b.nets, network)
 	}
 }
+
+// BudgetShare is what one tenant of a Budget holds now.
+type BudgetShare struct {
+	FDs    int
+	Memory int64 // bytes, the worst case of its flows
+}
+
+// NetworkShare is what one network holds now, and each of its clients
+// (container addresses) that holds something.
+type NetworkShare struct {
+	BudgetShare
+	Clients map[netip.Addr]BudgetShare
+}
+
+// Shares returns what every network holding something holds now, by the
+// name its stacks give it (EgressConfig.Network). It copies the tables: a
+// caller per scrape, never per packet.
+func (b *Budget) Shares() map[string]NetworkShare {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]NetworkShare, len(b.nets))
+	for name, n := range b.nets {
+		ns := NetworkShare{
+			BudgetShare: BudgetShare{FDs: n.fds, Memory: n.mem},
+			Clients:     make(map[netip.Addr]BudgetShare, len(n.clients)),
+		}
+		for a, c := range n.clients {
+			ns.Clients[a] = BudgetShare{FDs: c.fds, Memory: c.mem}
+		}
+		out[name] = ns
+	}
+	return out
+}

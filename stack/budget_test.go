@@ -2,6 +2,7 @@ package stack
 
 import (
 	"net/netip"
+	"reflect"
 	"testing"
 )
 
@@ -106,5 +107,37 @@ func TestBudgetFairness(t *testing.T) {
 				t.Fatalf("after releasing everything: %+v", st)
 			}
 		})
+	}
+}
+
+func TestBudgetShares(t *testing.T) {
+	a1 := netip.MustParseAddr("10.240.0.2")
+	a2 := netip.MustParseAddr("10.240.0.3")
+	b := NewBudget(BudgetLimits{FDs: 100, Memory: 1 << 30})
+	for _, c := range []netip.Addr{a1, a1, a2} {
+		if r := b.acquire("n1", c, 10); r != "" {
+			t.Fatal(r)
+		}
+	}
+	if r := b.acquire("n2", a1, 7); r != "" {
+		t.Fatal(r)
+	}
+	got := b.Shares()
+	want := map[string]NetworkShare{
+		"n1": {BudgetShare{3, 30}, map[netip.Addr]BudgetShare{a1: {2, 20}, a2: {1, 10}}},
+		"n2": {BudgetShare{1, 7}, map[netip.Addr]BudgetShare{a1: {1, 7}}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Shares() = %+v, want %+v", got, want)
+	}
+	// A copy: what the caller holds does not move with the budget.
+	b.release("n2", a1, 7)
+	b.release("n1", a2, 10)
+	if got["n2"].FDs != 1 || len(got["n1"].Clients) != 2 {
+		t.Fatalf("Shares() result changed after release: %+v", got)
+	}
+	want = map[string]NetworkShare{"n1": {BudgetShare{2, 20}, map[netip.Addr]BudgetShare{a1: {2, 20}}}}
+	if got := b.Shares(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after releases Shares() = %+v, want %+v", got, want)
 	}
 }

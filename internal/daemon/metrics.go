@@ -81,14 +81,28 @@ func (d *Daemon) Snapshot() *metrics.Snapshot {
 		Router:        st.Counters,
 		PortsAttached: st.Ports,
 		AttachLatency: o.attach.Snapshot(),
+		Alarms:        len(d.alarms()), // before d.mu: remotes.mu comes first
+	}
+	bs, shares := d.budget.Stats(), d.budget.Shares()
+	s.Budget = metrics.Budget{
+		MaxFDs: bs.Limits.FDs, FDs: bs.FDsUsed, MaxMemory: bs.Limits.Memory, Memory: bs.MemoryUsed,
+		Networks: bs.Networks, Refused: bs.Refused,
+	}
+	for name, sh := range shares {
+		s.Budget.Tenants = append(s.Budget.Tenants, metrics.BudgetTenant{Network: name, FDs: sh.FDs, Memory: sh.Memory})
 	}
 
 	var egress stack.EgressStats
+	var dnsTCPRefused uint64
 	d.mu.Lock()
+	s.NetworksLocal = len(d.reg.networks)
 	for _, c := range d.reg.containers {
+		// A container's share is under its network's stack, by its address.
+		own := shares[c.info.Network].Clients[c.addr]
 		s.Containers = append(s.Containers, metrics.Container{
 			Network: c.info.Network, App: c.info.App, Type: c.info.Type, ID: c.info.ID,
-			Counters: c.attached.Counters(),
+			Counters:  c.attached.Counters(),
+			EgressFDs: own.FDs, EgressMemory: own.Memory,
 		})
 	}
 	o.mu.Lock()
@@ -101,6 +115,7 @@ func (d *Daemon) Snapshot() *metrics.Snapshot {
 	o.mu.Unlock()
 	for _, ns := range d.stacks {
 		addEgress(&egress, ns.stack.EgressStats())
+		dnsTCPRefused += ns.stack.Stats().DNSTCPRefused
 	}
 	d.mu.Unlock()
 
@@ -120,13 +135,15 @@ func (d *Daemon) Snapshot() *metrics.Snapshot {
 		TCPActive: egress.TCPActive, UDPFlows: egress.UDPFlows, UDPActive: egress.UDPActive,
 		PingsSent: egress.PingsSent, PingReplies: egress.PingReplies, PingErrors: egress.PingErrors,
 		Denied: egress.Denied, Limited: egress.Limited,
+		DenyAddrs: d.deny.Len(), DenyRefreshes: d.addrRefreshes.Load(),
 	}
 
 	ds := d.resolver.Stats()
 	s.DNS = metrics.DNS{
 		Local: ds.Local, Forwarded: ds.Forwarded, CacheHits: ds.CacheHits,
 		UpstreamErrors: ds.UpstreamErrors, TCPRetries: ds.TCPRetries,
-		Flood: ds.Flood, Truncated: ds.Truncated, Rcodes: ds.Rcodes,
+		Flood: ds.Flood, FloodNetwork: ds.FloodNetwork, Truncated: ds.Truncated, Rcodes: ds.Rcodes,
+		TCPRefused: dnsTCPRefused,
 		SlotsInUse: ds.Inflight, Slots: ds.MaxInflight, UpstreamLatency: ds.UpstreamLatency,
 	}
 
@@ -157,6 +174,7 @@ func (d *Daemon) Snapshot() *metrics.Snapshot {
 	s.Cluster.ClaimConflicts = cs.ClaimsRaced + cs.ClaimsLost
 	s.Cluster.QueuedBroadcasts = cs.QueuedBroadcast
 	s.Cluster.MetaErrors = cs.MetaErrors
+	s.Cluster.GossipWarnings, s.Cluster.GossipUndecryptable = cs.GossipWarnings, cs.GossipUndecryptable
 	s.Cluster.RecordsRefused = map[string]uint64{
 		"stale":          cs.RecordsStale,
 		"bad_signature":  cs.RecordsBadSignature,
@@ -181,6 +199,14 @@ func (d *Daemon) Snapshot() *metrics.Snapshot {
 			})
 		}
 		s.Failovers = append(s.Failovers, metrics.Failover{App: app.App, Total: app.Failovers, Last: app.LastFailover})
+	}
+	if d.cfg.Supervision != nil {
+		h := d.cfg.Supervision()
+		s.Worker = &metrics.Worker{
+			Restarts: h.Restarts, CrashLoop: h.CrashLoop, BackoffSeconds: h.Backoff,
+			Upgrades: h.Upgrades, UpgradeAttempts: h.Attempts,
+			RestoreFailed: o.restoreFailed.Load(), PortsDropped: len(h.Dropped),
+		}
 	}
 	if d.flowLog != nil {
 		ts, ls := d.flowTable.Stats(), d.flowLog.Stats()

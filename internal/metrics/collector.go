@@ -28,6 +28,8 @@ var (
 	dContainerForwarded = desc("container_forwarded_packets_total", "Packets a container sent that were forwarded: path same_node (a port of this node), other_node (encapsulated for another node) or stack (DNS, egress).", append(ctrLabels, "path")...)
 	dContainerFwdBytes  = desc("container_forwarded_bytes_total", "IP bytes a container sent that were forwarded to path same_node or other_node.", append(ctrLabels, "path")...)
 	dContainerDrops     = desc("container_drops_total", "Packets a container sent that were dropped, by reason.", append(ctrLabels, "reason")...)
+	dContainerBudgetFDs = desc("container_egress_budget_fds", "Host sockets the container's node egress flows hold of the node's egress budget now.", ctrLabels...)
+	dContainerBudgetMem = desc("container_egress_budget_memory_bytes", "Flow buffer memory (worst case) the container's node egress flows hold of the node's egress budget now.", ctrLabels...)
 
 	dNetworkPackets   = desc("network_packets_total", "Packets of the containers of a network on this node (detached ones included): direction sent or received.", "network", "direction")
 	dNetworkBytes     = desc("network_bytes_total", "IP bytes of the containers of a network on this node: direction sent or received.", "network", "direction")
@@ -39,6 +41,8 @@ var (
 	dRouterEvents  = desc("router_events_total", "Other router counters of vrouter status (icmp_sent, read_errors, encapsulated, gso_split, …).", "event")
 	dRouterBytes   = desc("router_bytes_total", "Byte counters of the router from vrouter status, without the _bytes suffix (rx, forwarded, encapsulated, from_stack).", "counter")
 	dPorts         = desc("ports_attached", "Container ports attached to this node now.")
+	dNetworks      = desc("networks", "Private networks with containers on this node now.")
+	dAlarms        = desc("alarms", "Conditions an operator must fix, as listed in vrouter status alarms (a peer left out of the overlay, a lost VNI claim).")
 	dAttachSeconds = desc("attach_duration_seconds", "Time from receiving an attach request to the attached port (claims included).")
 
 	dPeerUp        = desc("overlay_peer_up", "1 when the peer node is alive in the cluster and configured on the WireGuard device.", "peer")
@@ -48,7 +52,7 @@ var (
 
 	dDNSQueries  = desc("dns_queries_total", "DNS queries by kind: private (answered from the private zone), forwarded (upstream exchanges started), cache_hit.", "kind")
 	dDNSRcodes   = desc("dns_responses_total", "DNS responses sent to containers, by rcode.", "rcode")
-	dDNSEvents   = desc("dns_events_total", "Other resolver counters: upstream_error, tcp_retry, flood (refused by the in-flight bounds), truncated.", "event")
+	dDNSEvents   = desc("dns_events_total", "Other resolver counters: upstream_error, tcp_retry, flood (refused by the in-flight bounds), flood_network (of those, refused for the network's share), truncated, tcp_refused (DNS-over-TCP connections refused by their bound).", "event")
 	dDNSSlots    = desc("dns_forward_slots_in_use", "Upstream exchanges in flight now.")
 	dDNSSlotsMax = desc("dns_forward_slots", "Upstream exchanges allowed in flight (node-wide bound).")
 	dDNSLatency  = desc("dns_upstream_duration_seconds", "Duration of each exchange with an upstream resolver (failed ones included).")
@@ -58,6 +62,26 @@ var (
 	dEgressRefused = desc("egress_flows_refused_total", "Node egress refused, by proto and reason (refused: by the destination, failed: dial error or timeout, error: no ping socket or send error).", "proto", "reason")
 	dEgressDenied  = desc("egress_denied_total", "Node egress packets to refused destinations (loopback, link-local, the node's own addresses).")
 	dEgressLimited = desc("egress_limited_total", "Node egress SYNs, new UDP flows and pings refused by a limit.")
+	dPingReplies   = desc("egress_ping_replies_total", "Echo replies node egress delivered to containers.")
+	dDenyAddrs     = desc("egress_deny_addresses", "The node's own addresses node egress refuses as destinations.")
+	dDenyRefreshes = desc("egress_deny_refreshes_total", "Times a change of the host's addresses refreshed the node's own addresses.")
+
+	dBudgetFDs     = desc("egress_budget_fds", "Host sockets node egress holds now (all networks and gateway NATs).")
+	dBudgetMaxFDs  = desc("egress_budget_max_fds", "Host sockets node egress may hold (--egress-max-fds).")
+	dBudgetMem     = desc("egress_budget_memory_bytes", "Flow buffer memory node egress holds now, the worst case of the flows open.")
+	dBudgetMaxMem  = desc("egress_budget_max_memory_bytes", "Flow buffer memory node egress may hold (--egress-max-memory).")
+	dBudgetNets    = desc("egress_budget_networks", "Networks and gateway NATs holding something of the egress budget now.")
+	dBudgetRefused = desc("egress_budget_refused_total", "New node egress flows refused by the node's budget, by reason (node_fds, node_memory, network_share, container_share, container_max).", "reason")
+	dNetBudgetFDs  = desc("network_egress_budget_fds", "Host sockets a network's node egress (or a gateway NAT, network=\"gateway VNI\") holds of the budget now.", "network")
+	dNetBudgetMem  = desc("network_egress_budget_memory_bytes", "Flow buffer memory a network's node egress (or a gateway NAT) holds of the budget now.", "network")
+
+	dRestarts        = desc("worker_restarts_total", "Forwarding workers the supervisor started again after one died.")
+	dCrashLoop       = desc("worker_crash_loop", "1 when workers keep dying soon after they start.")
+	dBackoff         = desc("worker_restart_backoff_seconds", "The wait before this worker's start (a crash loop).")
+	dUpgrades        = desc("upgrades_total", "Upgrades (vrouter upgrade) that handed over to a new binary.")
+	dUpgradeAttempts = desc("upgrade_attempts_total", "Upgrades finished, successful or not.")
+	dRestoreFailed   = desc("restore_failed_total", "Handed-over ports this worker could not rebuild.")
+	dPortsDropped    = desc("ports_dropped", "Ports the supervisor closed because their fd did not come back or their handover failed.")
 
 	dedLabels      = []string{"app", "egress_ip", "gateway"}
 	dDedActive     = desc("egress_gateway_active", "1 when new flows of the app leave through this egress IP now.", dedLabels...)
@@ -82,17 +106,24 @@ var (
 	dFlowRotations = desc("flow_log_rotations_total", "Times the flow log file was rotated.")
 	dMetaErrors    = desc("cluster_meta_errors_total", "Peer metadata that failed to decode.")
 	dMetaRefused   = desc("cluster_meta_refused_total", "Peer metadata refused by the identity checks, by reason (unsigned, key_changed, stale).", "reason")
+	dGossipWarns   = desc("cluster_gossip_warnings_total", "Warnings and errors of memberlist (each logged at most every few seconds per kind).")
+	dGossipUndec   = desc("cluster_gossip_undecryptable_total", "Gossip packets and streams that failed to decrypt (no cluster key, or another one).")
 )
 
 var allDescs = []*prometheus.Desc{
 	dContainerPackets, dContainerBytes, dContainerForwarded, dContainerFwdBytes, dContainerDrops,
+	dContainerBudgetFDs, dContainerBudgetMem,
 	dNetworkPackets, dNetworkBytes, dNetworkForwarded, dNetworkFwdBytes, dNetworkDrops,
-	dDrops, dRouterEvents, dRouterBytes, dPorts, dAttachSeconds,
+	dDrops, dRouterEvents, dRouterBytes, dPorts, dNetworks, dAlarms, dAttachSeconds,
 	dPeerUp, dPeerRxBytes, dPeerTxBytes, dPeerHandshake,
 	dDNSQueries, dDNSRcodes, dDNSEvents, dDNSSlots, dDNSSlotsMax, dDNSLatency,
 	dEgressOpened, dEgressActive, dEgressRefused, dEgressDenied, dEgressLimited,
+	dPingReplies, dDenyAddrs, dDenyRefreshes,
+	dBudgetFDs, dBudgetMaxFDs, dBudgetMem, dBudgetMaxMem, dBudgetNets, dBudgetRefused, dNetBudgetFDs, dNetBudgetMem,
+	dRestarts, dCrashLoop, dBackoff, dUpgrades, dUpgradeAttempts, dRestoreFailed, dPortsDropped,
 	dDedActive, dDedHealthy, dDedDraining, dDedFlows, dFailovers, dLastFailover,
 	dMembers, dGossip, dRecordsMerged, dRecords, dTombstones, dConflicts, dQueued, dMetaErrors, dMetaRefused,
+	dGossipWarns, dGossipUndec,
 	dFlowSlots, dFlowLive, dFlowCreated, dFlowDropped, dFlowRecords, dFlowErrors, dFlowRotations,
 }
 
@@ -126,6 +157,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		l := []string{k.Network, k.App, k.Type, k.ID}
 		traffic(ch, &k.Counters, reasons, l,
 			dContainerPackets, dContainerBytes, dContainerForwarded, dContainerFwdBytes, dContainerDrops)
+		gauge(ch, dContainerBudgetFDs, float64(k.EgressFDs), l...)
+		gauge(ch, dContainerBudgetMem, float64(k.EgressMemory), l...)
 	}
 	for _, n := range s.Networks {
 		traffic(ch, &n.Counters, reasons, []string{n.ID},
@@ -142,6 +175,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge(ch, dPorts, float64(s.PortsAttached))
+	gauge(ch, dNetworks, float64(s.NetworksLocal))
+	gauge(ch, dAlarms, float64(s.Alarms))
 	ch <- prometheus.MustNewConstHistogram(dAttachSeconds, s.AttachLatency.Count, s.AttachLatency.Sum, s.AttachLatency.Buckets)
 
 	for _, p := range s.Peers {
@@ -168,7 +203,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, dDNSEvents, d.UpstreamErrors, "upstream_error")
 	counter(ch, dDNSEvents, d.TCPRetries, "tcp_retry")
 	counter(ch, dDNSEvents, d.Flood, "flood")
+	counter(ch, dDNSEvents, d.FloodNetwork, "flood_network")
 	counter(ch, dDNSEvents, d.Truncated, "truncated")
+	counter(ch, dDNSEvents, d.TCPRefused, "tcp_refused")
 	gauge(ch, dDNSSlots, float64(d.SlotsInUse))
 	gauge(ch, dDNSSlotsMax, float64(d.Slots))
 	ch <- prometheus.MustNewConstHistogram(dDNSLatency, d.UpstreamLatency.Count, d.UpstreamLatency.Sum, d.UpstreamLatency.Buckets)
@@ -184,6 +221,34 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, dEgressRefused, e.PingErrors, "icmp", "error")
 	counter(ch, dEgressDenied, e.Denied)
 	counter(ch, dEgressLimited, e.Limited)
+	counter(ch, dPingReplies, e.PingReplies)
+	gauge(ch, dDenyAddrs, float64(e.DenyAddrs))
+	counter(ch, dDenyRefreshes, e.DenyRefreshes)
+
+	b := &s.Budget
+	gauge(ch, dBudgetFDs, float64(b.FDs))
+	gauge(ch, dBudgetMaxFDs, float64(b.MaxFDs))
+	gauge(ch, dBudgetMem, float64(b.Memory))
+	gauge(ch, dBudgetMaxMem, float64(b.MaxMemory))
+	gauge(ch, dBudgetNets, float64(b.Networks))
+	// Every reason is in the map from the start (0), so that a rate of
+	// refusals is defined before the first one.
+	for r, v := range b.Refused {
+		counter(ch, dBudgetRefused, v, r)
+	}
+	for _, t := range b.Tenants {
+		gauge(ch, dNetBudgetFDs, float64(t.FDs), t.Network)
+		gauge(ch, dNetBudgetMem, float64(t.Memory), t.Network)
+	}
+	if w := s.Worker; w != nil {
+		counter(ch, dRestarts, uint64(w.Restarts))
+		gauge(ch, dCrashLoop, b2f(w.CrashLoop))
+		gauge(ch, dBackoff, w.BackoffSeconds)
+		counter(ch, dUpgrades, uint64(w.Upgrades))
+		counter(ch, dUpgradeAttempts, uint64(w.UpgradeAttempts))
+		counter(ch, dRestoreFailed, w.RestoreFailed)
+		gauge(ch, dPortsDropped, float64(w.PortsDropped))
+	}
 
 	for _, g := range s.Gateway {
 		l := []string{g.App, g.EgressIP, g.Gateway}
@@ -222,6 +287,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range []string{"unsigned", "key_changed", "stale"} {
 		counter(ch, dMetaRefused, cl.MetaRefused[r], r)
 	}
+	counter(ch, dGossipWarns, cl.GossipWarnings)
+	counter(ch, dGossipUndec, cl.GossipUndecryptable)
 
 	if f := s.FlowLog; f != nil {
 		gauge(ch, dFlowSlots, float64(f.Slots))

@@ -44,7 +44,7 @@ func testSnapshot() Snapshot {
 	c.RxPackets, c.TxPackets, c.LocalPackets = 10, 7, 4
 	c.Drops[2] = 3
 	return Snapshot{
-		Containers:    []Container{{Network: "pn-1", App: "ap-1", Type: "web", ID: "c1", Counters: c}},
+		Containers:    []Container{{Network: "pn-1", App: "ap-1", Type: "web", ID: "c1", Counters: c, EgressFDs: 4, EgressMemory: 4096}},
 		Networks:      []Network{{ID: "pn-1", Counters: c}},
 		Drops:         map[string]uint64{"spoofed_source": 3},
 		Router:        map[string]uint64{"icmp_sent": 2, "rx_bytes": 1000},
@@ -56,6 +56,12 @@ func testSnapshot() Snapshot {
 		Failovers:     []Failover{{App: "ap-1", Total: 1, Last: time.Now()}},
 		Cluster:       Cluster{Members: map[string]int{"alive": 2}, Records: map[string]int{"container": 1}},
 		FlowLog:       &FlowLog{Slots: 65536, Live: 3, Dropped: 2},
+		Budget: Budget{
+			MaxFDs: 1000, FDs: 5, MaxMemory: 1 << 30, Memory: 5000, Networks: 2,
+			Refused: map[string]uint64{"node_fds": 0, "container_max": 7},
+			Tenants: []BudgetTenant{{Network: "pn-1", FDs: 4, Memory: 4096}, {Network: "gateway 8388609", FDs: 1, Memory: 904}},
+		},
+		Worker: &Worker{Restarts: 2, UpgradeAttempts: 1},
 	}
 }
 
@@ -118,6 +124,17 @@ func TestServer(t *testing.T) {
 		`vrouter_cluster_members{state="dead"} 0`,
 		"vrouter_flow_log_flows 3",
 		"vrouter_flow_log_flows_dropped_total 2",
+		`vrouter_container_egress_budget_fds{app="ap-1",container="c1",network="pn-1",type="web"} 4`,
+		`vrouter_egress_budget_fds 5`,
+		`vrouter_egress_budget_max_memory_bytes 1.073741824e+09`,
+		`vrouter_egress_budget_refused_total{reason="container_max"} 7`,
+		`vrouter_egress_budget_refused_total{reason="node_fds"} 0`,
+		`vrouter_network_egress_budget_fds{network="gateway 8388609"} 1`,
+		`vrouter_network_egress_budget_memory_bytes{network="pn-1"} 4096`,
+		`vrouter_dns_events_total{event="flood_network"} 0`,
+		`vrouter_worker_restarts_total 2`,
+		`vrouter_worker_crash_loop 0`,
+		`vrouter_cluster_gossip_undecryptable_total 0`,
 		"go_goroutines ",
 		"process_open_fds ",
 	} {

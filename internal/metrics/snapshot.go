@@ -30,7 +30,12 @@ type Snapshot struct {
 	// reports them (icmp_sent, read_errors, gso_split, …).
 	Router        map[string]uint64
 	PortsAttached int
+	// Networks with local containers now (the stacks the node runs).
+	NetworksLocal int
 	AttachLatency hist.Snapshot
+	// Alarms is the number of status alarms (conditions an operator must
+	// fix: a peer left out of the overlay, a lost VNI claim).
+	Alarms int
 
 	Peers     []Peer
 	DNS       DNS
@@ -38,8 +43,42 @@ type Snapshot struct {
 	Gateway   []DedicatedEgress
 	Failovers []Failover
 	Cluster   Cluster
+	Budget    Budget
+	// Worker is nil without a supervisor (a daemon run in-process).
+	Worker *Worker
 	// FlowLog is nil when flow logs are off.
 	FlowLog *FlowLog
+}
+
+// Budget is the node egress budget (status `budget`).
+type Budget struct {
+	MaxFDs, FDs       int
+	MaxMemory, Memory int64
+	Networks          int               // tenants holding something now
+	Refused           map[string]uint64 // new flows refused, by reason
+	// Tenants holding something now: the networks' stacks by PN id, the
+	// gateway NATs by "gateway VNI". A container's own share is in its
+	// Container.
+	Tenants []BudgetTenant
+}
+
+// BudgetTenant is what one network (or gateway NAT) holds of the budget.
+type BudgetTenant struct {
+	Network string
+	FDs     int
+	Memory  int64
+}
+
+// Worker is the supervisor's view of the forwarding worker (status
+// `restarts` and `supervisor`).
+type Worker struct {
+	Restarts        int // workers started again after one died
+	CrashLoop       bool
+	BackoffSeconds  float64
+	Upgrades        int
+	UpgradeAttempts int
+	RestoreFailed   uint64 // handed-over ports this worker could not rebuild
+	PortsDropped    int    // ports closed because their fd did not come back
 }
 
 // FlowLog is the state of --flow-log.
@@ -55,6 +94,10 @@ type FlowLog struct {
 type Container struct {
 	Network, App, Type, ID string
 	router.Counters
+	// EgressFDs and EgressMemory are what the container's node egress
+	// flows hold of the node's budget now.
+	EgressFDs    int
+	EgressMemory int64
 }
 
 // Network is one private network with ports on this node now or before.
@@ -78,6 +121,8 @@ type DNS struct {
 	Local, Forwarded, CacheHits uint64
 	UpstreamErrors, TCPRetries  uint64
 	Flood, Truncated            uint64
+	FloodNetwork                uint64 // of Flood, refused for the network's share
+	TCPRefused                  uint64 // DNS-over-TCP connections refused by the stacks' bound
 	Rcodes                      map[string]uint64
 	SlotsInUse, Slots           int
 	UpstreamLatency             hist.Snapshot
@@ -90,6 +135,8 @@ type NodeEgress struct {
 	UDPFlows, UDPActive                        uint64
 	PingsSent, PingReplies, PingErrors         uint64
 	Denied, Limited                            uint64
+	DenyAddrs                                  int    // the node's own addresses refused as destinations
+	DenyRefreshes                              uint64 // times the host's address changes refreshed them
 }
 
 // DedicatedEgress is one (app, egress IP) of dedicated egress as this node
@@ -130,4 +177,7 @@ type Cluster struct {
 	// MetaRefused is peers' metadata refused by the identity checks, by
 	// reason: unsigned, key_changed, stale.
 	MetaRefused map[string]uint64
+	// GossipWarnings counts memberlist's warnings and errors,
+	// GossipUndecryptable those about packets that failed to decrypt.
+	GossipWarnings, GossipUndecryptable uint64
 }
