@@ -96,6 +96,11 @@ func (a *Attached) keepsWhole(p []byte, h offload.Hdr) (whole, toLocal bool) {
 		return s != nil && s.egress && s.large, true
 	}
 	e := a.table.lookup(idx)
+	if e != nil && e.kind == entryRemote && gso == offload.GSOTCPv4 {
+		// The overlay segments it straight into its buffers (sendGSO).
+		o := a.r.overlay.Load()
+		return o != nil && offload.SegmentLen(pkt.hdr, h) <= o.mtu, false
+	}
 	if e == nil || e.kind != entryLocal || e.port.off == nil {
 		return false, false
 	}
@@ -203,7 +208,7 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 			icmpOut = a.icmpError(b, icmpOut, c, now, pkt, header.ICMPv4HostUnreachable, 0)
 			continue
 		}
-		if b.gso[i] && (e.kind != entryLocal || e.port.off == nil) {
+		if b.gso[i] && e.kind != entryRemote && (e.kind != entryLocal || e.port.off == nil) {
 			// The destination changed since keepsWhole looked: a
 			// super-packet cannot go there. TCP sends it again.
 			c[dropTooBig]++
@@ -230,6 +235,14 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 				// A remote entry without an overlay: nowhere to send it.
 				c[dropUnknownDestination]++
 				icmpOut = a.icmpError(b, icmpOut, c, now, pkt, header.ICMPv4HostUnreachable, 0)
+				continue
+			}
+			if b.gso[i] {
+				h := offload.Decode(pkts[i][Headroom-VirtioHdrLen : Headroom])
+				o.sendGSO(a, pkt.hdr, h, a.table.vni, e.node, c)
+				if ft != nil {
+					ft.track(a.table.vni, pkt, now, true, &acc)
+				}
 				continue
 			}
 			if pkt.totalLen() > o.mtu {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/vrouter/vrouter/internal/offload"
 )
 
 // Overlay sizing.
@@ -202,6 +204,51 @@ func (o *Overlay) sendFrom(a *Attached, pkt []byte, vni uint32, node [4]byte, c 
 	c[ctrForwardedBytes] += uint64(n)
 	c[ctrEncapsulated]++
 	c[ctrEncapsulatedBytes] += uint64(n)
+}
+
+// sendGSO segments the TCP super-packet pkt (from an OffloadPort, virtio
+// header h) straight into overlay buffers and queues the segments like
+// sendFrom, so that its bytes are copied once on their way to
+// wireguard-go's Read instead of twice (into the batch's segment buffers,
+// then into overlay buffers). Segments larger than the overlay's inner MTU
+// drop the super-packet (too_big); keepsWhole checked that already.
+func (o *Overlay) sendGSO(a *Attached, pkt []byte, h offload.Hdr, vni uint32, node [4]byte, c *batchCounters) {
+	if o.closing.Load() {
+		c[dropWriteError]++
+		return
+	}
+	if h.GSO() != offload.GSOTCPv4 || offload.SegmentLen(pkt, h) > o.mtu {
+		c[dropTooBig]++
+		return
+	}
+	local := o.localAddr()
+	var out [1][]byte
+	var sizes [1]int
+	total := 1 // known after the first segment
+	for k := 0; k < total; k++ {
+		ob, why := o.q.take(a, vni, o.closed)
+		if ob == nil {
+			c[why] += uint64(total - k) // the rest of the super-packet
+			return
+		}
+		out[0] = ob.b
+		var n int
+		n, total = offload.SplitTCP(pkt, int(h.GSOSize), k, out[:], sizes[:], Headroom)
+		if n != 1 {
+			o.q.release1(ob)
+			c[dropMalformed] += uint64(max(total-k, 1))
+			return
+		}
+		ob.frame = ob.b[Headroom-VXLANOverhead : Headroom+sizes[0]]
+		encodeVXLAN(ob.frame, local, node, vni)
+		o.q.push(ob, vni)
+		c[ctrForwarded]++
+		c[ctrForwardedBytes] += uint64(sizes[0])
+		c[ctrEncapsulated]++
+		c[ctrEncapsulatedBytes] += uint64(sizes[0])
+	}
+	c[ctrGSOSplit]++
+	c[ctrGSOSegments] += uint64(total)
 }
 
 // Read implements tun.Device for wireguard-go's single TUN reader: it

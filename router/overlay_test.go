@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vrouter/vrouter/internal/leaktest"
+	"github.com/vrouter/vrouter/internal/offload"
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -563,5 +565,150 @@ func TestSetOverlayLocal(t *testing.T) {
 	}
 	if f, ok := decodeVXLAN(frames[0][wgOffset:]); !ok || f.src != moved {
 		t.Fatalf("frame from %v, want the new address %v", f.src, moved)
+	}
+}
+
+// innerFrames decodes frames read from the overlay and returns their inner
+// packets, checking the VXLAN layer (VNI, outer addresses).
+func innerFrames(t *testing.T, frames [][]byte, vni uint32, src, dst [4]byte) [][]byte {
+	t.Helper()
+	var pkts [][]byte
+	for i, fr := range frames {
+		f, ok := decodeVXLAN(fr[wgOffset:])
+		if !ok || f.vni != vni || f.src != src || f.dst != dst {
+			t.Fatalf("frame %d: decoded %v %+v", i, ok, f)
+		}
+		pkts = append(pkts, f.inner)
+	}
+	return pkts
+}
+
+// TestOverlayGSO: a super-packet from an OffloadPort to a remote container
+// is segmented straight into overlay frames: valid segments in order that
+// carry every payload byte, counted as encapsulated, gso_split and
+// gso_segments, the same as the port's own segmentation would make.
+func TestOverlayGSO(t *testing.T) {
+	n := newOverlayNode(t, testNodeA)
+	a := attachNoLoop(t, n.r, newFakeOffloadPort(), 7, "10.240.0.1", 1390)
+	n.setRemote(t, 7, "10.240.0.2", testNodeB)
+	const payload, mss = 60000, 1338
+	sp := super("10.240.0.1", "10.240.0.2", 1000, payload, mss)
+	a.forward(loadVnet(a, sp, plainVnet(UDP4("10.240.0.1", "10.240.0.2"))), n.r.now())
+	pkts := innerFrames(t, readFrames(t, n.o), 7, testNodeA, testNodeB)
+	segs := (payload + mss - 1) / mss
+	if len(pkts) != segs+1 {
+		t.Fatalf("%d frames, want %d segments and the UDP packet", len(pkts), segs)
+	}
+	if got := segmentsOf(t, pkts[:segs], 1000, mss); got != payload {
+		t.Errorf("segments carry %d payload bytes, want %d", got, payload)
+	}
+	if header.IPv4(pkts[segs]).Protocol() != uint8(header.UDPProtocolNumber) {
+		t.Error("the plain packet after the super-packet is not the UDP one")
+	}
+	// The same segments as the kernel's (and SplitTCP's) segmentation.
+	want := make([][]byte, segs)
+	sizes := make([]int, segs)
+	for i := range want {
+		want[i] = make([]byte, 2048)
+	}
+	offload.SplitTCP(header.IPv4(sp.pkt), mss, 0, want, sizes, 0)
+	for i := range segs {
+		if !bytes.Equal(pkts[i], want[i][:sizes[i]]) {
+			t.Fatalf("segment %d differs from SplitTCP's", i)
+		}
+	}
+	s := n.r.Stats()
+	if s.Counters["encapsulated"] != uint64(segs+1) || s.Counters["gso_split"] != 1 || s.Counters["gso_segments"] != uint64(segs) || s.Counters["gso_whole"] != 1 {
+		t.Errorf("counters %v", s.Counters)
+	}
+	if s.Drops["too_big"] != 0 || s.Drops["malformed"] != 0 {
+		t.Errorf("drops %v", s.Drops)
+	}
+}
+
+// TestOverlayGSODrops: a super-packet whose segments are too large for
+// the overlay is not handed to it whole (the port segments it and the
+// segments meet the MTU check: too_big, ICMP), and a super-packet that
+// meets a full queue drops its remaining segments, each counted.
+func TestOverlayGSODrops(t *testing.T) {
+	defer func(w time.Duration) { overlayWait = w }(overlayWait)
+	overlayWait = time.Millisecond
+	n := newOverlayNode(t, testNodeA)
+	a := attachNoLoop(t, n.r, newFakeOffloadPort(), 7, "10.240.0.1", 1390)
+	n.setRemote(t, 7, "10.240.0.2", testNodeB)
+	big := super("10.240.0.1", "10.240.0.2", 0, 20000, DefaultMTU) // segments of 1430 bytes
+	a.forward(loadVnet(a, big), n.r.now())
+	if s := n.r.Stats(); s.Counters["gso_whole"] != 0 || s.Drops["too_big"] != 14 || s.Counters["icmp_sent"] == 0 {
+		t.Errorf("oversize segments: counters %v drops %v", s.Counters, s.Drops)
+	}
+	readFrames(t, n.o) // the last, small segment
+	a = attachNoLoop(t, n.r, newFakeOffloadPort(), 7, "10.240.0.4", 1390)
+	// Fill the queue but for 10 buffers, then send 15 segments.
+	pkts := batchTo("10.240.0.3", "10.240.0.2", 64)
+	plain := attachNoLoop(t, n.r, newFakePort(64, false), 7, "10.240.0.3", 1390)
+	for range (overlayNetworkMax - 10) / 64 {
+		plain.forward(load(plain, pkts...), n.r.now())
+	}
+	plain.forward(load(plain, pkts[:(overlayNetworkMax-10)%64]...), n.r.now())
+	a.forward(loadVnet(a, super("10.240.0.4", "10.240.0.2", 0, 15*1338, 1338)), n.r.now())
+	c := a.Counters()
+	if c.OverlayPackets != 10 || c.Drops[dropOverlayQueueFull] != 5 {
+		t.Errorf("super-packet into a queue with 10 free: overlay %d, overlay_queue_full %d; want 10 and 5", c.OverlayPackets, c.Drops[dropOverlayQueueFull])
+	}
+}
+
+// gsoFixture is an OffloadPort with a batch of TCP super-packets of
+// payload bytes (segments of mss) for a remote container.
+func gsoFixture(tb testing.TB, supers, payload, mss int) (*overlayNode, *Attached, []vnetPkt) {
+	n := newOverlayNode(tb, testNodeA)
+	a := attachNoLoop(tb, n.r, newFakeOffloadPort(), 7, "10.240.0.1", 1390)
+	n.setRemote(tb, 7, "10.240.0.2", testNodeB)
+	pkts := make([]vnetPkt, supers)
+	for i := range pkts {
+		pkts[i] = super("10.240.0.1", "10.240.0.2", uint32(i*payload), payload, mss)
+	}
+	return n, a, pkts
+}
+
+func TestOverlayGSOAllocs(t *testing.T) {
+	n, a, pkts := gsoFixture(t, 4, 60000, 1338)
+	bufs, sizes := wgBufs(overlayBatch)
+	b := loadVnet(a, pkts...)
+	run := func() {
+		a.forward(b, n.r.now())
+		for n.o.q.len() > 0 {
+			n.o.Read(bufs, sizes, wgOffset)
+		}
+	}
+	run()
+	// AllocsPerRun runs it once more to warm up: 52 batches in all.
+	if allocs := testing.AllocsPerRun(50, run); allocs != 0 {
+		t.Errorf("super-packets to the overlay allocate %v times per batch", allocs)
+	}
+	if s := n.r.Stats(); s.Counters["gso_split"] != 52*4 || s.Drops["overlay_queue_full"] != 0 {
+		t.Errorf("counters %v drops %v", s.Counters, s.Drops)
+	}
+}
+
+// BenchmarkOverlayHandoffGSO measures the hand-off of a container's TCP
+// super-packets (an OffloadPort's batch) to wireguard-go: forward,
+// segmentation, VXLAN encapsulation, the fair queue and the overlay Read
+// that copies the frames into wireguard-go's buffers. Bytes are the
+// super-packets' payload.
+func BenchmarkOverlayHandoffGSO(b *testing.B) {
+	const supers, payload, mss = 8, 64000, 1338
+	n, a, pkts := gsoFixture(b, supers, payload, mss)
+	bufs, sizes := wgBufs(overlayBatch)
+	rb := loadVnet(a, pkts...)
+	b.SetBytes(supers * payload)
+	b.ReportAllocs()
+	for b.Loop() {
+		a.forward(rb, n.r.now())
+		for n.o.q.len() > 0 {
+			n.o.Read(bufs, sizes, wgOffset)
+		}
+	}
+	if s := n.r.Stats(); s.Drops["overlay_queue_full"] != 0 || s.Drops["too_big"] != 0 {
+		b.Fatalf("drops %v", s.Drops)
 	}
 }

@@ -313,6 +313,18 @@ func (q *overlayQueue) release(bufs []*overlayBuf) {
 	q.mu.Unlock()
 }
 
+// release1 returns one buffer that take gave and that was never queued.
+func (q *overlayQueue) release1(ob *overlayBuf) {
+	q.mu.Lock()
+	ob.next = q.free
+	q.free = ob
+	q.nfree++
+	if q.waiters != nil {
+		q.wake()
+	}
+	q.mu.Unlock()
+}
+
 // len returns the number of frames queued.
 func (q *overlayQueue) len() int {
 	q.mu.Lock()

@@ -54,7 +54,9 @@
 // Inbound drops send no ICMP error back across the overlay. Outbound
 // packets are copied once (into the overlay buffer) because the queue
 // outlives the port's batch; wireguard-go then copies them into its own
-// buffers in Read.
+// buffers in Read. A TCP super-packet of an OffloadPort for a remote
+// container is segmented straight into overlay buffers (Overlay.sendGSO),
+// so its bytes too are copied once before Read.
 //
 // Packets to local ports are forwarded in place: the buffers the source
 // read into are the buffers handed to the destination's Write, so nothing
