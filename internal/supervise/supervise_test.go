@@ -189,8 +189,8 @@ func TestJournalRoundTrip(t *testing.T) {
 		t.Fatalf("journal round trip: %+v", out)
 	}
 	ents, _ := os.ReadDir(dir)
-	if len(ents) != 1 {
-		t.Fatalf("temporary files left: %v", ents)
+	if len(ents) != 2 {
+		t.Fatalf("want %s and %s, no temporary files: %v", JournalFile, JournalLog, ents)
 	}
 	if err := os.WriteFile(filepath.Join(dir, JournalFile), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)

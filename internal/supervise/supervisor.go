@@ -77,6 +77,7 @@ type Supervisor struct {
 
 	mu          sync.Mutex
 	ports       map[string]*held
+	journal     *Journal
 	life        *Life
 	restarts    int
 	lastExit    string
@@ -213,6 +214,7 @@ func newSupervisor(cfg Config) (*Supervisor, error) {
 		exe:        exe,
 		started:    time.Now(),
 		ports:      make(map[string]*held),
+		journal:    unwrittenJournal(cfg.StateDir),
 		upgradeReq: make(chan string, 1),
 	}, nil
 }
@@ -230,9 +232,13 @@ func (s *Supervisor) reconcile() {
 			"id", p.ID, "network", p.Network, "ip", p.IP, "interface", p.Interface, "netns", p.Netns)
 		s.dropped = append(s.dropped, p.ID)
 	}
-	if err := WriteJournal(s.cfg.StateDir, nil); err != nil {
+	j, err := NewJournal(s.cfg.StateDir, nil)
+	if err != nil {
 		s.log.Error("port journal", "err", err)
 	}
+	s.mu.Lock()
+	s.journal = j
+	s.mu.Unlock()
 }
 
 // start starts a worker from exe and hands it the ports (none in standby:
@@ -352,7 +358,7 @@ func (s *Supervisor) drop(id string) {
 	if h != nil {
 		s.dropped = append(s.dropped, id)
 	}
-	err := s.journalLocked()
+	err := s.journal.Delete(id)
 	s.mu.Unlock()
 	if h != nil {
 		h.file.Close()
@@ -360,14 +366,6 @@ func (s *Supervisor) drop(id string) {
 	if err != nil {
 		s.log.Error("port journal", "err", err)
 	}
-}
-
-func (s *Supervisor) journalLocked() error {
-	ports := make([]Port, 0, len(s.ports))
-	for _, h := range s.ports {
-		ports = append(ports, h.port)
-	}
-	return WriteJournal(s.cfg.StateDir, ports)
 }
 
 // read serves one worker's requests until its link closes.
@@ -439,7 +437,7 @@ func (s *Supervisor) hold(p *Port, f *os.File) error {
 	s.mu.Lock()
 	old := s.ports[p.ID]
 	s.ports[p.ID] = &held{port: *p, file: f}
-	err := s.journalLocked()
+	err := s.journal.Put(*p)
 	if err != nil {
 		// Not journalled means not held: a port the journal does not
 		// list would be lost without a report.
@@ -464,7 +462,7 @@ func (s *Supervisor) release(id string) {
 	s.mu.Lock()
 	h := s.ports[id]
 	delete(s.ports, id)
-	err := s.journalLocked()
+	err := s.journal.Delete(id)
 	s.mu.Unlock()
 	if h != nil {
 		h.file.Close()
@@ -480,7 +478,7 @@ func (s *Supervisor) closeAll() {
 	s.mu.Lock()
 	hs := s.ports
 	s.ports = make(map[string]*held)
-	err := s.journalLocked()
+	err := s.journal.Reset(nil)
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, h := range hs {

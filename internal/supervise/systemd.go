@@ -27,18 +27,17 @@ func UnderSystemd() bool { return os.Getenv("NOTIFY_SOCKET") != "" }
 type FDStore struct {
 	dir string
 
-	mu    sync.Mutex
-	ports map[string]Port // journalled
+	mu      sync.Mutex
+	journal *Journal
 }
 
 // NewFDStore returns the fd store of a daemon whose state dir is dir,
 // holding ports (those Reconcile restored).
 func NewFDStore(dir string, ports []Port) *FDStore {
-	s := &FDStore{dir: dir, ports: make(map[string]Port)}
-	for _, p := range ports {
-		s.ports[p.ID] = p
-	}
-	return s
+	// Reconcile has just written ports; a failed rewrite here is retried
+	// by the first change, whose caller sees the error.
+	j, _ := NewJournal(dir, ports)
+	return &FDStore{dir: dir, journal: j}
 }
 
 // fdName checks that a container id is a valid FDNAME (sd_pid_notify:
@@ -65,11 +64,7 @@ func (s *FDStore) Hold(p Port, f *os.File) error {
 		return err
 	}
 	s.mu.Lock()
-	s.ports[p.ID] = p
-	err := s.journalLocked()
-	if err != nil {
-		delete(s.ports, p.ID)
-	}
+	err := s.journal.Put(p)
 	s.mu.Unlock()
 	if err != nil {
 		_ = notify("FDSTOREREMOVE=1\nFDNAME=" + p.ID)
@@ -81,18 +76,9 @@ func (s *FDStore) Hold(p Port, f *os.File) error {
 // Release removes a detached port's fd from the store.
 func (s *FDStore) Release(id string) error {
 	s.mu.Lock()
-	delete(s.ports, id)
-	err := s.journalLocked()
+	err := s.journal.Delete(id)
 	s.mu.Unlock()
 	return errors.Join(notify("FDSTOREREMOVE=1\nFDNAME="+id), err)
-}
-
-func (s *FDStore) journalLocked() error {
-	ports := make([]Port, 0, len(s.ports))
-	for _, p := range s.ports {
-		ports = append(ports, p)
-	}
-	return WriteJournal(s.dir, ports)
 }
 
 // Ready tells systemd the daemon is up (READY=1).
