@@ -313,3 +313,51 @@ func (r *Router) returnDest(vni uint32, node [4]byte, pkt ipv4Packet) (*Attached
 	}
 	return de.port, 0
 }
+
+// BatchLocal is a Local that also takes several packets in one call.
+// At a gateway the overlay hands an egress VNI's NAT the packets of one
+// decrypted batch together, so that the NAT can coalesce a flow's
+// consecutive TCP segments before its netstack (one segment through
+// gVisor's TCP instead of dozens, and fewer ACKs back over the overlay).
+// pkts and the packets are only valid during the call, as for Deliver.
+type BatchLocal interface {
+	Local
+	DeliverBatch(pkts [][]byte)
+}
+
+// egressBatch gathers the packets of one overlay batch for a gateway's
+// NATs: a run of packets for the same BatchLocal goes over in one
+// DeliverBatch. It lives in an overlay scratch and holds packets only
+// until flush, which the batch's handler calls before it returns.
+type egressBatch struct {
+	to   BatchLocal
+	pkts [][]byte // made on first use, capacity overlayBatch
+}
+
+// add hands pkt to the Local of s, at once for a Local that only takes
+// single packets, else with the run of packets for the same Local.
+func (b *egressBatch) add(s *localSink, pkt []byte) {
+	bl, ok := s.l.(BatchLocal)
+	if !ok {
+		s.l.Deliver(pkt)
+		return
+	}
+	if b.pkts == nil {
+		b.pkts = make([][]byte, 0, overlayBatch)
+	}
+	if b.to != bl || len(b.pkts) == cap(b.pkts) {
+		b.flush()
+		b.to = bl
+	}
+	b.pkts = append(b.pkts, pkt)
+}
+
+// flush delivers the pending run and forgets its packets.
+func (b *egressBatch) flush() {
+	if len(b.pkts) > 0 {
+		b.to.DeliverBatch(b.pkts)
+	}
+	clear(b.pkts)
+	b.pkts = b.pkts[:0]
+	b.to = nil
+}

@@ -88,6 +88,8 @@ type overlayScratch struct {
 	dests []*Attached
 	sizes []int
 	out   [][]byte
+
+	egress egressBatch // packets for gateway NATs (egress.go)
 }
 
 // EnableOverlay creates the router's overlay device; local is this node's
@@ -388,7 +390,7 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 				continue
 			}
 			if ls := t.local.Load(); ls != nil && ls.egress {
-				ls.l.Deliver(pkt.hdr)
+				s.egress.add(ls, pkt.hdr)
 				c[ctrToStack]++
 				continue
 			}
@@ -413,6 +415,7 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 		}
 	}
 	acc.flush()
+	s.egress.flush()
 
 	inner := offset + VXLANOverhead
 	for i := range dests {

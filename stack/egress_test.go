@@ -87,6 +87,13 @@ func inetPort(server netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(
 // packet flows, to change the egress's dial functions further.
 func newEgressNet(t *testing.T, cfg EgressConfig, h mdns.Handler, hook func(*egress), addrs ...string) (*Stack, []*stacktest.Container) {
 	t.Helper()
+	return newEgressNetWired(t, cfg, h, hook, false, addrs...)
+}
+
+// newEgressNetWired is newEgressNet whose containers' packets reach the
+// stack through DeliverBatch if batched (a gateway's NAT).
+func newEgressNetWired(t *testing.T, cfg EgressConfig, h mdns.Handler, hook func(*egress), batched bool, addrs ...string) (*Stack, []*stacktest.Container) {
+	t.Helper()
 	leaktest.Check(t)
 	var cs []*stacktest.Container
 	ports := map[netip.Addr]router.Port{}
@@ -132,7 +139,7 @@ func newEgressNet(t *testing.T, cfg EgressConfig, h mdns.Handler, hook func(*egr
 		hook(s.egress)
 	}
 	for _, c := range cs {
-		wire(t, c, s)
+		wireBatch(t, c, s, 64, batched)
 	}
 	return s, cs
 }
@@ -186,9 +193,22 @@ func randomBytes(n int, seed uint64) []byte {
 // TestEgressTCPTransfer moves a few MiB both ways at once through the
 // egress proxy and checks the content; it logs the throughput.
 func TestEgressTCPTransfer(t *testing.T) {
+	for _, batched := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batched=%v", batched), func(t *testing.T) {
+			s := testEgressTCPTransfer(t, batched)
+			if c := s.Stats().Coalesced; batched != (c > 0) {
+				t.Errorf("%d segments coalesced", c)
+			}
+		})
+	}
+}
+
+// testEgressTCPTransfer is TestEgressTCPTransfer with the container's
+// packets delivered one by one or in batches.
+func testEgressTCPTransfer(t *testing.T, batched bool) *Stack {
 	const size = 8 << 20
 	up, down := randomBytes(size, 1), randomBytes(size, 2)
-	s, cs := newEgressNet(t, EgressConfig{AllowLoopback: true}, nil, nil, "10.240.0.7")
+	s, cs := newEgressNetWired(t, EgressConfig{AllowLoopback: true}, nil, nil, batched, "10.240.0.7")
 	srv := make(chan [32]byte, 1)
 	dst := listenTCP(t, func(c *net.TCPConn) {
 		var wg sync.WaitGroup
@@ -232,7 +252,7 @@ func TestEgressTCPTransfer(t *testing.T) {
 			t.Fatal("server got different bytes than the container sent")
 		}
 	case <-ctx.Done():
-		t.Fatal("server did not finish")
+		t.Fatalf("server did not finish; stats %+v %+v", s.Stats(), s.stack.Stats().TCP)
 	}
 	t.Logf("egress TCP: %d MiB each way at once in %v: %.0f MiB/s per direction",
 		size>>20, elapsed.Round(time.Millisecond), float64(size>>20)/elapsed.Seconds())
@@ -241,6 +261,7 @@ func TestEgressTCPTransfer(t *testing.T) {
 	if st := s.EgressStats(); st.TCPDials != 1 || st.TCPRefused != 0 || st.TCPFailed != 0 {
 		t.Errorf("stats %+v", st)
 	}
+	return s
 }
 
 // TestEgressTCPHalfClose: a FIN goes through in each direction on its own,

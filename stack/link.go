@@ -63,6 +63,7 @@ type link struct {
 	dispatcher atomic.Pointer[dispatcherRef]
 
 	outPackets, outDropped atomic.Uint64
+	coalesced              atomic.Uint64 // segments delivered merged (large.go)
 
 	qmu      sync.Mutex
 	queue    []outPacket // packets for the writer
@@ -129,6 +130,22 @@ func (l *link) deliver(pkt []byte) bool {
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 	ref.d.DeliverNetworkPacket(ipv4.ProtocolNumber, pb)
 	pb.DecRef()
+	return true
+}
+
+// deliverMerged injects a packet the stack coalesced from segs segments
+// (large.go); it takes v. (gVisor verifies its checksums again: a link
+// that claimed RX checksum offload would skip that for every packet.)
+func (l *link) deliverMerged(v *buffer.View, segs int) bool {
+	ref := l.dispatcher.Load()
+	if ref == nil {
+		v.Release()
+		return false
+	}
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+	ref.d.DeliverNetworkPacket(ipv4.ProtocolNumber, pb)
+	pb.DecRef()
+	l.coalesced.Add(uint64(segs))
 	return true
 }
 

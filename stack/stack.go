@@ -121,6 +121,9 @@ type Stats struct {
 	UDPQueueDrops  uint64 // datagrams lost to a full socket queue or too many queries waiting for an upstream (a flood)
 	DNSFastQueries uint64 // UDP queries to the resolver taken by the fast path (dns_udp.go); part of Delivered
 	DNSTCPRefused  uint64 // DNS-over-TCP connections closed at once: the client or the stack had too many open
+	// Coalesced counts the TCP segments of overlay batches that reached
+	// gVisor merged into larger packets (DeliverBatch, a gateway's NAT).
+	Coalesced uint64
 }
 
 // New builds the stack and starts its DNS servers.
@@ -263,6 +266,7 @@ func (s *Stack) Stats() Stats {
 		MalformedRcvd:  st.IP.MalformedPacketsReceived.Value() + st.UDP.MalformedPacketsReceived.Value() + st.TCP.ChecksumErrors.Value(),
 		TCPEstablished: st.TCP.CurrentEstablished.Value(),
 		UDPQueueDrops:  st.UDP.ReceiveBufferErrors.Value(),
+		Coalesced:      s.link.coalesced.Load(),
 	}
 	if d := s.dnsUDP; d != nil {
 		q := d.queries.Load()

@@ -43,20 +43,33 @@ func (h *echoHandler) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 
 // wire connects a container's port to the stack in both directions, as the
 // router does, until the test ends.
-func wire(t *testing.T, c *stacktest.Container, s *Stack) {
+func wire(t *testing.T, c *stacktest.Container, s *Stack) { wireBatch(t, c, s, 8, false) }
+
+// wireBatch is wire reading up to batch packets at once; with batched
+// every Read goes to DeliverBatch, as a gateway's overlay batches do.
+func wireBatch(t *testing.T, c *stacktest.Container, s *Stack, batch int, batched bool) {
 	p := c.Port()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		bufs := make([][]byte, 8)
-		sizes := make([]int, 8)
+		bufs := make([][]byte, batch)
+		sizes := make([]int, batch)
+		pkts := make([][]byte, 0, batch)
 		for i := range bufs {
 			bufs[i] = make([]byte, router.Headroom+1500)
 		}
 		for {
 			n, err := p.Read(bufs, sizes, router.Headroom)
+			pkts = pkts[:0]
 			for i := range n {
-				s.Deliver(bufs[i][router.Headroom : router.Headroom+sizes[i]])
+				pkt := bufs[i][router.Headroom : router.Headroom+sizes[i]]
+				if !batched {
+					s.Deliver(pkt)
+				}
+				pkts = append(pkts, pkt)
+			}
+			if batched && n > 0 {
+				s.DeliverBatch(pkts)
 			}
 			if err != nil {
 				return
