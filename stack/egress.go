@@ -64,6 +64,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/vrouter/vrouter/internal/ratelog"
+	"github.com/vrouter/vrouter/router"
 )
 
 // Defaults of EgressConfig.
@@ -143,7 +144,7 @@ type EgressStats struct {
 	PingsSent   uint64 // echo requests sent from a ping socket
 	PingReplies uint64 // echo replies handed back to containers
 	PingErrors  uint64 // echo requests not sent: no ping socket (see ping_group_range) or a send error
-	Denied      uint64 // packets to refused destinations (loopback, link-local, DenyAddrs, multicast…)
+	Denied      uint64 // packets to refused destinations (private-network range, loopback, link-local, DenyAddrs, multicast…)
 	Limited     uint64 // SYNs, new UDP flows and pings refused by a limit of the stack or of the node's Budget
 }
 
@@ -425,6 +426,13 @@ func allowedDst(dst netip.Addr, allowLoopback bool, deny map[netip.Addr]struct{}
 	b := dst.As4()
 	switch {
 	case b[0] == 0, dst.IsMulticast(), b == [4]byte{255, 255, 255, 255}:
+		return false
+	case router.NetworkPrefix.Contains(dst):
+		// A container's peers are reached through the router's tables,
+		// never through a netstack: a private-network address the router
+		// handed over is not a container of the sender's network, and
+		// dialing it from a host socket would complete the handshake
+		// with whatever the host reaches there.
 		return false
 	case !allowLoopback && (dst.IsLoopback() || dst.IsLinkLocalUnicast()):
 		return false
