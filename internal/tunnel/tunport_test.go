@@ -297,3 +297,48 @@ func TestVnetPortWriteCoalesces(t *testing.T) {
 		t.Errorf("more than one packet written: %v", err)
 	}
 }
+
+// TestVnetPortWriteGSOMergesUDP: datagrams of one flow handed to WriteGSO
+// (a container's, checksum left to the device) reach the TUN as one UDP
+// super-packet; a TCP super-packet among them keeps its header.
+func TestVnetPortWriteGSOMergesUDP(t *testing.T) {
+	p, _, peer := seqpacketPort(t, true)
+	off := p.(router.OffloadPort)
+	flow := offloadtest.UDP{Src: "10.240.0.2", Dst: "10.240.0.1", Payload: 64}
+	var bufs [][]byte
+	var payload []byte
+	for k := range 8 {
+		u := flow
+		u.Fill, u.ID = byte(k), uint16(k)
+		hdr, pkt := offloadtest.UDPPartial(u)
+		b := make([]byte, router.Headroom+len(pkt), router.Headroom+router.MaxGSOPacket)
+		copy(b[router.Headroom-10:], hdr[:])
+		copy(b[router.Headroom:], pkt)
+		bufs = append(bufs, b)
+		payload = append(payload, pkt[28:]...)
+	}
+	thdr, sp := offloadtest.Super(offloadtest.TCP{Src: "10.240.0.2", Dst: "10.240.0.1", Payload: 3000}, 1338)
+	tb := make([]byte, router.Headroom+len(sp))
+	copy(tb[router.Headroom-10:], thdr[:])
+	copy(tb[router.Headroom:], sp)
+	bufs = append(bufs, tb)
+	if n, err := off.WriteGSO(bufs, router.Headroom); n != len(bufs) || err != nil {
+		t.Fatalf("WriteGSO = %d, %v", n, err)
+	}
+	msg := make([]byte, 70000)
+	m, err := unix.Read(peer, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := offload.Decode(msg)
+	if h.GSOType != offload.GSOUDPL4 || h.GSOSize != 64 || !bytes.Equal(msg[10+28:m], payload) {
+		t.Fatalf("first write: header %+v, %d bytes; want one UDP super-packet of the 8 datagrams", h, m)
+	}
+	m, err = unix.Read(peer, msg)
+	if err != nil || !bytes.Equal(msg[:m], append(thdr[:], sp...)) {
+		t.Fatalf("second write is not the TCP super-packet as given (%d bytes, %v)", m, err)
+	}
+	if _, _, err := unix.Recvfrom(peer, msg, unix.MSG_DONTWAIT); !errors.Is(err, unix.EAGAIN) {
+		t.Errorf("more than two writes: %v", err)
+	}
+}

@@ -97,3 +97,81 @@ func Valid(pkt []byte) bool {
 	sum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(pkt)-ihl))
 	return checksum.Checksum(pkt[ihl:], sum) == 0xffff
 }
+
+// UDP describes a UDP/IPv4 datagram.
+type UDP struct {
+	Src, Dst         string // IPv4 addresses
+	SrcPort, DstPort uint16 // 0: 40000 and 5201
+	Payload          int    // bytes, filled with a counting pattern from Fill
+	Fill             byte
+	ID               uint16
+	NoDF             bool // clear DF
+}
+
+// UDPPacket returns a complete UDP/IPv4 datagram with valid checksums.
+func UDPPacket(u UDP) []byte {
+	ihl := header.IPv4MinimumSize
+	pkt := make([]byte, ihl+header.UDPMinimumSize+u.Payload)
+	s, d := netip.MustParseAddr(u.Src).As4(), netip.MustParseAddr(u.Dst).As4()
+	var flags uint8 = header.IPv4FlagDontFragment
+	if u.NoDF {
+		flags = 0
+	}
+	ip := header.IPv4(pkt)
+	ip.Encode(&header.IPv4Fields{
+		TotalLength: uint16(len(pkt)), ID: u.ID, Flags: flags,
+		TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4(s), DstAddr: tcpip.AddrFrom4(d),
+	})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	sp, dp := u.SrcPort, u.DstPort
+	if sp == 0 {
+		sp = 40000
+	}
+	if dp == 0 {
+		dp = 5201
+	}
+	udp := header.UDP(pkt[ihl:])
+	udp.Encode(&header.UDPFields{SrcPort: sp, DstPort: dp, Length: uint16(len(pkt) - ihl)})
+	for i := range u.Payload {
+		pkt[ihl+header.UDPMinimumSize+i] = u.Fill + byte(i)
+	}
+	sum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, tcpip.AddrFrom4(s), tcpip.AddrFrom4(d), uint16(len(pkt)-ihl))
+	udp.SetChecksum(^checksum.Checksum(pkt[ihl:], sum))
+	return pkt
+}
+
+// UDPPartial returns a datagram as a sender that leaves the checksum to
+// the device writes it (NEEDS_CSUM, the pseudo-header sum in the checksum
+// field), and its virtio-net header.
+func UDPPartial(u UDP) (hdr [10]byte, pkt []byte) {
+	pkt = UDPPacket(u)
+	ihl := header.IPv4MinimumSize
+	ip := header.IPv4(pkt)
+	header.UDP(pkt[ihl:]).SetChecksum(header.PseudoHeaderChecksum(header.UDPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(pkt)-ihl)))
+	hdr[0] = 1 // NEEDS_CSUM
+	binary.LittleEndian.PutUint16(hdr[6:], uint16(ihl))
+	binary.LittleEndian.PutUint16(hdr[8:], 6) // offsetof(udphdr, check)
+	return hdr, pkt
+}
+
+// ValidUDP reports whether pkt is a UDP/IPv4 datagram whose IP and UDP
+// checksums are right (a zero UDP checksum is none, and right).
+func ValidUDP(pkt []byte) bool {
+	if len(pkt) < header.IPv4MinimumSize+header.UDPMinimumSize {
+		return false
+	}
+	ip := header.IPv4(pkt)
+	if !ip.IsValid(len(pkt)) || int(ip.TotalLength()) != len(pkt) || ip.CalculateChecksum() != 0xffff {
+		return false
+	}
+	udp := header.UDP(pkt[header.IPv4MinimumSize:])
+	if int(udp.Length()) != len(pkt)-header.IPv4MinimumSize {
+		return false
+	}
+	if udp.Checksum() == 0 {
+		return true
+	}
+	sum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), udp.Length())
+	return checksum.Checksum(pkt[header.IPv4MinimumSize:], sum) == 0xffff
+}
