@@ -33,8 +33,11 @@ build:
 	$(GO) build -o $(BIN) ./cmd/vrouter
 	$(GO) build -o bin/vrouter-cni ./cmd/vrouter-cni
 
+# The state dir is named here: the daemon's own default is the user's
+# (~/.local/state/vrouter, /var/lib/vrouter for root), the demo's is the
+# checkout's. A --state-dir in RUNFLAGS wins (the last one does).
 run: build
-	./$(BIN) run $(RUNFLAGS)
+	./$(BIN) run --state-dir $(CURDIR)/.vrouter $(RUNFLAGS)
 
 test: build vet fmt-check test-unit test-e2e test-bench
 

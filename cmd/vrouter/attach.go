@@ -37,7 +37,7 @@ func cmdAttach(args []string, stdout io.Writer) error {
 	modeName := fl.String("mode", string(tunnel.ModeFull), "with --netns: full (the default route through vrouter) or pn-only (only 10.240.0.0/22 and the resolver, beside the namespace's own default route)")
 	writeResolv := fl.Bool("write-resolv-conf", false, "with --netns /run/netns/NAME: point the namespace's resolv.conf (/etc/netns/NAME/resolv.conf, used by ip netns exec) at the private resolver")
 	asJSON := fl.Bool("json", false, "print the container as a JSON object")
-	sock := fl.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	sock := fl.String("control", "", "control socket (default $VROUTER_CONTROL, else control.sock in the default state dir)")
 	if err := parse(fl, args); err != nil {
 		return err
 	}
@@ -86,7 +86,10 @@ func cmdAttach(args []string, stdout io.Writer) error {
 			return usagef("--ifname %q: want 1-15 characters without '/' or spaces", *ifname)
 		}
 	}
-	path := control.SocketPath(*sock)
+	path, err := control.SocketPath(*sock)
+	if err != nil {
+		return err
+	}
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("daemon not running: no control socket at %s", path)
 	}
@@ -270,11 +273,20 @@ func callAttach(sock string, req control.AttachRequest, f *os.File) (control.Con
 	return c, err
 }
 
+// call sends req to the control socket sock names (a --control value,
+// "" for the default; see control.SocketPath), once checkSocket trusts it.
 func call(sock string, req *control.Request, f *os.File, result any) error {
+	path, err := control.SocketPath(sock)
+	if err != nil {
+		return err
+	}
+	if err := checkSocket(path, os.Geteuid()); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	req.Version = control.Version
-	if err := control.Call(ctx, sock, req, f, result); err != nil {
+	if err := control.Call(ctx, path, req, f, result); err != nil {
 		if errors.Is(err, control.ErrNoDaemon) {
 			return err // already says which socket; the op adds nothing
 		}

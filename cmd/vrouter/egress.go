@@ -12,7 +12,7 @@ import (
 
 func cmdEgress(args []string, stdout io.Writer) error {
 	fs := newFlags("egress", "egress enable|disable|show [--app APP] [--json] [flags]", stdout)
-	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL, else control.sock in the default state dir)")
 	app := fs.String("app", "", "application id (ap-<uuid>); required for enable and disable")
 	asJSON := fs.Bool("json", false, "print JSON (enable, disable: an object; show: an array)")
 	if err := parse(fs, args); err != nil {
@@ -37,7 +37,7 @@ func cmdEgress(args []string, stdout io.Writer) error {
 		}
 	}
 	req := &control.Request{Op: control.OpEgress, Egress: &control.EgressRequest{Action: action, App: *app}}
-	path := control.SocketPath(*sock)
+	path := *sock
 	switch action {
 	case control.EgressShow:
 		var rows []control.EgressApp
@@ -103,7 +103,7 @@ func printEgress(w io.Writer, rows []control.EgressApp) error {
 
 func cmdGateway(args []string, stdout io.Writer) error {
 	fs := newFlags("gateway", "gateway drain|undrain [--json] [flags]", stdout)
-	sock := fs.String("control", "", "control socket of the gateway (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	sock := fs.String("control", "", "control socket of the gateway (default $VROUTER_CONTROL, else control.sock in the default state dir)")
 	asJSON := fs.Bool("json", false, "print a JSON object")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -117,7 +117,7 @@ func cmdGateway(args []string, stdout io.Writer) error {
 	}
 	var st control.GatewayState
 	req := &control.Request{Op: control.OpGateway, Gateway: &control.GatewayRequest{Action: action}}
-	if err := call(control.SocketPath(*sock), req, nil, &st); err != nil {
+	if err := call(*sock, req, nil, &st); err != nil {
 		return err
 	}
 	if *asJSON {

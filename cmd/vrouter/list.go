@@ -15,7 +15,7 @@ import (
 
 func cmdDetach(args []string, stdout io.Writer) error {
 	fs := newFlags("detach", "detach ID [flags]", stdout)
-	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL, else control.sock in the default state dir)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -23,7 +23,7 @@ func cmdDetach(args []string, stdout io.Writer) error {
 		return usagef("detach takes one container id")
 	}
 	id := fs.Arg(0)
-	if err := call(control.SocketPath(*sock), &control.Request{Op: "detach", Detach: &control.DetachRequest{ID: id}}, nil, nil); err != nil {
+	if err := call(*sock, &control.Request{Op: "detach", Detach: &control.DetachRequest{ID: id}}, nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "detached %s\n", id)
@@ -32,7 +32,7 @@ func cmdDetach(args []string, stdout io.Writer) error {
 
 func cmdContainers(args []string, stdout io.Writer) error {
 	fs := newFlags("containers", "containers [--json] [flags]", stdout)
-	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL, else control.sock in the default state dir)")
 	asJSON := fs.Bool("json", false, "print a JSON array")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -41,7 +41,7 @@ func cmdContainers(args []string, stdout io.Writer) error {
 		return usagef("containers takes no arguments")
 	}
 	var cs []control.Container
-	if err := call(control.SocketPath(*sock), &control.Request{Op: "containers"}, nil, &cs); err != nil {
+	if err := call(*sock, &control.Request{Op: "containers"}, nil, &cs); err != nil {
 		return err
 	}
 	if cs == nil {
@@ -60,7 +60,7 @@ func cmdContainers(args []string, stdout io.Writer) error {
 
 func cmdStatus(args []string, stdout io.Writer) error {
 	fs := newFlags("status", "status [--json] [flags]", stdout)
-	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL, else control.sock in the default state dir)")
 	asJSON := fs.Bool("json", false, "print a JSON object")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -69,7 +69,7 @@ func cmdStatus(args []string, stdout io.Writer) error {
 		return usagef("status takes no arguments")
 	}
 	var st control.Status
-	if err := call(control.SocketPath(*sock), &control.Request{Op: "status"}, nil, &st); err != nil {
+	if err := call(*sock, &control.Request{Op: "status"}, nil, &st); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -120,7 +120,7 @@ func cmdStatus(args []string, stdout io.Writer) error {
 
 func cmdNames(args []string, stdout io.Writer) error {
 	fs := newFlags("names", "names --app APP [--network PN] [--json] [flags]", stdout)
-	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL, else control.sock in the default state dir)")
 	app := fs.String("app", "", "application id (ap-<uuid>), required")
 	network := fs.String("network", "", "only this private network (pn-<uuid>)")
 	asJSON := fs.Bool("json", false, "print a JSON array")
@@ -143,7 +143,7 @@ func cmdNames(args []string, stdout io.Writer) error {
 	}
 	var names []control.Name
 	req := &control.Request{Op: "names", Names: &control.NamesRequest{App: *app, Network: *network}}
-	if err := call(control.SocketPath(*sock), req, nil, &names); err != nil {
+	if err := call(*sock, req, nil, &names); err != nil {
 		return err
 	}
 	if names == nil {
@@ -186,7 +186,7 @@ func printCounters(w io.Writer, title string, m map[string]uint64) {
 
 func cmdPeers(args []string, stdout io.Writer) error {
 	fs := newFlags("peers", "peers [--json] [flags]\n       vrouter peers unpin NAME [flags]", stdout)
-	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL, else control.sock in the default state dir)")
 	asJSON := fs.Bool("json", false, "print a JSON array")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -201,7 +201,7 @@ func cmdPeers(args []string, stdout io.Writer) error {
 		return usagef("peers takes no arguments (or: peers unpin NAME)")
 	}
 	var ps []control.Peer
-	if err := call(control.SocketPath(*sock), &control.Request{Op: "peers"}, nil, &ps); err != nil {
+	if err := call(*sock, &control.Request{Op: "peers"}, nil, &ps); err != nil {
 		return err
 	}
 	if ps == nil {
@@ -245,7 +245,7 @@ func peersUnpin(sock string, args []string, stdout io.Writer) error {
 		return usagef("node name of %d bytes (1..%d)", len(name), cluster.MaxNameLen)
 	}
 	req := &control.Request{Op: control.OpUnpin, Unpin: &control.UnpinRequest{Name: name}}
-	if err := call(control.SocketPath(sock), req, nil, nil); err != nil {
+	if err := call(sock, req, nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "unpinned %s: the next signing key it presents will be trusted\n", name)

@@ -23,6 +23,7 @@ import (
 	"github.com/vrouter/vrouter/internal/buildinfo"
 	"github.com/vrouter/vrouter/internal/daemon"
 	"github.com/vrouter/vrouter/internal/keys"
+	"github.com/vrouter/vrouter/internal/paths"
 	"github.com/vrouter/vrouter/internal/supervise"
 	"github.com/vrouter/vrouter/internal/tunnel"
 	"github.com/vrouter/vrouter/router"
@@ -40,13 +41,16 @@ type runFlags struct {
 	mtu, flowLogMaxSize, egressFDs, egressMemMiB *int
 	join, upstreams, egressIPs, egressDeny       *[]string
 	allowLoopback                                *bool
+	// stateDirGiven: --state-dir was on the command line (an empty value
+	// is then an error, not the default).
+	stateDirGiven bool
 }
 
 func defineRunFlags(fs *pflag.FlagSet) *runFlags {
 	host, _ := os.Hostname()
 	return &runFlags{
 		name:           fs.String("name", host, "node name (unique in the cluster)"),
-		stateDir:       fs.String("state-dir", ".vrouter", "directory for the daemon's state"),
+		stateDir:       fs.String("state-dir", "", "directory for the daemon's state (default $STATE_DIRECTORY under systemd, /var/lib/vrouter for root, else $XDG_STATE_HOME/vrouter or ~/.local/state/vrouter)"),
 		control:        fs.String("control", "", "control socket path (default STATE-DIR/control.sock)"),
 		mtu:            fs.Int("mtu", router.DefaultMTU, "MTU of container ports"),
 		logLevel:       fs.String("log-level", "info", "log level: debug, info, warn or error"),
@@ -71,7 +75,8 @@ func defineRunFlags(fs *pflag.FlagSet) *runFlags {
 }
 
 // parseRun turns run's command line into the daemon's configuration. It
-// has no side effects (it reads the host name for the default of --name);
+// has no side effects (it reads the host name for the default of --name,
+// the user and the environment for that of --state-dir: paths.StateDir);
 // every error is a usage error. DNSUpstreams stays empty without
 // --dns-upstream: cmdRun fills it from resolv.conf.
 func parseRun(args []string) (daemon.Config, error) {
@@ -83,6 +88,7 @@ func parseRun(args []string) (daemon.Config, error) {
 	if fs.NArg() > 0 {
 		return daemon.Config{}, usagef("run takes no arguments, got %q", fs.Args())
 	}
+	f.stateDirGiven = fs.Changed("state-dir")
 	cfg, err := f.config()
 	if err != nil {
 		return daemon.Config{}, usageError{err.Error()}
@@ -98,9 +104,17 @@ func (f *runFlags) config() (daemon.Config, error) {
 	if err := level.UnmarshalText([]byte(*f.logLevel)); err != nil {
 		return daemon.Config{}, fmt.Errorf("--log-level %q: want debug, info, warn or error", *f.logLevel)
 	}
+	stateDir := *f.stateDir
+	if !f.stateDirGiven {
+		d, err := paths.StateDir(os.Getenv, os.Geteuid())
+		if err != nil {
+			return daemon.Config{}, err
+		}
+		stateDir = d
+	}
 	cfg := daemon.Config{
 		Name:                *f.name,
-		StateDir:            *f.stateDir,
+		StateDir:            stateDir,
 		Control:             *f.control,
 		MTU:                 *f.mtu,
 		Logger:              slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),

@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/vrouter/vrouter/cluster"
 	"github.com/vrouter/vrouter/internal/daemon"
+	"github.com/vrouter/vrouter/internal/paths"
 )
 
 // defaultRun is what `vrouter run` without flags configures (README,
@@ -22,10 +24,14 @@ func defaultRun(t *testing.T) daemon.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dir, err := paths.StateDir(os.Getenv, os.Geteuid())
+	if err != nil {
+		t.Fatal(err)
+	}
 	return daemon.Config{
 		Name:     host,
-		StateDir: ".vrouter",
-		Control:  ".vrouter/control.sock",
+		StateDir: dir,
+		Control:  filepath.Join(dir, "control.sock"),
 		MTU:      1390,
 		Gossip:   netip.MustParseAddrPort("0.0.0.0:7946"),
 		Listen:   netip.MustParseAddrPort("0.0.0.0:51820"),
@@ -172,5 +178,35 @@ func TestRunHelp(t *testing.T) {
 		if !strings.Contains(stdout.String(), f) {
 			t.Errorf("run --help lacks %q:\n%s", f, stdout.String())
 		}
+	}
+}
+
+// TestRunDefaultStateDir: without --state-dir the state (and the socket)
+// go to an absolute directory of the user, never the working directory.
+func TestRunDefaultStateDir(t *testing.T) {
+	t.Setenv("STATE_DIRECTORY", "/srv/vr")
+	cfg, err := parseRun(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StateDir != "/srv/vr" || cfg.Control != "/srv/vr/control.sock" {
+		t.Errorf("under systemd: state dir %q, control %q", cfg.StateDir, cfg.Control)
+	}
+	t.Setenv("STATE_DIRECTORY", "")
+	t.Setenv("XDG_STATE_HOME", "/xdg")
+	t.Setenv("HOME", "/home/u")
+	cfg, err = parseRun(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "/xdg/vrouter"
+	if os.Geteuid() == 0 {
+		want = "/var/lib/vrouter"
+	}
+	if cfg.StateDir != want || cfg.Control != want+"/control.sock" {
+		t.Errorf("state dir %q, control %q; want %q", cfg.StateDir, cfg.Control, want)
+	}
+	if cfg, err := parseRun([]string{"--state-dir", "rel"}); err != nil || cfg.StateDir != "rel" {
+		t.Errorf("an explicit --state-dir: %q, %v", cfg.StateDir, err)
 	}
 }

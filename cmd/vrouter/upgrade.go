@@ -12,7 +12,7 @@ import (
 
 func cmdUpgrade(args []string, stdout io.Writer) error {
 	fs := newFlags("upgrade", "upgrade [--binary PATH] [--json] [flags]", stdout)
-	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL or .vrouter/control.sock)")
+	sock := fs.String("control", "", "control socket (default $VROUTER_CONTROL, else control.sock in the default state dir)")
 	bin := fs.String("binary", "", "the new vrouter binary (default: the path vrouter run was started from, replaced in place)")
 	timeout := fs.Duration("timeout", 90*time.Second, "how long to wait for the upgrade to finish")
 	asJSON := fs.Bool("json", false, "print the status after the upgrade as JSON")
@@ -29,7 +29,7 @@ func cmdUpgrade(args []string, stdout io.Writer) error {
 		}
 		*bin = abs
 	}
-	path := control.SocketPath(*sock)
+	path := *sock
 	var started control.UpgradeStarted
 	if err := call(path, &control.Request{Op: control.OpUpgrade, Upgrade: &control.UpgradeRequest{Binary: *bin}}, nil, &started); err != nil {
 		return err

@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// DefaultSocket is the client's socket path when neither the flag nor
-// $VROUTER_CONTROL names one.
-const DefaultSocket = ".vrouter/control.sock"
+	"github.com/vrouter/vrouter/internal/paths"
+)
 
 // EnvSocket names the environment variable clients read the socket path from.
 const EnvSocket = "VROUTER_CONTROL"
@@ -25,15 +23,21 @@ const EnvSocket = "VROUTER_CONTROL"
 const maxResponse = 64 << 20
 
 // SocketPath resolves the client socket: flag value if non-empty, else
-// $VROUTER_CONTROL, else DefaultSocket.
-func SocketPath(flag string) string {
+// $VROUTER_CONTROL, else the control socket of the default state
+// directory of the client's user (paths.ControlSocket): absolute, never
+// relative to the working directory.
+func SocketPath(flag string) (string, error) {
 	if flag != "" {
-		return flag
+		return flag, nil
 	}
 	if env := os.Getenv(EnvSocket); env != "" {
-		return env
+		return env, nil
 	}
-	return DefaultSocket
+	p, err := paths.ControlSocket(os.Getenv, os.Geteuid())
+	if err != nil {
+		return "", fmt.Errorf("control socket: %w; give --control or $%s", err, EnvSocket)
+	}
+	return p, nil
 }
 
 // Call sends req (with fd as SCM_RIGHTS when non-nil; the caller keeps its

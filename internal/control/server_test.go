@@ -411,15 +411,29 @@ func TestNoDaemon(t *testing.T) {
 
 func TestSocketPath(t *testing.T) {
 	t.Setenv(EnvSocket, "")
-	if got := SocketPath(""); got != DefaultSocket {
-		t.Fatalf("default: %q", got)
+	t.Setenv("STATE_DIRECTORY", "")
+	t.Setenv("XDG_STATE_HOME", "/xdg")
+	t.Setenv("HOME", "/home/u")
+	want := "/xdg/vrouter/control.sock"
+	if os.Geteuid() == 0 {
+		want = "/var/lib/vrouter/control.sock"
+	}
+	if got, err := SocketPath(""); err != nil || got != want {
+		t.Fatalf("default: %q, %v; want %q", got, err, want)
+	}
+	if os.Geteuid() != 0 {
+		t.Setenv("XDG_STATE_HOME", "")
+		t.Setenv("HOME", "")
+		if got, err := SocketPath(""); err == nil || !strings.Contains(err.Error(), "--control") {
+			t.Fatalf("no home: %q, %v; want an error naming --control", got, err)
+		}
 	}
 	t.Setenv(EnvSocket, "/env/sock")
-	if got := SocketPath(""); got != "/env/sock" {
-		t.Fatalf("env: %q", got)
+	if got, err := SocketPath(""); err != nil || got != "/env/sock" {
+		t.Fatalf("env: %q, %v", got, err)
 	}
-	if got := SocketPath("/flag/sock"); got != "/flag/sock" {
-		t.Fatalf("flag: %q", got)
+	if got, err := SocketPath("/flag/sock"); err != nil || got != "/flag/sock" {
+		t.Fatalf("flag: %q, %v", got, err)
 	}
 }
 

@@ -3,10 +3,13 @@
 package e2e
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -27,6 +30,40 @@ func TestBadInput(t *testing.T) {
 	}
 	defer notTUN.Close()
 	missingSock := filepath.Join(t.TempDir(), "nodaemon", "control.sock")
+	// A socket someone planted in a directory anyone may write to: the
+	// client refuses it before connecting (an attach would hand it the
+	// TUN's fd), so its listener never sees a connection.
+	openDir := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(openDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openDir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	plantedSock := filepath.Join(openDir, "control.sock")
+	planted, err := net.Listen("unixpacket", plantedSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plantedConns atomic.Int32
+	var plantedWG sync.WaitGroup
+	plantedWG.Go(func() {
+		for {
+			c, err := planted.Accept()
+			if err != nil {
+				return
+			}
+			plantedConns.Add(1)
+			c.Close()
+		}
+	})
+	defer func() {
+		planted.Close()
+		plantedWG.Wait()
+		if n := plantedConns.Load(); n != 0 {
+			t.Errorf("the planted socket got %d connections", n)
+		}
+	}()
 	// `run` with bad flags must stop before touching this dir.
 	runDir := filepath.Join(t.TempDir(), "state")
 	run := func(extra ...string) []string {
@@ -83,6 +120,8 @@ func TestBadInput(t *testing.T) {
 		{"containers without daemon", []string{"containers", "--control", missingSock}, nil, 1, "daemon not running: no control socket at " + missingSock},
 		{"status without daemon", []string{"status", "--control", missingSock}, nil, 1, "daemon not running: no control socket at " + missingSock},
 		{"detach without daemon", []string{"detach", "--control", missingSock, "c-000000000000"}, nil, 1, "daemon not running: no control socket at " + missingSock},
+		{"attach to a planted socket", attach("--control", plantedSock), nil, 1, "others may write"},
+		{"status from a planted socket", []string{"status", "--control", plantedSock}, nil, 1, "others may write"},
 		{"same netns twice", attach("--netns", occupied.path), nil, 1, "already attached"},
 		{"same netns twice, other ifname", attach("--netns", occupied.path, "--ifname", "vr1"), nil, 1, "already attached"},
 		{"same netns twice, other network", attach("--netns", occupied.path, "--network", newID("pn")), nil, 1, "already attached"},
