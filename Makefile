@@ -77,7 +77,7 @@ lint: fmt-check vet
 # figure beside its baseline measured in the same run. Prints the table and
 # writes bench/results/<timestamp>.json, .svg and -micro.txt. Root, Linux.
 # QUICK=1 runs each scenario for seconds (CI: proves the suite runs, judges
-# nothing); BENCH_ONLY=1,5 runs only those scenarios (micro, 1 … 8).
+# nothing); BENCH_ONLY=1,5 runs only those scenarios (micro, 1 … 10).
 # wireguard-go, the baseline of scenario 2, is built from the module
 # version in go.mod.
 # BENCH_DAEMON_FLAGS are added to every daemon of the suite (STATE is its
@@ -85,14 +85,18 @@ lint: fmt-check vet
 QUICK ?=
 BENCH_ONLY ?=
 BENCH_DAEMON_FLAGS ?=
+# BENCH_NOISY_EACH=1 adds to scenario 9 a run of each flood alone.
+BENCH_NOISY_EACH ?=
 bench: build
 	$(GO) build -o bin/vrbench ./bench/cmd/vrbench
 	$(GO) build -o bin/dnsload ./bench/cmd/dnsload
 	$(GO) build -o bin/connload ./bench/cmd/connload
+	$(GO) build -o bin/floodload ./bench/cmd/floodload
 	$(GO) build -o bin/wireguard-go golang.zx2c4.com/wireguard
 	./bin/vrbench $(if $(filter-out 0 no false,$(QUICK)),-quick) $(if $(BENCH_ONLY),-only $(BENCH_ONLY)) \
 		$(if $(BENCH_DAEMON_FLAGS),-daemon-flags "$(BENCH_DAEMON_FLAGS)") \
-		-go $(GO) -vrouter $(BIN) -dnsload bin/dnsload -connload bin/connload \
+		$(if $(filter-out 0 no false,$(BENCH_NOISY_EACH)),-noisy-each) \
+		-go $(GO) -vrouter $(BIN) -dnsload bin/dnsload -connload bin/connload -floodload bin/floodload \
 		-wireguard-go bin/wireguard-go -out bench/results
 
 # Discovers the fuzz targets of every package with `go test -list`, so new

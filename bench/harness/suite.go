@@ -39,6 +39,7 @@ type Config struct {
 	Vrouter     string // bin/vrouter
 	DNSLoad     string // bench/cmd/dnsload binary
 	ConnLoad    string // bench/cmd/connload binary
+	FloodLoad   string // bench/cmd/floodload binary (scenario 9)
 	WireGuardGo string // wireguard-go built from the module in go.mod
 	Go          string // go tool, for the micro-benchmarks
 	OutDir      string // bench/results
@@ -50,6 +51,9 @@ type Config struct {
 	// are off by default: --flow-log STATE/flows.jsonl --metrics-listen
 	// 127.0.0.1:0).
 	DaemonFlags []string
+	// NoisyEach adds to scenario 9 one run of each flood alone, to find
+	// which one hurts (a diagnostic run).
+	NoisyEach bool
 }
 
 // params are the durations and counts of a quick or a full run.
@@ -133,6 +137,7 @@ func (s *Suite) scenarios() []scenario {
 		{"6", "gossip: new record visible on all N nodes (in-process)", s.scenGossip},
 		{"7", "failover", s.scenFailover},
 		{"8", "resources", s.scenResources},
+		{"9", "noisy neighbour: one container floods, another measures", s.scenNoisy},
 		{"10", "restart: kill -9 and upgrade of the worker", s.scenRestart},
 	}
 }
