@@ -34,7 +34,7 @@ func (r *Resolver) exchangeAll(ctx context.Context, req *mdns.Msg) (*mdns.Msg, e
 		actx, cancel := context.WithTimeout(ctx, left/time.Duration(len(r.upstreams)-i))
 		var resp *mdns.Msg
 		start := time.Now()
-		resp, err = r.exchangeWith(actx, up, q)
+		resp, err = r.exchangeWith(actx, r.pools[i], q)
 		r.stats.upstream.Observe(time.Since(start))
 		cancel()
 		if err == nil {
@@ -53,13 +53,14 @@ func (r *Resolver) exchangeAll(ctx context.Context, req *mdns.Msg) (*mdns.Msg, e
 // exchangeWith asks one upstream: UDP, then TCP if the UDP reply was
 // truncated. SERVFAIL and REFUSED count as failures, so the next upstream
 // is tried.
-func (r *Resolver) exchangeWith(ctx context.Context, up string, q *mdns.Msg) (*mdns.Msg, error) {
+func (r *Resolver) exchangeWith(ctx context.Context, pool *udpPool, q *mdns.Msg) (*mdns.Msg, error) {
+	up := pool.addr
 	r.stats.forwarded.Add(1)
-	resp, err := exchange(ctx, "udp", up, q)
+	resp, err := pool.exchangeUDP(ctx, q)
 	if err == nil && resp.Truncated || errors.Is(err, errMalformed) {
 		r.stats.tcpRetries.Add(1)
 		r.stats.forwarded.Add(1)
-		resp, err = exchange(ctx, "tcp", up, q)
+		resp, err = exchangeTCP(ctx, up, q)
 	}
 	if err != nil {
 		return nil, err
@@ -70,10 +71,11 @@ func (r *Resolver) exchangeWith(ctx context.Context, up string, q *mdns.Msg) (*m
 	return resp, nil
 }
 
-// exchange sends q to addr over network with a fresh id and returns the
-// reply. It honours ctx's deadline and its cancellation: Close interrupts
-// a blocked read at once.
-func exchange(ctx context.Context, network, addr string, q *mdns.Msg) (*mdns.Msg, error) {
+// exchangeTCP sends q to addr over a new TCP connection with a fresh id
+// and returns the reply. It honours ctx's deadline and its cancellation:
+// Close interrupts a blocked read at once. (UDP goes through udpPool.)
+func exchangeTCP(ctx context.Context, addr string, q *mdns.Msg) (*mdns.Msg, error) {
+	const network = "tcp"
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
@@ -91,21 +93,16 @@ func exchange(ctx context.Context, network, addr string, q *mdns.Msg) (*mdns.Msg
 	if err := co.WriteMsg(q); err != nil {
 		return nil, fmt.Errorf("send to %s %s: %w", network, addr, err)
 	}
-	for range maxStray {
-		resp, err := co.ReadMsg()
-		switch {
-		case err != nil && resp != nil && resp.Id == q.Id:
-			return nil, fmt.Errorf("%s %s: %w: %v", network, addr, errMalformed, err)
-		case err != nil && resp == nil:
-			return nil, fmt.Errorf("read from %s %s: %w", network, addr, err)
-		case err == nil && resp.Id == q.Id && resp.Response && sameQuestion(resp, q):
-			return resp, nil
-		case network != "udp":
-			return nil, fmt.Errorf("%s %s: reply does not match the query", network, addr)
-		}
-		// A stray datagram: keep reading until the deadline.
+	resp, err := co.ReadMsg()
+	switch {
+	case err != nil && resp != nil && resp.Id == q.Id:
+		return nil, fmt.Errorf("%s %s: %w: %v", network, addr, errMalformed, err)
+	case err != nil:
+		return nil, fmt.Errorf("read from %s %s: %w", network, addr, err)
+	case resp.Id == q.Id && resp.Response && sameQuestion(resp, q):
+		return resp, nil
 	}
-	return nil, fmt.Errorf("%s %s: too many stray replies", network, addr)
+	return nil, fmt.Errorf("%s %s: reply does not match the query", network, addr)
 }
 
 // upstreamQuery is what goes upstream for req: its question (with the

@@ -298,3 +298,10 @@ func serveAsync(h mdns.Handler, w *fakeWriter, req *mdns.Msg) <-chan *mdns.Msg {
 	}()
 	return out
 }
+
+// idleForTest is a copy of the pool's idle sockets.
+func (p *udpPool) idleForTest() []*upConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*upConn(nil), p.idle...)
+}

@@ -83,6 +83,7 @@ type Config struct {
 type Resolver struct {
 	view      View
 	upstreams []string
+	pools     []*udpPool // UDP sockets of upstreams[i]
 	timeout   time.Duration
 	maxTotal  int
 	maxClient int
@@ -150,6 +151,9 @@ func New(cfg Config) (*Resolver, error) {
 	if r.now == nil {
 		r.now = time.Now
 	}
+	for _, u := range ups {
+		r.pools = append(r.pools, newUDPPool(u, r.now))
+	}
 	switch {
 	case cfg.CacheSize == 0:
 		r.cache = newCache(DefaultCacheSize)
@@ -183,6 +187,9 @@ func (r *Resolver) Close() error {
 	r.mu.Unlock()
 	r.cancel()
 	r.wg.Wait()
+	for _, p := range r.pools {
+		p.close()
+	}
 	return nil
 }
 
