@@ -315,6 +315,8 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 	ft := o.r.flows.Load()
 	var acc flowAcc
 	var now int64
+	var heard bool // the overlay probes heard from (probe.go)
+	var from [4]byte
 	if ft != nil {
 		now = o.r.now()
 	}
@@ -334,6 +336,11 @@ func (o *Overlay) writeBatch(s *overlayScratch, bufs [][]byte, offset int) {
 			c[ctrRxPackets]-- // not traffic: outside the rx balance
 			o.handleProbe(f.src, f.inner)
 			continue
+		}
+		if !heard || f.src != from {
+			// wireguard-go hands each Write one peer's frames: once per batch.
+			heard, from = true, f.src
+			o.r.probe.hear(from, o.r.now())
 		}
 		c[ctrRxBytes] += uint64(len(f.inner))
 		t := o.r.tableOf(f.vni)

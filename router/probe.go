@@ -2,6 +2,7 @@ package router
 
 import (
 	"encoding/binary"
+	"maps"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -19,12 +20,20 @@ import (
 // nodes' overlay addresses; the receiving router answers it with an echo
 // reply in the same way. Probes never reach a port or a netstack, and
 // count in neither the port counters nor the overlay's rx balance.
+//
+// A node is also heard when any other frame arrives from it over the
+// overlay: under load the probes and their answers may find the overlay
+// queue full and be dropped (overlay_queue_full), while the traffic that
+// fills it proves the session alive.
 const probeVNI = 0
 
-// probeState is the last answer from each node, by overlay address.
+// probeState is when each probed node was last heard, by overlay address.
 type probeState struct {
-	mu       sync.Mutex
-	lastSeen map[[4]byte]int64 // router clock of the last echo reply
+	mu sync.Mutex // serialises writers of heard and seq
+	// heard maps every node ever probed to the router clock of the last
+	// frame from it (echo reply or traffic). Copy-on-write: the overlay's
+	// receivers read it on every Write without a lock or an allocation.
+	heard    atomic.Pointer[map[[4]byte]*atomic.Int64]
 	seq      uint16
 	sent     atomic.Uint64
 	answered atomic.Uint64 // echo requests from other nodes answered
@@ -44,6 +53,7 @@ func (r *Router) ProbeOverlay(nodes []netip.Addr) {
 			continue
 		}
 		r.probe.mu.Lock()
+		r.probe.track(n.As4())
 		r.probe.seq++
 		seq := r.probe.seq
 		r.probe.mu.Unlock()
@@ -61,13 +71,40 @@ func (r *Router) OverlaySeen(node netip.Addr) time.Time {
 	if !node.Is4() {
 		return time.Time{}
 	}
-	r.probe.mu.Lock()
-	t, ok := r.probe.lastSeen[node.As4()]
-	r.probe.mu.Unlock()
-	if !ok {
+	var t int64
+	if m := r.probe.heard.Load(); m != nil {
+		if h := (*m)[node.As4()]; h != nil {
+			t = h.Load()
+		}
+	}
+	if t == 0 {
 		return time.Time{}
 	}
 	return r.epoch.Add(time.Duration(t))
+}
+
+// track gives node a slot in heard. Callers hold mu.
+func (p *probeState) track(node [4]byte) {
+	old := p.heard.Load()
+	if old != nil && (*old)[node] != nil {
+		return
+	}
+	m := make(map[[4]byte]*atomic.Int64, 1)
+	if old != nil {
+		maps.Copy(m, *old)
+	}
+	m[node] = new(atomic.Int64)
+	p.heard.Store(&m)
+}
+
+// hear records a frame from node at now (router clock) if node is probed.
+// It allocates nothing: it is on the overlay's receive path.
+func (p *probeState) hear(node [4]byte, now int64) {
+	if m := p.heard.Load(); m != nil {
+		if h := (*m)[node]; h != nil {
+			h.Store(max(now, 1)) // 0 is never heard
+		}
+	}
 }
 
 // handleProbe answers a probe or records an answer. Called from
@@ -93,10 +130,7 @@ func (o *Overlay) handleProbe(from [4]byte, inner []byte) {
 		}
 	case header.ICMPv4EchoReply:
 		o.r.probe.replies.Add(1)
-		now := o.r.now()
-		o.r.probe.mu.Lock()
-		o.r.probe.lastSeen[from] = now
-		o.r.probe.mu.Unlock()
+		o.r.probe.hear(from, o.r.now())
 	}
 }
 

@@ -189,7 +189,6 @@ func New(cfg Config) *Router {
 	r.state.ports = make(map[*Attached]struct{})
 	r.state.returns = make(map[uint32]*egressReturn)
 	r.state.retiredByVNI = make(map[uint32]*Counters)
-	r.probe.lastSeen = make(map[[4]byte]int64)
 	r.publishNetworks()
 	r.publishReturns()
 	return r

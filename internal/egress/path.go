@@ -212,17 +212,37 @@ func (p *Path) close() {
 // memberlist to declare it dead (seconds with the LAN timings). Existing
 // flows stay while memberlist says the gateway is alive: a short loss must
 // not move them.
+//
+// A gateway is heard when anything comes from it over the overlay (an
+// answer to a probe or traffic, router.OverlaySeen). It goes silent after
+// overlayProbeMisses probe rounds in a row without a word from it, and no
+// sooner than overlayProbeTimeout after it was last heard: rounds, so that
+// a worker whose own probe loop was starved (a loaded machine) does not
+// blame the gateway for rounds it never ran; time, so that rounds run
+// late and then back to back do not add up to a verdict early. It answers
+// again after overlayProbeRecover rounds in a row in which it was heard,
+// so that a gateway losing most of its frames does not take new flows
+// back at its first answer.
+//
+// The outage of a gateway's death is then between overlayProbeTimeout and
+// overlayProbeTimeout+overlayProbeInterval, plus a reconcile (scenario 7
+// of bench/README.md measures it).
 const (
-	overlayProbeInterval = 200 * time.Millisecond
-	overlayProbeTimeout  = 700 * time.Millisecond
+	overlayProbeInterval = 50 * time.Millisecond
+	overlayProbeMisses   = 6
+	overlayProbeTimeout  = overlayProbeMisses * overlayProbeInterval
+	overlayProbeRecover  = 2
 	// overlayProbeGrace covers the WireGuard handshake with a gateway
 	// probed for the first time.
 	overlayProbeGrace = 2 * time.Second
 )
 
 type overlayProbeState struct {
-	first time.Time // first probed
-	ok    bool      // answered within overlayProbeTimeout (or in grace)
+	first  time.Time // first probed
+	seen   time.Time // last heard, as of the last round
+	missed int       // rounds in a row in which it was not heard
+	heard  int       // rounds in a row in which it was heard
+	ok     bool      // not silent (or in grace)
 }
 
 // probeOverlay sends one round of overlay probes and reconciles when a
@@ -251,8 +271,8 @@ func (p *Path) gatewaysToProbe() []netip.Addr {
 	return out
 }
 
-// updateProbes records which gateways answer and reports whether any
-// changed.
+// updateProbes is one probe round at now: it records which gateways were
+// heard since the last round and reports whether any verdict changed.
 func (p *Path) updateProbes(gws []netip.Addr, now time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -265,15 +285,14 @@ func (p *Path) updateProbes(gws []netip.Addr, now time.Time) bool {
 			pr = &overlayProbeState{first: now, ok: true}
 			p.probes[gw] = pr
 		}
-		seen := p.dp.OverlaySeen(gw)
-		ok := now.Sub(pr.first) < overlayProbeGrace || (!seen.IsZero() && now.Sub(seen) < overlayProbeTimeout)
-		if ok != pr.ok {
+		if ok := pr.round(p.dp.OverlaySeen(gw), now); ok != pr.ok {
 			pr.ok = ok
 			changed = true
 			if ok {
 				p.log.Info("gateway answers over the overlay again", "overlay", gw)
 			} else {
-				p.log.Warn("gateway does not answer over the overlay: no new egress flows to it", "overlay", gw, "last_answer", seen)
+				p.log.Warn("gateway does not answer over the overlay: no new egress flows to it", "overlay", gw,
+					"last_heard", pr.seen, "silent_for", now.Sub(pr.seen).Round(time.Millisecond), "rounds", pr.missed)
 			}
 		}
 	}
@@ -283,4 +302,28 @@ func (p *Path) updateProbes(gws []netip.Addr, now time.Time) bool {
 		}
 	}
 	return changed
+}
+
+// round takes one probe round's news, seen being when the gateway was last
+// heard (zero: never), and returns the verdict: true while it answers.
+func (pr *overlayProbeState) round(seen time.Time, now time.Time) bool {
+	if seen.After(pr.seen) {
+		pr.seen = seen
+		pr.missed = 0
+		pr.heard++
+	} else {
+		pr.missed++
+		pr.heard = 0
+	}
+	if now.Sub(pr.first) < overlayProbeGrace {
+		return true
+	}
+	if !pr.ok {
+		return pr.heard >= overlayProbeRecover
+	}
+	last := pr.seen
+	if last.IsZero() {
+		last = pr.first // never heard: silent from the grace's end on
+	}
+	return pr.missed < overlayProbeMisses || now.Sub(last) < overlayProbeTimeout
 }
