@@ -205,7 +205,9 @@ func (a *Attached) route(b *readBatch, pkts [][]byte, c *batchCounters, now int6
 		e := a.table.lookup(idx)
 		if e == nil {
 			c[dropUnknownDestination]++
-			icmpOut = a.icmpError(b, icmpOut, c, now, pkt, header.ICMPv4HostUnreachable, 0)
+			if now >= a.r.quietUntil.Load() {
+				icmpOut = a.icmpError(b, icmpOut, c, now, pkt, header.ICMPv4HostUnreachable, 0)
+			}
 			continue
 		}
 		if b.gso[i] && e.kind != entryRemote && (e.kind != entryLocal || e.port.off == nil) {

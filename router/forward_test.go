@@ -320,3 +320,33 @@ func BenchmarkReadLoop(b *testing.B) {
 		b.Fatalf("forwarded %d packets, want %d", got, b.N*batch)
 	}
 }
+
+// TestHoldUnreachable: while the router holds unreachables (a restored
+// worker that has not yet relearned every destination), an unknown
+// destination is dropped and counted but gets no ICMP error; afterwards
+// it gets one again.
+func TestHoldUnreachable(t *testing.T) {
+	r := newInternalRouter(t)
+	src := newFakePort(8, true)
+	a := attachNoLoop(t, r, src, 1, "10.240.0.1", 1390)
+	unknown := Pkt4("10.240.0.1", "10.240.0.9", PktOpts{ID: 1})
+
+	r.HoldUnreachable(time.Hour)
+	a.forward(load(a, unknown), r.now())
+	if len(src.writes) != 0 {
+		t.Fatalf("sender got %d Writes while unreachables are held, want none", len(src.writes))
+	}
+	if s := r.Stats(); s.Drops["unknown_destination"] != 1 || s.Counters["icmp_sent"] != 0 {
+		t.Errorf("while held: counters %v drops %v", s.Counters, s.Drops)
+	}
+
+	r.HoldUnreachable(0)
+	a.forward(load(a, unknown), r.now())
+	if len(src.writes) != 1 || len(src.writes[0]) != 1 {
+		t.Fatalf("after the hold: sender got %v Writes, want one with one ICMP error", src.writes)
+	}
+	CheckICMPUnreachable(t, src.writes[0][0], "10.240.0.1", header.ICMPv4HostUnreachable, unknown)
+	if s := r.Stats(); s.Drops["unknown_destination"] != 2 || s.Counters["icmp_sent"] != 1 {
+		t.Errorf("after the hold: counters %v drops %v", s.Counters, s.Drops)
+	}
+}

@@ -154,6 +154,9 @@ type Router struct {
 	pools      pools      // read batches, by shape (batch.go)
 	// localGSOFree holds WriteLocalGSO's scratches (local_gso.go).
 	localGSOFree chan *localGSOScratch
+	// quietUntil is the router-clock time before which an unknown
+	// destination is dropped without an ICMP error (HoldUnreachable).
+	quietUntil atomic.Int64
 
 	state struct {
 		sync.Mutex
@@ -196,6 +199,18 @@ func New(cfg Config) *Router {
 
 // now is the router's monotonic clock in nanoseconds; it does not allocate.
 func (r *Router) now() int64 { return int64(time.Since(r.epoch)) }
+
+// HoldUnreachable makes the router drop packets for destinations it does
+// not know, for the next d, without telling their senders (no ICMP host
+// unreachable; the drop is still counted as unknown_destination). A
+// worker that took over running containers restores their ports one by
+// one and learns the other nodes' containers from gossip only after it
+// has joined: an ICMP error in that window makes a container's connect
+// fail at once ("No route to host"), where a silent drop only delays it
+// until TCP sends its SYN again.
+func (r *Router) HoldUnreachable(d time.Duration) {
+	r.quietUntil.Store(r.now() + int64(d))
+}
 
 // AddPort registers p in the forwarding table of network cfg.Network and
 // starts its read goroutine. The router owns p from now on: Attached.Close

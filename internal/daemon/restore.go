@@ -85,6 +85,13 @@ func (d *Daemon) releasePort(id string) {
 	}
 }
 
+// restoreQuiet is how long a worker that took over ports drops packets
+// for unknown destinations silently (router.HoldUnreachable): long enough
+// for the join's full state exchange on a loaded node (seconds), short
+// enough that a container asking for a destination that really is gone
+// soon gets its error again.
+const restoreQuiet = 10 * time.Second
+
 // restore re-attaches the ports a previous worker held. A port that
 // cannot be rebuilt is released (its TUN disappears) and reported; it is
 // never kept without a worker forwarding for it.
@@ -92,6 +99,10 @@ func (d *Daemon) restore(ports []supervise.HeldPort) {
 	if len(ports) == 0 {
 		return
 	}
+	// Until every port is back and the join has brought the other nodes'
+	// containers, a destination the router does not know yet is most
+	// likely one it is about to learn: no ICMP error for it meanwhile.
+	d.router.HoldUnreachable(restoreQuiet)
 	start := time.Now()
 	var restored []egress.Local
 	for _, hp := range ports {
