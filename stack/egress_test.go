@@ -139,7 +139,11 @@ func newEgressNetWired(t *testing.T, cfg EgressConfig, h mdns.Handler, hook func
 		hook(s.egress)
 	}
 	for _, c := range cs {
-		wireBatch(t, c, s, 64, batched)
+		if batched {
+			wireBatch(t, c, s, 64, true) // an overlay batch's worth
+		} else {
+			wire(t, c, s)
+		}
 	}
 	return s, cs
 }
