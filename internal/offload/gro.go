@@ -127,10 +127,7 @@ func (r *groRun) add(bufs [][]byte, i, offset int) bool {
 	if len(head)+payload > 65535 || cap(bufs[r.head])-offset-len(head) < payload {
 		return false
 	}
-	hip, ip := header.IPv4(head), header.IPv4(p)
-	// TOS, flags (DF), TTL, protocol and both addresses must be equal.
-	if head[1] != p[1] || hip.Flags() != ip.Flags() || head[8] != p[8] ||
-		!bytes.Equal(head[12:20], p[12:20]) {
+	if !sameIPv4(head, p, 20) {
 		return false
 	}
 	htcp, tcp := header.TCP(head[header.IPv4MinimumSize:hl]), header.TCP(p[header.IPv4MinimumSize:hl])
@@ -182,4 +179,12 @@ func (r *groRun) finish(bufs [][]byte, offset int) []byte {
 	binary.LittleEndian.PutUint16(vh[6:], header.IPv4MinimumSize)
 	binary.LittleEndian.PutUint16(vh[8:], 16) // offsetof(struct tcphdr, check)
 	return b
+}
+
+// sameIPv4 reports whether two packets of one run agree on TOS, flags
+// (DF), TTL and bytes 12 up to end: both addresses (end 20), and for UDP
+// both ports too (end 24). The TCP and UDP merges share it.
+func sameIPv4(head, p []byte, end int) bool {
+	return head[1] == p[1] && header.IPv4(head).Flags() == header.IPv4(p).Flags() &&
+		head[8] == p[8] && bytes.Equal(head[12:end], p[12:end])
 }

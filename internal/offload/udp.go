@@ -1,7 +1,6 @@
 package offload
 
 import (
-	"bytes"
 	"encoding/binary"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -138,12 +137,10 @@ func (r *udpRun) add(bufs [][]byte, i, offset int) bool {
 	if len(head)+payload > 65535 || cap(bufs[r.head])-offset-len(head) < payload {
 		return false
 	}
-	hip, ip := header.IPv4(head), header.IPv4(p)
-	// TOS, flags (DF), TTL, both addresses and both ports must be equal.
-	if head[1] != p[1] || hip.Flags() != ip.Flags() || head[8] != p[8] ||
-		!bytes.Equal(head[12:24], p[12:24]) {
+	if !sameIPv4(head, p, 24) {
 		return false
 	}
+	hip, ip := header.IPv4(head), header.IPv4(p)
 	if hip.Flags()&header.IPv4FlagDontFragment == 0 && ip.ID() != r.nextID {
 		return false
 	}
