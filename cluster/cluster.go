@@ -357,6 +357,10 @@ func (c *Cluster) SettleTime() time.Duration {
 	return time.Duration(rounds) * c.mc.GossipInterval
 }
 
+// RepairInterval is how often each node runs a push-pull with a random
+// peer: the bound on how long a record the broadcasts missed stays missing.
+func (c *Cluster) RepairInterval() time.Duration { return c.mc.PushPullInterval }
+
 // Stats are the cluster's counters: the store's plus metadata decode errors.
 type Stats struct {
 	StoreStats
