@@ -21,15 +21,16 @@ const reverseZone = "240.10.in-addr.arpa."
 
 // netHandler serves the queries of one private network.
 type netHandler struct {
-	r   *Resolver
-	pn  string // lower-case network id
-	mux *mdns.ServeMux
+	r    *Resolver
+	pn   string // lower-case network id
+	mux  *mdns.ServeMux
+	rate *netRate // pn's use of the resolver's query rate
 }
 
 var _ mdns.Handler = (*netHandler)(nil)
 
 func newNetHandler(r *Resolver, pn string) *netHandler {
-	h := &netHandler{r: r, pn: pn, mux: mdns.NewServeMux()}
+	h := &netHandler{r: r, pn: pn, mux: mdns.NewServeMux(), rate: r.gate.network(pn)}
 	h.mux.HandleFunc(Zone, h.serveLocal)
 	h.mux.HandleFunc(reverseZone, h.serveReverse)
 	h.mux.HandleFunc(".", h.serveForward)
@@ -51,6 +52,22 @@ func (h *netHandler) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 // hands req to ServeDNS where blocking is fine. Both give the same answer.
 func (h *netHandler) ServeDNSNow(w mdns.ResponseWriter, req *mdns.Msg) bool {
 	return h.serve(w, req, false)
+}
+
+// AdmitQuery says whether the next query of this network is to be
+// served, dropped or refused (fair.go). The stack asks before it unpacks
+// the query, so that a refusal costs as little as possible; every refusal
+// is counted here.
+func (h *netHandler) AdmitQuery() Admission {
+	a := h.r.gate.admit(h.rate, h.r.now())
+	switch a {
+	case Drop:
+		h.r.stats.rateDropped.Add(1)
+	case Refuse:
+		h.r.stats.rateRefused.Add(1)
+		h.r.stats.rcode(mdns.RcodeRefused)
+	}
+	return a
 }
 
 // serve answers req; with block false it returns false, having written

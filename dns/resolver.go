@@ -74,6 +74,7 @@ type Config struct {
 	CacheSize            int              // 0 = 10000; negative disables the cache
 	MaxInflight          int              // 0 = 256
 	MaxInflightPerClient int              // 0 = 32
+	QueryRate            int              // queries/s the networks share when several ask at once (fair.go); 0 = 20000, negative: no limit
 	Logger               *slog.Logger     // nil = discard
 	Now                  func() time.Time // nil = time.Now (tests use a fake clock for cache expiry)
 }
@@ -90,6 +91,7 @@ type Resolver struct {
 	log       *slog.Logger
 	now       func() time.Time
 	cache     *cache // nil when disabled
+	gate      *rateGate
 
 	// ctx is the parent of every forwarded query; Close cancels it.
 	ctx    context.Context
@@ -145,6 +147,7 @@ func New(cfg Config) (*Resolver, error) {
 		netFlights: make(map[string]int),
 	}
 	r.stats.upstream = hist.New(upstreamBuckets...)
+	r.gate = newRateGate(max(orDefault(cfg.QueryRate, DefaultQueryRate), 0))
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -19,6 +19,10 @@ type Stats struct {
 	Flood          uint64 // queries refused by the in-flight bounds
 	FloodNetwork   uint64 // of those, refused because their network held more than its share of the flights
 	Truncated      uint64 // responses truncated to the client's size
+	// RateDropped and RateRefused are the queries of a network above its
+	// fair share of the query rate while others asked too (fair.go):
+	// dropped unanswered, or answered REFUSED (counted in Rcodes too).
+	RateDropped, RateRefused uint64
 	// Inflight is the upstream exchanges in progress now (flights), out
 	// of MaxInflight allowed.
 	Inflight, MaxInflight int
@@ -39,6 +43,7 @@ type counters struct {
 	local, forwarded, cacheHits, upstreamErrors atomic.Uint64
 	tcpRetries, flood, truncated                atomic.Uint64
 	floodNetwork                                atomic.Uint64
+	rateDropped, rateRefused                    atomic.Uint64
 	rcodes                                      [maxRcode + 1]atomic.Uint64
 	upstream                                    *hist.Histogram
 }
@@ -62,6 +67,8 @@ func (r *Resolver) Stats() Stats {
 		Flood:           c.flood.Load(),
 		FloodNetwork:    c.floodNetwork.Load(),
 		Truncated:       c.truncated.Load(),
+		RateDropped:     c.rateDropped.Load(),
+		RateRefused:     c.rateRefused.Load(),
 		MaxInflight:     r.maxTotal,
 		UpstreamLatency: c.upstream.Snapshot(),
 	}

@@ -34,6 +34,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/dns"
 )
 
 // NowHandler is a DNS handler that can tell the queries it answers without
@@ -43,6 +45,14 @@ import (
 type NowHandler interface {
 	mdns.Handler
 	ServeDNSNow(w mdns.ResponseWriter, req *mdns.Msg) bool
+}
+
+// QueryGate is a DNS handler that shares the resolver's query rate among
+// networks (dns.Resolver's handlers do): the fast path asks it before it
+// unpacks a query, so that a refused query costs its parse and checksum
+// only, and a REFUSED answer is built from the query's own bytes.
+type QueryGate interface {
+	AdmitQuery() dns.Admission
 }
 
 // maxSlowDNS bounds the goroutines of UDP queries waiting for an upstream.
@@ -67,8 +77,9 @@ type dnsUDP struct {
 	// the MTU go through it to be fragmented.
 	pc net.PacketConn
 
-	h   mdns.Handler
-	now NowHandler // nil: h answers every query on a goroutine
+	h    mdns.Handler
+	now  NowHandler // nil: h answers every query on a goroutine
+	gate QueryGate  // nil: every query is served
 
 	slow chan struct{} // a slot per goroutine of a query that may block
 	wg   sync.WaitGroup
@@ -95,6 +106,7 @@ func newDNSUDP(addr netip.Addr, mtu, headroom int, output func([][]byte, int), p
 		slow:     make(chan struct{}, maxSlowDNS),
 	}
 	d.now, _ = h.(NowHandler)
+	d.gate, _ = h.(QueryGate)
 	size := headroom + mtu
 	d.out.New = func() any { return &udpOut{buf: make([]byte, size)} }
 	return d
@@ -112,6 +124,15 @@ func (d *dnsUDP) deliver(pkt []byte) bool {
 	d.queries.Add(1)
 	if len(payload) < dnsHeaderLen {
 		return true // miekg's server drops these too
+	}
+	if d.gate != nil {
+		switch d.gate.AdmitQuery() {
+		case dns.Drop:
+			return true
+		case dns.Refuse:
+			d.refuse(client, payload)
+			return true
+		}
 	}
 	w := &udpResponse{d: d, client: client}
 	req, reject := acceptQuery(payload)
@@ -135,6 +156,62 @@ func (d *dnsUDP) deliver(pkt []byte) bool {
 		d.h.ServeDNS(w, req)
 	})
 	return true
+}
+
+// refuse answers the query q of client REFUSED without unpacking it: its
+// header and question, flags turned into a response's. What is not a plain
+// query with one question whose name is uncompressed gets nothing.
+func (d *dnsUDP) refuse(client netip.AddrPort, q []byte) {
+	n := refusal(q)
+	if n == 0 {
+		return
+	}
+	o := d.out.Get().(*udpOut)
+	defer d.out.Put(o)
+	b := o.buf[d.headroom+udpIPv4HeaderLen:]
+	if n > len(b) {
+		return
+	}
+	b = b[:n]
+	copy(b, q)
+	markRefused(b)
+	w := udpResponse{d: d, client: client}
+	w.send(o, b)
+}
+
+// markRefused turns the header and question b of a query into REFUSED.
+func markRefused(b []byte) {
+	b[2] = b[2]&0x79 | 0x80         // QR; opcode and RD kept, AA and TC cleared
+	b[3] = 0x80 | mdns.RcodeRefused // RA, no Z/AD/CD
+	clear(b[6:12])                  // no answer, authority or additional records
+}
+
+// refusal returns the length of q's header and question when q is a
+// query (QR clear, opcode QUERY) with exactly one question whose name has
+// no compression pointer, else 0.
+func refusal(q []byte) int {
+	if len(q) < dnsHeaderLen || q[2]&0xf8 != 0 || binary.BigEndian.Uint16(q[4:]) != 1 {
+		return 0
+	}
+	i := dnsHeaderLen
+	for {
+		if i >= len(q) {
+			return 0
+		}
+		l := int(q[i])
+		if l == 0 {
+			break
+		}
+		if l > 63 {
+			return 0 // a pointer or a reserved label type
+		}
+		i += 1 + l
+	}
+	i += 1 + 4 // the root label, type and class
+	if i > len(q) || i-dnsHeaderLen > 255+4 {
+		return 0
+	}
+	return i
 }
 
 // wait waits for the goroutines of queries in flight, as miekg's server

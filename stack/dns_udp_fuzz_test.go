@@ -73,3 +73,31 @@ func FuzzAcceptQuery(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRefusal: any DNS payload. What refusal takes is a query with one
+// question that lies inside the payload; the REFUSED built from it unpacks
+// with that question.
+func FuzzRefusal(f *testing.F) {
+	q, _ := new(mdns.Msg).SetQuestion("x.example.", mdns.TypeA).Pack()
+	f.Add(q)
+	f.Add(q[:dnsHeaderLen])
+	f.Add(append(q[:dnsHeaderLen:dnsHeaderLen], 0xc0, 0x0c, 0, 1, 0, 1))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n := refusal(b)
+		if n == 0 {
+			return
+		}
+		if n > len(b) || n < dnsHeaderLen+5 || b[2]&0x80 != 0 {
+			t.Fatalf("took %d bytes of % x", n, b)
+		}
+		r := append([]byte(nil), b[:n]...)
+		markRefused(r)
+		m := new(mdns.Msg)
+		if err := m.Unpack(r); err != nil {
+			t.Fatalf("refusal of % x does not unpack: %v", b, err)
+		}
+		if len(m.Question) != 1 || !m.Response || m.Rcode != mdns.RcodeRefused {
+			t.Fatalf("refusal %v", m)
+		}
+	})
+}

@@ -458,3 +458,64 @@ func BenchmarkDNSFastPath(b *testing.B) {
 		b.Fatal("no answer sent")
 	}
 }
+
+// gatedHandler is a resolver's handler with scripted verdicts of its
+// query gate.
+type gatedHandler struct {
+	NowHandler
+	verdict dns.Admission
+	asked   int
+}
+
+func (h *gatedHandler) AdmitQuery() dns.Admission {
+	h.asked++
+	return h.verdict
+}
+
+// TestDNSFastPathGate: the fast path asks the gate of every query before
+// it serves it; a dropped query gets nothing, a refused one REFUSED with
+// its id and question (what glibc and Go's resolver match on).
+func TestDNSFastPathGate(t *testing.T) {
+	leaktest.Check(t)
+	r := newTestResolver(t)
+	h := &gatedHandler{NowHandler: r.Handler(testPN).(NowHandler)}
+	s, c := newDNSStack(t, h, true)
+	name := "1.web." + testApp + "." + testPN + "." + dns.Zone
+	q := packQuery(t, name, mdns.TypeA, func(m *mdns.Msg) { m.SetEdns0(1232, false) })
+	to := netip.AddrPortFrom(resolver, DNSPort)
+
+	h.verdict = dns.Drop
+	client := netip.MustParseAddrPort("10.240.0.7:5001")
+	s.Deliver(stacktest.UDPPacket(client, to, q))
+	if h.asked != 1 {
+		t.Fatalf("the gate was asked %d times for one query", h.asked)
+	}
+	if got := c.to(client.Port()); len(got) != 0 {
+		t.Fatalf("a dropped query got %d answers", len(got))
+	}
+
+	h.verdict = dns.Refuse
+	client = netip.MustParseAddrPort("10.240.0.7:5002")
+	s.Deliver(stacktest.UDPPacket(client, to, q))
+	got := c.to(client.Port())
+	if len(got) != 1 {
+		t.Fatalf("a refused query got %d answers, want 1", len(got))
+	}
+	checkHeaders(t, got[0], client)
+	m := new(mdns.Msg)
+	if err := m.Unpack(header.UDP(got[0][header.IPv4MinimumSize:]).Payload()); err != nil {
+		t.Fatalf("REFUSED does not unpack: %v", err)
+	}
+	if m.Id != 0x4242 || !m.Response || m.Rcode != mdns.RcodeRefused || !m.RecursionDesired || !m.RecursionAvailable ||
+		len(m.Question) != 1 || m.Question[0].Name != name || m.Question[0].Qtype != mdns.TypeA ||
+		len(m.Answer)+len(m.Ns)+len(m.Extra) != 0 {
+		t.Fatalf("refusal %v", m)
+	}
+
+	h.verdict = dns.Admit
+	client = netip.MustParseAddrPort("10.240.0.7:5003")
+	ans := ask(t, s, c, client, q, 1)
+	if err := m.Unpack(ans[0]); err != nil || m.Rcode != mdns.RcodeSuccess || len(m.Answer) != 1 {
+		t.Fatalf("an admitted query: %v (%v)", m, err)
+	}
+}

@@ -143,7 +143,7 @@ func (d *Daemon) Snapshot() *metrics.Snapshot {
 		Local: ds.Local, Forwarded: ds.Forwarded, CacheHits: ds.CacheHits,
 		UpstreamErrors: ds.UpstreamErrors, TCPRetries: ds.TCPRetries,
 		Flood: ds.Flood, FloodNetwork: ds.FloodNetwork, Truncated: ds.Truncated, Rcodes: ds.Rcodes,
-		TCPRefused: dnsTCPRefused,
+		TCPRefused: dnsTCPRefused, RateDropped: ds.RateDropped, RateRefused: ds.RateRefused,
 		SlotsInUse: ds.Inflight, Slots: ds.MaxInflight, UpstreamLatency: ds.UpstreamLatency,
 	}
 

@@ -118,6 +118,8 @@ var statusMetrics = map[string]metricRef{
 	"dns.counters.flood_network":   ref("dns_events_total", "event", "flood_network"),
 	"dns.counters.truncated":       ref("dns_events_total", "event", "truncated"),
 	"dns.counters.tcp_refused":     ref("dns_events_total", "event", "tcp_refused"),
+	"dns.counters.rate_dropped":    ref("dns_events_total", "event", "rate_dropped"),
+	"dns.counters.rate_refused":    ref("dns_events_total", "event", "rate_refused"),
 
 	"egress.tcp_dials":      ref("egress_flows_opened_total", "proto", "tcp"),
 	"egress.udp_flows":      ref("egress_flows_opened_total", "proto", "udp"),

@@ -103,6 +103,8 @@ func (d *Daemon) dnsStatus() *control.DNSStatus {
 			"truncated":       s.Truncated,
 			"flood_network":   s.FloodNetwork,
 			"tcp_refused":     tcpRefused,
+			"rate_dropped":    s.RateDropped,
+			"rate_refused":    s.RateRefused,
 		},
 	}
 }

@@ -52,7 +52,7 @@ var (
 
 	dDNSQueries  = desc("dns_queries_total", "DNS queries by kind: private (answered from the private zone), forwarded (upstream exchanges started), cache_hit.", "kind")
 	dDNSRcodes   = desc("dns_responses_total", "DNS responses sent to containers, by rcode.", "rcode")
-	dDNSEvents   = desc("dns_events_total", "Other resolver counters: upstream_error, tcp_retry, flood (refused by the in-flight bounds), flood_network (of those, refused for the network's share), truncated, tcp_refused (DNS-over-TCP connections refused by their bound).", "event")
+	dDNSEvents   = desc("dns_events_total", "Other resolver counters: upstream_error, tcp_retry, flood (refused by the in-flight bounds), flood_network (of those, refused for the network's share), truncated, tcp_refused (DNS-over-TCP connections refused by their bound), rate_dropped and rate_refused (queries over their network's share of the query rate while other networks asked too: dropped, answered REFUSED).", "event")
 	dDNSSlots    = desc("dns_forward_slots_in_use", "Upstream exchanges in flight now.")
 	dDNSSlotsMax = desc("dns_forward_slots", "Upstream exchanges allowed in flight (node-wide bound).")
 	dDNSLatency  = desc("dns_upstream_duration_seconds", "Duration of each exchange with an upstream resolver (failed ones included).")
@@ -206,6 +206,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, dDNSEvents, d.FloodNetwork, "flood_network")
 	counter(ch, dDNSEvents, d.Truncated, "truncated")
 	counter(ch, dDNSEvents, d.TCPRefused, "tcp_refused")
+	counter(ch, dDNSEvents, d.RateDropped, "rate_dropped")
+	counter(ch, dDNSEvents, d.RateRefused, "rate_refused")
 	gauge(ch, dDNSSlots, float64(d.SlotsInUse))
 	gauge(ch, dDNSSlotsMax, float64(d.Slots))
 	ch <- prometheus.MustNewConstHistogram(dDNSLatency, d.UpstreamLatency.Count, d.UpstreamLatency.Sum, d.UpstreamLatency.Buckets)

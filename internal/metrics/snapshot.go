@@ -123,6 +123,7 @@ type DNS struct {
 	Flood, Truncated            uint64
 	FloodNetwork                uint64 // of Flood, refused for the network's share
 	TCPRefused                  uint64 // DNS-over-TCP connections refused by the stacks' bound
+	RateDropped, RateRefused    uint64 // queries over their network's share of the query rate: dropped, answered REFUSED
 	Rcodes                      map[string]uint64
 	SlotsInUse, Slots           int
 	UpstreamLatency             hist.Snapshot
