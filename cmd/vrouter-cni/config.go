@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -75,6 +76,11 @@ func parseConf(stdin []byte) (*netConf, error) {
 	}
 	if conf.Control == "" {
 		return nil, bad("network configuration %q has no \"control\" (the vrouter daemon's control socket)", conf.Name)
+	}
+	// A runtime runs the plugin in a working directory of its choosing: a
+	// relative path would name a different socket from run to run.
+	if !filepath.IsAbs(conf.Control) {
+		return nil, bad("\"control\" %q is a relative path: give the daemon's control socket as an absolute path", conf.Control)
 	}
 	if conf.MTU < 0 || (conf.MTU > 0 && conf.MTU < 576) || conf.MTU > 65535 {
 		return nil, bad("\"mtu\" %d: want 576-65535, or 0 for the daemon's", conf.MTU)

@@ -53,6 +53,8 @@ func TestParseConf(t *testing.T) {
 		{"no network", []byte(`{"cniVersion":"1.0.0","name":"n","control":"/c"}`), types.ErrInvalidNetworkConfig, `no "network"`},
 		{"bad network", []byte(`{"cniVersion":"1.0.0","name":"n","network":"pn-x","control":"/c"}`), types.ErrInvalidNetworkConfig, "pn-x"},
 		{"no control", []byte(`{"cniVersion":"1.0.0","name":"n","network":"` + testPN + `"}`), types.ErrInvalidNetworkConfig, `no "control"`},
+		{"relative control", conf(`,"control":"run/c.sock"`), types.ErrInvalidNetworkConfig, `"run/c.sock" is a relative path`},
+		{"dot-relative control", conf(`,"control":"./c.sock"`), types.ErrInvalidNetworkConfig, "relative path"},
 		{"bad mode", conf(`,"mode":"l2"`), types.ErrInvalidNetworkConfig, `"l2"`},
 		{"mtu too small", conf(`,"mtu":100`), types.ErrInvalidNetworkConfig, "576"},
 		{"mtu negative", conf(`,"mtu":-1`), types.ErrInvalidNetworkConfig, "576"},

@@ -23,8 +23,8 @@ func (d daemonClient) call(req *control.Request, f *os.File, result any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	if err := control.Call(ctx, d.sock, req, f, result); err != nil {
-		if errors.Is(err, control.ErrNoDaemon) {
-			return err
+		if errors.Is(err, control.ErrNoDaemon) || errors.Is(err, control.ErrUntrusted) {
+			return err // already names the socket
 		}
 		return fmt.Errorf("vrouter %s: %w", req.Op, err)
 	}
@@ -70,15 +70,20 @@ func (d daemonClient) ports(name string) ([]control.Container, error) {
 }
 
 // unreachable tells whether err means that no daemon answered, as opposed
-// to a daemon that answered with a refusal.
+// to a daemon that answered with a refusal, or a socket the plugin refused
+// to use (a DEL must not queue and succeed against a socket that is not
+// the daemon's: the configuration is wrong, not the daemon away).
 func unreachable(err error) bool {
 	var ce *control.Error
-	return err != nil && !errors.As(err, &ce)
+	return err != nil && !errors.As(err, &ce) && !errors.Is(err, control.ErrUntrusted)
 }
 
 // daemonError turns a daemon's refusal into a CNI error with a code a
 // runtime can act on.
 func daemonError(sock string, err error) error {
+	if errors.Is(err, control.ErrUntrusted) {
+		return types.NewError(types.ErrInvalidNetworkConfig, "vrouter-cni: refusing \"control\": "+err.Error(), "")
+	}
 	var ce *control.Error
 	if !errors.As(err, &ce) {
 		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("vrouter-cni: vrouter daemon at %s: %v", sock, err), "")

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/vrouter/vrouter/internal/control"
 )
 
 // cmdGC detaches the ports of this network configuration whose attachment
@@ -46,6 +49,9 @@ func cmdStatus(args *skel.CmdArgs) error {
 	}
 	d := daemonClient{conf.Control}
 	if _, err := d.status(); err != nil {
+		if errors.Is(err, control.ErrUntrusted) {
+			return daemonError(conf.Control, err) // the configuration, not the daemon
+		}
 		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("vrouter-cni: vrouter daemon at %s: %v", conf.Control, err), "")
 	}
 	_ = queueFor(conf).apply(d) // a good moment to catch up; STATUS is about the daemon

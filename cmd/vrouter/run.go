@@ -100,6 +100,7 @@ func parseRun(args []string) (daemon.Config, error) {
 }
 
 func (f *runFlags) config() (daemon.Config, error) {
+	var err error
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*f.logLevel)); err != nil {
 		return daemon.Config{}, fmt.Errorf("--log-level %q: want debug, info, warn or error", *f.logLevel)
@@ -112,13 +113,23 @@ func (f *runFlags) config() (daemon.Config, error) {
 		}
 		stateDir = d
 	}
+	// Relative paths are taken from the working directory once, here, so
+	// that the logs, status --json and errors show the paths in use.
+	var abs [4]string
+	for i, p := range []struct{ flag, v string }{
+		{"--state-dir", stateDir}, {"--control", *f.control}, {"--cluster-key-file", *f.keyFile}, {"--flow-log", *f.flowLog},
+	} {
+		if abs[i], err = absPath(p.flag, p.v); err != nil {
+			return daemon.Config{}, err
+		}
+	}
 	cfg := daemon.Config{
 		Name:                *f.name,
-		StateDir:            stateDir,
-		Control:             *f.control,
+		StateDir:            abs[0],
+		Control:             abs[1],
 		MTU:                 *f.mtu,
 		Logger:              slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		ClusterKeyFile:      *f.keyFile,
+		ClusterKeyFile:      abs[2],
 		Join:                *f.join,
 		EgressAllowLoopback: *f.allowLoopback,
 		EgressMaxFDs:        *f.egressFDs,
@@ -142,7 +153,6 @@ func (f *runFlags) config() (daemon.Config, error) {
 	default:
 		return daemon.Config{}, fmt.Errorf("--gossip-timing %q: want lan or fast", *f.timing)
 	}
-	var err error
 	if cfg.Gossip, err = parseAddrPort("--gossip", *f.gossip); err != nil {
 		return daemon.Config{}, err
 	}
@@ -189,7 +199,7 @@ func (f *runFlags) config() (daemon.Config, error) {
 		return daemon.Config{}, fmt.Errorf("--flow-log-max-size %d: want at least 1 (MiB)", *f.flowLogMaxSize)
 	}
 	if *f.flowLog != "" {
-		cfg.FlowLog = *f.flowLog
+		cfg.FlowLog = abs[3]
 		cfg.FlowLogMaxSize = int64(*f.flowLogMaxSize) << 20
 	}
 	if *f.metricsListen != "" {
@@ -198,6 +208,19 @@ func (f *runFlags) config() (daemon.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// absPath makes a path flag's value absolute; empty (unset, or refused
+// by Validate) and "-" (stdout) stay as they are.
+func absPath(flag, p string) (string, error) {
+	if p == "" || p == "-" || filepath.IsAbs(p) {
+		return p, nil
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", flag, p, err)
+	}
+	return abs, nil
 }
 
 func parseAddrPort(flag, s string) (netip.AddrPort, error) {

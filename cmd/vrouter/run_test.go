@@ -40,6 +40,10 @@ func defaultRun(t *testing.T) daemon.Config {
 }
 
 func TestParseRun(t *testing.T) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ap := netip.MustParseAddrPort
 	ip := netip.MustParseAddr
 	tests := []struct {
@@ -53,14 +57,22 @@ func TestParseRun(t *testing.T) {
 		{name: "state dir moves the socket", args: []string{"--state-dir", "/var/lib/vr"}, edit: func(c *daemon.Config) {
 			c.StateDir, c.Control = "/var/lib/vr", "/var/lib/vr/control.sock"
 		}},
-		{name: "control", args: []string{"--state-dir", "s", "--control", "/run/vr.sock"}, edit: func(c *daemon.Config) {
-			c.StateDir, c.Control = "s", "/run/vr.sock"
+		{name: "control", args: []string{"--state-dir", "/s", "--control", "/run/vr.sock"}, edit: func(c *daemon.Config) {
+			c.StateDir, c.Control = "/s", "/run/vr.sock"
 		}},
+		{name: "relative state dir, from the working directory", args: []string{"--state-dir", "s"}, edit: func(c *daemon.Config) {
+			c.StateDir, c.Control = filepath.Join(cwd, "s"), filepath.Join(cwd, "s", "control.sock")
+		}},
+		{name: "relative paths, cleaned", args: []string{"--state-dir", "./a/../s/", "--control", "run/vr.sock", "--cluster-key-file", "k", "--flow-log", "f.jsonl"}, edit: func(c *daemon.Config) {
+			c.StateDir, c.Control, c.ClusterKeyFile = filepath.Join(cwd, "s"), filepath.Join(cwd, "run", "vr.sock"), filepath.Join(cwd, "k")
+			c.FlowLog, c.FlowLogMaxSize = filepath.Join(cwd, "f.jsonl"), 100<<20
+		}},
+		{name: "flow log to stdout", args: []string{"--flow-log", "-"}, edit: func(c *daemon.Config) { c.FlowLog, c.FlowLogMaxSize = "-", 100<<20 }},
 		{name: "mtu", args: []string{"--mtu", "9000"}, edit: func(c *daemon.Config) { c.MTU = 9000 }},
 		{name: "mtu bounds", args: []string{"--mtu=576"}, edit: func(c *daemon.Config) { c.MTU = 576 }},
 		{name: "log level", args: []string{"--log-level", "debug"}, edit: func(*daemon.Config) {}, level: slog.LevelDebug},
 		{name: "log level error", args: []string{"--log-level", "error"}, edit: func(*daemon.Config) {}, level: slog.LevelError},
-		{name: "cluster key file", args: []string{"--cluster-key-file", "k"}, edit: func(c *daemon.Config) { c.ClusterKeyFile = "k" }},
+		{name: "cluster key file", args: []string{"--cluster-key-file", "/etc/vr/k"}, edit: func(c *daemon.Config) { c.ClusterKeyFile = "/etc/vr/k" }},
 		{name: "gossip", args: []string{"--gossip", "127.0.0.1:7947"}, edit: func(c *daemon.Config) { c.Gossip = ap("127.0.0.1:7947") }},
 		{name: "gossip v6", args: []string{"--gossip", "[::1]:0"}, edit: func(c *daemon.Config) { c.Gossip = ap("[::1]:0") }},
 		{name: "advertise", args: []string{"--advertise", "192.0.2.7"}, edit: func(c *daemon.Config) { c.Advertise = ip("192.0.2.7") }},
@@ -206,7 +218,13 @@ func TestRunDefaultStateDir(t *testing.T) {
 	if cfg.StateDir != want || cfg.Control != want+"/control.sock" {
 		t.Errorf("state dir %q, control %q; want %q", cfg.StateDir, cfg.Control, want)
 	}
-	if cfg, err := parseRun([]string{"--state-dir", "rel"}); err != nil || cfg.StateDir != "rel" {
+	// An explicit one is used as given, a relative one taken from the
+	// working directory.
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := parseRun([]string{"--state-dir", "rel"}); err != nil || cfg.StateDir != filepath.Join(cwd, "rel") {
 		t.Errorf("an explicit --state-dir: %q, %v", cfg.StateDir, err)
 	}
 }

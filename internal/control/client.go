@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,14 +25,16 @@ const maxResponse = 64 << 20
 
 // SocketPath resolves the client socket: flag value if non-empty, else
 // $VROUTER_CONTROL, else the control socket of the default state
-// directory of the client's user (paths.ControlSocket): absolute, never
-// relative to the working directory.
+// directory of the client's user (paths.ControlSocket). The result is
+// absolute: a relative flag or variable is taken from the working
+// directory once, here, so that errors and output name the socket that
+// was used.
 func SocketPath(flag string) (string, error) {
 	if flag != "" {
-		return flag, nil
+		return absSocket("--control", flag)
 	}
 	if env := os.Getenv(EnvSocket); env != "" {
-		return env, nil
+		return absSocket("$"+EnvSocket, env)
 	}
 	p, err := paths.ControlSocket(os.Getenv, os.Geteuid())
 	if err != nil {
@@ -40,14 +43,26 @@ func SocketPath(flag string) (string, error) {
 	return p, nil
 }
 
+func absSocket(from, p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", from, p, err)
+	}
+	return abs, nil
+}
+
 // Call sends req (with fd as SCM_RIGHTS when non-nil; the caller keeps its
 // own fd) and decodes the daemon's result into result when result is
 // non-nil. A zero req.Version is sent as Version. Errors: ErrNoDaemon
 // (wrapped) when nothing listens at path, *Error when the daemon refused.
-// The call is bounded by ctx and by DefaultTimeout.
+// The call is bounded by ctx and by DefaultTimeout. Before it connects,
+// CheckSocket must trust path (errors matching ErrUntrusted otherwise).
 func Call(ctx context.Context, path string, req *Request, fd *os.File, result any) error {
 	if req == nil {
 		return errors.New("control: nil request")
+	}
+	if err := CheckSocket(path, os.Geteuid()); err != nil {
+		return err
 	}
 	r := *req
 	if r.Version == 0 {

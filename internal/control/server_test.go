@@ -435,6 +435,18 @@ func TestSocketPath(t *testing.T) {
 	if got, err := SocketPath("/flag/sock"); err != nil || got != "/flag/sock" {
 		t.Fatalf("flag: %q, %v", got, err)
 	}
+	// Relative values are taken from the working directory, cleaned.
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := SocketPath("n2/../n2/control.sock"); err != nil || got != filepath.Join(cwd, "n2", "control.sock") {
+		t.Fatalf("relative flag: %q, %v", got, err)
+	}
+	t.Setenv(EnvSocket, "env.sock")
+	if got, err := SocketPath(""); err != nil || got != filepath.Join(cwd, "env.sock") {
+		t.Fatalf("relative env: %q, %v", got, err)
+	}
 }
 
 // TestCloseWhileHandling closes the server while a handler blocks on its

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -326,6 +327,20 @@ func TestCNIBadInput(t *testing.T) {
 	ns := newNetns(t)
 	withDefaultRoute(t, ns)
 	good := appArgs(app, "web")
+	// A socket in a directory anybody may write to: whoever listens there
+	// could be anybody. It never answers; the plugin must not connect.
+	untrusted := filepath.Join(t.TempDir(), "open", "control.sock")
+	if err := os.Mkdir(filepath.Dir(untrusted), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(untrusted), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unixpacket", untrusted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
 	cases := []struct {
 		name  string
 		list  func() *libcni.NetworkConfigList
@@ -360,6 +375,12 @@ func TestCNIBadInput(t *testing.T) {
 		{"daemon absent", func() *libcni.NetworkConfigList {
 			return e.confList(t, "1.0.0", "bad", filepath.Join(d.dir, "absent.sock"), network, nil)
 		}, runtimeConf("c1", ns, "pn0", good...), types.ErrTryAgainLater, "absent.sock"},
+		{"relative control socket", func() *libcni.NetworkConfigList {
+			return e.confList(t, "1.0.0", "bad", "run/control.sock", network, nil)
+		}, runtimeConf("c1", ns, "pn0", good...), types.ErrInvalidNetworkConfig, "relative path"},
+		{"untrusted control socket", func() *libcni.NetworkConfigList {
+			return e.confList(t, "1.0.0", "bad", untrusted, network, nil)
+		}, runtimeConf("c1", ns, "pn0", good...), types.ErrInvalidNetworkConfig, "others may write"},
 		{"mtu above the daemon's", func() *libcni.NetworkConfigList {
 			return e.confList(t, "1.0.0", "bad", d.sock, network, map[string]any{"mtu": 9000})
 		}, runtimeConf("c1", ns, "pn0", good...), types.ErrInvalidNetworkConfig, "9000"},

@@ -1,6 +1,7 @@
-package main
+package control
 
 import (
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -32,12 +33,12 @@ func TestCheckSocket(t *testing.T) {
 	t.Run("own socket in a private directory", func(t *testing.T) {
 		sock := filepath.Join(private(t), "control.sock")
 		listenAt(t, sock)
-		if err := checkSocket(sock, me); err != nil {
+		if err := CheckSocket(sock, me); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("missing: left to the caller", func(t *testing.T) {
-		if err := checkSocket(filepath.Join(private(t), "control.sock"), me); err != nil {
+		if err := CheckSocket(filepath.Join(private(t), "control.sock"), me); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -49,8 +50,8 @@ func TestCheckSocket(t *testing.T) {
 			if err := os.Chmod(dir, mode); err != nil {
 				t.Fatal(err)
 			}
-			err := checkSocket(sock, me)
-			if err == nil || !strings.Contains(err.Error(), "others may write") {
+			err := CheckSocket(sock, me)
+			if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), "others may write") {
 				t.Fatalf("err = %v, want a refusal of the directory", err)
 			}
 		})
@@ -60,7 +61,7 @@ func TestCheckSocket(t *testing.T) {
 		if err := os.WriteFile(path, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := checkSocket(path, me); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		if err := CheckSocket(path, me); !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), "not a socket") {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -72,7 +73,7 @@ func TestCheckSocket(t *testing.T) {
 		if err := os.Symlink(sock, link); err != nil {
 			t.Fatal(err)
 		}
-		if err := checkSocket(link, me); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		if err := CheckSocket(link, me); !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), "not a socket") {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -84,8 +85,8 @@ func TestCheckSocket(t *testing.T) {
 		}
 		// The client is someone else than the socket's (and directory's)
 		// owner, and not root.
-		err := checkSocket(sock, me+4242)
-		if err == nil || !strings.Contains(err.Error(), "another user's daemon") {
+		err := CheckSocket(sock, me+4242)
+		if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), "another user's daemon") {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -99,11 +100,11 @@ func TestCheckSocket(t *testing.T) {
 		if err := os.Lchown(sock, 4242, 4242); err != nil {
 			t.Fatal(err)
 		}
-		if err := checkSocket(sock, 0); err == nil || !strings.Contains(err.Error(), "not the daemon's own socket") {
+		if err := CheckSocket(sock, 0); !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), "not the daemon's own socket") {
 			t.Fatalf("err = %v", err)
 		}
 		// As that user, too: the directory is root's.
-		if err := checkSocket(sock, 4242); err == nil {
+		if err := CheckSocket(sock, 4242); err == nil {
 			t.Fatal("no error for uid 4242")
 		}
 	})
@@ -116,13 +117,13 @@ func TestCheckSocket(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := checkSocket(sock, 0); err != nil {
+		if err := CheckSocket(sock, 0); err != nil {
 			t.Fatalf("root: %v", err)
 		}
-		if err := checkSocket(sock, 4242); err != nil {
+		if err := CheckSocket(sock, 4242); err != nil {
 			t.Fatalf("the daemon's user: %v", err)
 		}
-		if err := checkSocket(sock, 4343); err == nil {
+		if err := CheckSocket(sock, 4343); err == nil {
 			t.Fatal("a third user: no error")
 		}
 	})
