@@ -202,13 +202,18 @@ func (a *Attached) readLoop() {
 			err = w.WaitRead()
 		}
 		if err == nil {
+			start := a.r.now()
 			b := a.pool.get()
 			b.n, err = a.read(b)
-			if b.n > 0 {
+			n, full := b.n, b.n >= len(b.bufs)
+			if n > 0 {
 				b.n = min(b.n, len(b.bufs))
 				a.forward(b, a.r.now())
 			}
 			a.pool.put(b)
+			if n > 0 {
+				a.fairAfter(start, full)
+			}
 		}
 		if err == nil {
 			failures = 0

@@ -72,6 +72,14 @@ type Overlay struct {
 
 	scratch chan *overlayScratch // free scratches for Write
 	ctr     counters             // inbound: rx, decapsulation drops and deliveries
+
+	// Frames in wireguard-go (overlay_inflight.go): paced once NewWireGuard
+	// counts the bind's sends; inflight is handed minus sent; sent signals
+	// Read that some were; inflightTimer is Read's.
+	paced         atomic.Bool
+	inflight      atomic.Int64
+	sent          chan struct{}
+	inflightTimer *time.Timer
 }
 
 // overlayBuf holds one encapsulated frame at b[Headroom-VXLANOverhead:]:
@@ -125,6 +133,7 @@ func newOverlay(r *Router, local [4]byte, mtu int) *Overlay {
 		q:      newOverlayQueue(Headroom + max(mtu, minBufferMTU)),
 		events: make(chan tun.Event, 1),
 		closed: make(chan struct{}),
+		sent:   make(chan struct{}, 1),
 
 		scratch: make(chan *overlayScratch, overlayScratches),
 	}
@@ -259,6 +268,9 @@ func (o *Overlay) sendGSO(a *Attached, pkt []byte, h offload.Hdr, vni uint32, no
 // (any other error makes wireguard-go close the device).
 func (o *Overlay) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	q := o.q
+	if err := o.waitInflight(); err != nil {
+		return 0, err
+	}
 	for {
 		if o.closing.Load() {
 			return 0, os.ErrClosed
@@ -279,8 +291,12 @@ func (o *Overlay) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	for i, ob := range frames {
 		sizes[i] = copy(bufs[i][offset:], ob.frame)
 	}
+	n := len(frames)
 	q.release(frames)
-	return len(frames), nil
+	if o.paced.Load() {
+		o.inflight.Add(int64(n))
+	}
+	return n, nil
 }
 
 // Write implements tun.Device for wireguard-go's per-peer receivers, which

@@ -38,13 +38,16 @@
 //	→ one Port.Write back to the sender with the batch's ICMP errors
 //	→ fold the batch's counters into the port's counters (atomics, per batch)
 //	→ return the batch to the pool
+//	→ a full batch while a port of another network forwards: pause for as
+//	  long as the batch took (fair_pauses, fair.go)
 //
 // # Overlay (packet path 2)
 //
 // EnableOverlay creates the Overlay, a tun.Device for wireguard-go.
 // Outbound frames wait in its bounded queue (see above and overlayqueue.go)
 // until wireguard-go's TUN reader takes them with Overlay.Read, one frame of
-// each network in turn. Inbound, wireguard-go's per-peer
+// each network in turn; Read keeps at most 256 frames inside wireguard-go,
+// unsent, so that its FIFOs never hold a flood (overlay_inflight.go). Inbound, wireguard-go's per-peer
 // receivers call Overlay.Write concurrently: decode VXLAN (else
 // vxlan_malformed), table of the VNI (else unknown_vni), inner source must
 // be a remote entry of the sending node (else forged_source), inner
@@ -152,6 +155,7 @@ type Router struct {
 	vniRefused atomic.Uint64
 	probe      probeState // overlay probes (probe.go)
 	pools      pools      // read batches, by shape (batch.go)
+	fair       fairShare  // ports' pauses under contention (fair.go)
 	// localGSOFree holds WriteLocalGSO's scratches (local_gso.go).
 	localGSOFree chan *localGSOScratch
 	// quietUntil is the router-clock time before which an unknown

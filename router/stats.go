@@ -45,43 +45,52 @@ const (
 	ctrGSOWhole    // super-packets written whole to an OffloadPort
 	ctrGSOSplit    // super-packets segmented by the router
 	ctrGSOSegments // the segments they made
+	// The overlay's Reads that waited for wireguard-go to send what it
+	// had (overlay_inflight.go), and the waits that gave up on frames it
+	// lost.
+	ctrOverlayInflightWaits
+	ctrOverlayInflightLost
+	ctrFairPauses // a backlogged port paused for another network (fair.go)
 	numCounters
 )
 
 var counterNames = [numCounters]string{
-	dropMalformed:          "malformed",
-	dropNotIPv4:            "not_ipv4",
-	dropSpoofedSource:      "spoofed_source",
-	dropUnknownDestination: "unknown_destination",
-	dropOutsideNetwork:     "outside_network",
-	dropResolver:           "resolver",
-	dropBroadcast:          "broadcast",
-	dropTooBig:             "too_big",
-	dropWriteError:         "write_error",
-	dropVXLANMalformed:     "vxlan_malformed",
-	dropUnknownVNI:         "unknown_vni",
-	dropForgedSource:       "forged_source",
-	dropOverlayQueueFull:   "overlay_queue_full",
-	dropStackRateLimited:   "stack_rate_limited",
-	dropNoGateway:          "no_gateway",
-	dropReturnSource:       "return_source",
-	dropOverlayEgress:      "overlay_egress",
-	dropOverlayFairShare:   "overlay_fair_share",
-	ctrRxPackets:           "rx_packets",
-	ctrRxBytes:             "rx_bytes",
-	ctrForwarded:           "forwarded",
-	ctrForwardedBytes:      "forwarded_bytes",
-	ctrICMPSent:            "icmp_sent",
-	ctrICMPRateLimited:     "icmp_rate_limited",
-	ctrICMPWriteErrors:     "icmp_write_errors",
-	ctrReadErrors:          "read_errors",
-	ctrEncapsulated:        "encapsulated",
-	ctrEncapsulatedBytes:   "encapsulated_bytes",
-	ctrDecapsulated:        "decapsulated",
-	ctrToStack:             "to_stack",
-	ctrGSOWhole:            "gso_whole",
-	ctrGSOSplit:            "gso_split",
-	ctrGSOSegments:         "gso_segments",
+	dropMalformed:           "malformed",
+	dropNotIPv4:             "not_ipv4",
+	dropSpoofedSource:       "spoofed_source",
+	dropUnknownDestination:  "unknown_destination",
+	dropOutsideNetwork:      "outside_network",
+	dropResolver:            "resolver",
+	dropBroadcast:           "broadcast",
+	dropTooBig:              "too_big",
+	dropWriteError:          "write_error",
+	dropVXLANMalformed:      "vxlan_malformed",
+	dropUnknownVNI:          "unknown_vni",
+	dropForgedSource:        "forged_source",
+	dropOverlayQueueFull:    "overlay_queue_full",
+	dropStackRateLimited:    "stack_rate_limited",
+	dropNoGateway:           "no_gateway",
+	dropReturnSource:        "return_source",
+	dropOverlayEgress:       "overlay_egress",
+	dropOverlayFairShare:    "overlay_fair_share",
+	ctrRxPackets:            "rx_packets",
+	ctrRxBytes:              "rx_bytes",
+	ctrForwarded:            "forwarded",
+	ctrForwardedBytes:       "forwarded_bytes",
+	ctrICMPSent:             "icmp_sent",
+	ctrICMPRateLimited:      "icmp_rate_limited",
+	ctrICMPWriteErrors:      "icmp_write_errors",
+	ctrReadErrors:           "read_errors",
+	ctrEncapsulated:         "encapsulated",
+	ctrEncapsulatedBytes:    "encapsulated_bytes",
+	ctrDecapsulated:         "decapsulated",
+	ctrToStack:              "to_stack",
+	ctrGSOWhole:             "gso_whole",
+	ctrGSOSplit:             "gso_split",
+	ctrGSOSegments:          "gso_segments",
+	ctrOverlayInflightWaits: "overlay_inflight_waits",
+	ctrOverlayInflightLost:  "overlay_inflight_lost",
+	ctrFairPauses:           "fair_pauses",
 }
 
 // DropReasons returns the names of every drop reason, in a stable order.

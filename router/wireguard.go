@@ -82,7 +82,14 @@ func NewWireGuard(dev tun.Device, cfg WireGuardConfig) (*WireGuard, error) {
 		Verbosef: func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
 		Errorf:   func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
 	}
-	d := device.NewDevice(dev, conn.NewDefaultBind(), wgLog)
+	var bind conn.Bind = conn.NewDefaultBind()
+	if o, ok := dev.(*Overlay); ok {
+		// Keep wireguard-go's queues short (overlay_inflight.go). Its
+		// route listener, which only knows *conn.StdNetBind, stays off:
+		// it re-picks a peer's source address when routes change.
+		bind = o.pace(bind)
+	}
+	d := device.NewDevice(dev, bind, wgLog)
 	w := &WireGuard{dev: d, log: log}
 	priv := keys.Clamp(cfg.PrivateKey)
 	conf := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(priv[:]), cfg.ListenPort)
