@@ -157,3 +157,51 @@ func TestAdmitQueryCounts(t *testing.T) {
 		}
 	}
 }
+
+// TestRateGateChargesExchanges: the upstream exchanges a network starts
+// count towards its demand and the node's budget, so a network of new
+// forwarded names is limited at a fifth of the queries of private ones.
+func TestRateGateChargesExchanges(t *testing.T) {
+	g := newRateGate(1000) // 100 units per epoch
+	a, b := g.network("a"), g.network("b")
+	now := epochStart
+	count(g, b, now, 1)
+	for range 20 {
+		count(g, a, now, 1)
+		g.charge(a, exchangeCost, now)
+	}
+	// 1 + 20×5 units: over the budget, and a is over its share.
+	if adm, _, _ := count(g, a, now, 1); adm != 0 {
+		t.Fatal("a network over the budget by its exchanges was admitted")
+	}
+	now = now.Add(rateEpoch)
+	// Level from (a 101, b 1): 99 units; a is admitted 99 queries when
+	// they need no exchange, 20 when each starts one.
+	var adm int
+	for range 100 {
+		if g.admit(a, now) == Admit {
+			adm++
+			g.charge(a, exchangeCost, now)
+		}
+	}
+	if adm != 20 {
+		t.Fatalf("a admitted %d queries with exchanges, want 20 (99 units)", adm)
+	}
+}
+
+// TestForwardCharges: a forwarded query's exchange is charged to its
+// network through the handler.
+func TestForwardCharges(t *testing.T) {
+	up := startUpstream(t, answerA("127.0.0.8", 60))
+	now := epochStart
+	r := newResolver(t, Config{Upstreams: []string{up.addr}, CacheSize: -1, Now: func() time.Time { return now }})
+	h := r.Handler(pnA).(*netHandler)
+	w := udpWriter("10.240.0.5")
+	ask(t, h, w, wireQuery(t, "x.bench.test.", 1))
+	r.gate.mu.Lock()
+	cur := h.rate.cur
+	r.gate.mu.Unlock()
+	if cur != exchangeCost {
+		t.Fatalf("a forwarded query charged %d units, want %d", cur, exchangeCost)
+	}
+}

@@ -37,7 +37,7 @@ type flight struct {
 // forward answers a query for a name outside our zones through send. A
 // query that joined a flight sends its answer before it leaves, so that
 // Close returns only once every in-flight query has been answered.
-func (r *Resolver) forward(pn string, w mdns.ResponseWriter, req *mdns.Msg, send func(*mdns.Msg)) {
+func (r *Resolver) forward(pn string, rate *netRate, w mdns.ResponseWriter, req *mdns.Msg, send func(*mdns.Msg)) {
 	if m, ok := r.forwardNow(req); ok {
 		send(m)
 		return
@@ -58,6 +58,7 @@ func (r *Resolver) forward(pn string, w mdns.ResponseWriter, req *mdns.Msg, send
 	ctx, cancel := context.WithTimeout(r.ctx, r.timeout)
 	defer cancel()
 	if leader {
+		r.gate.charge(rate, exchangeCost, r.now())
 		f.msg, f.err = r.exchangeAll(ctx, req)
 		if f.err == nil && r.cache != nil {
 			// Stored before the flight lands, so that no identical query

@@ -129,7 +129,7 @@ func (h *netHandler) serveForward(w mdns.ResponseWriter, req *mdns.Msg) {
 	case inZone(name, reverseZone):
 		h.serveReverse(w, req)
 	default:
-		h.r.forward(h.pn, w, req, func(m *mdns.Msg) { h.finish(w, req, m) })
+		h.r.forward(h.pn, h.rate, w, req, func(m *mdns.Msg) { h.finish(w, req, m) })
 	}
 }
 
