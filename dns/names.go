@@ -111,9 +111,16 @@ func (h *netHandler) answerPrivate(req *mdns.Msg) *mdns.Msg {
 // rotated by one position per answer so that clients, which mostly take
 // the first record, spread over the containers.
 func (h *netHandler) records(owner string, recs []Record, typ string, number, count int) []mdns.RR {
-	as := make([]mdns.A, count)
-	ips := make([]byte, 4*count)
-	rrs := make([]mdns.RR, count)
+	// One allocation holds the records and their addresses, one more the
+	// slice of interfaces (none more for the common single record).
+	var as []aRecord
+	var rrs []mdns.RR
+	if count == 1 {
+		one := new(oneA)
+		as, rrs = one.a[:], one.rr[:]
+	} else {
+		as, rrs = make([]aRecord, count), make([]mdns.RR, count)
+	}
 	start := int(h.r.rotor.Add(1) % uint32(count))
 	j := 0
 	for i := range recs {
@@ -123,16 +130,27 @@ func (h *netHandler) records(owner string, recs []Record, typ string, number, co
 		}
 		k := (j - start + count) % count
 		j++
-		ip := ips[4*k : 4*k+4 : 4*k+4]
-		a4 := rec.Addr.Unmap().As4()
-		copy(ip, a4[:])
-		as[k] = mdns.A{
+		x := &as[k]
+		x.ip = rec.Addr.Unmap().As4()
+		x.A = mdns.A{
 			Hdr: mdns.RR_Header{Name: owner, Rrtype: mdns.TypeA, Class: mdns.ClassINET, Ttl: TTL},
-			A:   ip,
+			A:   x.ip[:],
 		}
-		rrs[k] = &as[k]
+		rrs[k] = &x.A
 	}
 	return rrs
+}
+
+// aRecord is an A record with the storage of its address.
+type aRecord struct {
+	mdns.A
+	ip [4]byte
+}
+
+// oneA is the answer of a single A record in one allocation.
+type oneA struct {
+	a  [1]aRecord
+	rr [1]mdns.RR
 }
 
 // matches reports whether rec is answered for a name of type typ and, when

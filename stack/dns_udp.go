@@ -73,6 +73,7 @@ type dnsUDP struct {
 	headroom int
 	output   func([][]byte, int)
 	out      sync.Pool // *udpOut
+	resp     sync.Pool // *udpResponse
 	// pc is the gVisor socket on the resolver's port: answers larger than
 	// the MTU go through it to be fragmented.
 	pc net.PacketConn
@@ -109,6 +110,7 @@ func newDNSUDP(addr netip.Addr, mtu, headroom int, output func([][]byte, int), p
 	d.gate, _ = h.(QueryGate)
 	size := headroom + mtu
 	d.out.New = func() any { return &udpOut{buf: make([]byte, size)} }
+	d.resp.New = func() any { return &udpResponse{d: d} }
 	return d
 }
 
@@ -134,26 +136,32 @@ func (d *dnsUDP) deliver(pkt []byte) bool {
 			return true
 		}
 	}
-	w := &udpResponse{d: d, client: client}
 	req, reject := acceptQuery(payload)
-	switch {
-	case req == nil:
+	if req == nil {
 		return true
+	}
+	w := d.resp.Get().(*udpResponse)
+	w.reset(client)
+	switch {
 	case reject:
 		w.WriteMsg(req)
+		d.resp.Put(w)
 		return true
 	case d.now != nil && d.now.ServeDNSNow(w, req):
+		d.resp.Put(w)
 		return true
 	}
 	select {
 	case d.slow <- struct{}{}:
 	default:
 		d.drops.Add(1)
+		d.resp.Put(w)
 		return true
 	}
 	d.wg.Go(func() {
 		defer func() { <-d.slow }()
 		d.h.ServeDNS(w, req)
+		d.resp.Put(w)
 	})
 	return true
 }
@@ -175,7 +183,8 @@ func (d *dnsUDP) refuse(client netip.AddrPort, q []byte) {
 	b = b[:n]
 	copy(b, q)
 	markRefused(b)
-	w := udpResponse{d: d, client: client}
+	w := udpResponse{d: d}
+	w.reset(client)
 	w.send(o, b)
 }
 
@@ -295,12 +304,23 @@ func acceptQuery(b []byte) (req *mdns.Msg, reject bool) {
 	return req, true
 }
 
-// udpResponse is the mdns.ResponseWriter of one fast-path query.
+// udpResponse is the mdns.ResponseWriter of one fast-path query. They
+// are pooled with the address RemoteAddr returns, so that answering
+// allocates neither: a handler uses the writer and that address only until
+// it returns (miekg's own writers make the same demand of the writer).
 type udpResponse struct {
 	d      *dnsUDP
 	client netip.AddrPort
-	remote *net.UDPAddr // made on first use
+	remote net.UDPAddr // valid when hasRemote
+	ip     [4]byte     // remote.IP's storage
 	closed bool
+
+	hasRemote bool
+}
+
+// reset makes w the writer of a query of client.
+func (w *udpResponse) reset(client netip.AddrPort) {
+	w.client, w.closed, w.hasRemote = client, false, false
 }
 
 var _ mdns.ResponseWriter = (*udpResponse)(nil)
@@ -308,10 +328,12 @@ var _ mdns.ResponseWriter = (*udpResponse)(nil)
 func (w *udpResponse) LocalAddr() net.Addr { return w.d.local }
 
 func (w *udpResponse) RemoteAddr() net.Addr {
-	if w.remote == nil {
-		w.remote = net.UDPAddrFromAddrPort(w.client)
+	if !w.hasRemote {
+		w.ip = w.client.Addr().As4()
+		w.remote = net.UDPAddr{IP: w.ip[:], Port: int(w.client.Port())}
+		w.hasRemote = true
 	}
-	return w.remote
+	return &w.remote
 }
 
 // WriteMsg packs m straight into the packet buffer behind the IPv4 and UDP
