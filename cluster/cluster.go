@@ -358,8 +358,24 @@ func (c *Cluster) SettleTime() time.Duration {
 }
 
 // RepairInterval is how often each node runs a push-pull with a random
-// peer: the bound on how long a record the broadcasts missed stays missing.
-func (c *Cluster) RepairInterval() time.Duration { return c.mc.PushPullInterval }
+// peer at the current cluster size: the bound on how long a record the
+// broadcasts missed stays missing.
+func (c *Cluster) RepairInterval() time.Duration {
+	return pushPullEvery(c.mc.PushPullInterval, int(c.numNodes.Load()))
+}
+
+// pushPullEvery is memberlist's own stretch of PushPullInterval for n
+// nodes (pushPullScale, unexported there): beyond 32 nodes each doubling
+// of the cluster adds one interval, so a 100-node cluster repairs every
+// three intervals, not every one.
+func pushPullEvery(interval time.Duration, n int) time.Duration {
+	const threshold = 32
+	if n <= threshold {
+		return interval
+	}
+	mult := math.Ceil(math.Log2(float64(n))-math.Log2(threshold)) + 1
+	return time.Duration(mult) * interval
+}
 
 // Stats are the cluster's counters: the store's plus metadata decode errors.
 type Stats struct {

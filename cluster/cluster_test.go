@@ -669,3 +669,64 @@ func TestClusterKillLAN(t *testing.T) {
 		t.Logf("TimingLAN, 3 nodes: %s hid the entry %v after Kill", c.name, time.Since(killed).Round(time.Millisecond))
 	}
 }
+
+// TestRepairIntervalScales: the repair bound follows memberlist's stretch of
+// the push-pull interval beyond 32 nodes; a wait built on the unscaled
+// interval gives up on a 100-node cluster before its first repair.
+func TestRepairIntervalScales(t *testing.T) {
+	const iv = 2 * time.Second
+	for _, tt := range []struct {
+		n    int
+		want time.Duration
+	}{
+		{1, iv}, {3, iv}, {32, iv},
+		{33, 2 * iv}, {64, 2 * iv},
+		{65, 3 * iv}, {100, 3 * iv}, {128, 3 * iv},
+		{129, 4 * iv}, {1000, 6 * iv},
+	} {
+		if got := pushPullEvery(iv, tt.n); got != tt.want {
+			t.Errorf("pushPullEvery(%v, %d) = %v, want %v", iv, tt.n, got, tt.want)
+		}
+	}
+	c := startNode(t, testConfig(t, "repair"))
+	if got, want := c.RepairInterval(), c.mc.PushPullInterval; got != want {
+		t.Errorf("RepairInterval alone = %v, want %v", got, want)
+	}
+	// The estimate RepairInterval reads is the one the broadcast queue
+	// uses (self + peers up); 100 as if the cluster had grown.
+	c.numNodes.Store(100)
+	if got, want := c.RepairInterval(), 3*c.mc.PushPullInterval; got != want {
+		t.Errorf("RepairInterval at 100 nodes = %v, want %v", got, want)
+	}
+	c.numNodes.Store(1)
+}
+
+// TestClusterNoCompression: gossip is sent uncompressed (LZW's per-packet
+// dictionary was a fifth of the gossip CPU) and a node still takes a
+// compressed push-pull and compressed gossip from a peer that compresses,
+// as nodes of an older version do.
+func TestClusterNoCompression(t *testing.T) {
+	cfg := testConfig(t, "plain")
+	mc, err := cfg.memberlistConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mc.EnableCompression {
+		t.Fatal("memberlist compression is on")
+	}
+	a := startNode(t, cfg)
+	old := testConfig(t, "compressing")
+	old.compress = true
+	b := startNode(t, old)
+	join(t, b, a)
+	for _, c := range []*Cluster{a, b} {
+		poll.Until(t, 5*time.Second, c.name+" sees both alive", func() bool {
+			return countState(c, StateAlive) == 2
+		})
+	}
+	b.Store().Put("k", []byte("from-compressing"))
+	a.Store().Put("k", []byte("from-plain"))
+	poll.Until(t, 5*time.Second, "records both ways", func() bool {
+		return hasEntry(a, "compressing", "k", "from-compressing") && hasEntry(b, "plain", "k", "from-plain")
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	mrand "math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -79,30 +80,7 @@ func (s *Suite) gossipTrials(ctx context.Context, timing cluster.Timing, n int) 
 		}
 		nodes = append(nodes, c)
 	}
-	seed := []string{nodes[0].LocalAddr().String()}
-	for i, c := range nodes[1:] {
-		jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := c.Join(jctx, seed)
-		cancel()
-		if err != nil {
-			return nil, 0, fmt.Errorf("node %d join: %w", i+1, err)
-		}
-	}
-	err = waitFor(ctx, 90*time.Second, fmt.Sprintf("%d nodes see each other alive", n), func() error {
-		for i, c := range nodes {
-			alive := 0
-			for _, nd := range c.Nodes() {
-				if nd.State == cluster.StateAlive {
-					alive++
-				}
-			}
-			if alive != n {
-				return fmt.Errorf("node %d sees %d alive", i, alive)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := joinInWaves(ctx, nodes); err != nil {
 		return nil, 0, err
 	}
 	value := []byte(`{"id":"c-0f3a9b2c41d7","app":"ap-a71da13f-7c70-4c00-a644-eee8558d8053","type":"web","number":1,"node":"` +
@@ -142,4 +120,101 @@ func (s *Suite) gossipTrials(ctx context.Context, timing cluster.Timing, n int) 
 		ms = append(ms, float64(took)/float64(time.Millisecond))
 	}
 	return ms, late, nil
+}
+
+// Joining 100 nodes of one process to node 0 one after the other fails:
+// every join is a TCP push-pull of the whole membership with the same
+// seed, which under that load misses memberlist's TCP timeout (1 s at the
+// fast timing), and a burst of newcomers' alive messages outruns the
+// gossip that spreads them, so that some node still misses a few after a
+// push-pull interval. A fleet's daemons join the same way: several seeds,
+// retried with backoff (internal/daemon joinLoop), so the harness does too.
+const (
+	joinWave     = 10 // nodes that join before the cluster must converge again
+	joinParallel = 4  // joins of a wave at a time
+	joinSeeds    = 3  // random members of earlier waves each newcomer contacts
+	joinTries    = 4
+)
+
+// joinInWaves joins nodes[1:] to nodes[0] in waves of joinWave, each node
+// to joinSeeds random members of the earlier waves, and waits after each
+// wave until every member sees every member alive.
+func joinInWaves(ctx context.Context, nodes []*cluster.Cluster) error {
+	for lo := 1; lo < len(nodes); lo += joinWave {
+		hi := min(lo+joinWave, len(nodes))
+		members := nodes[:lo]
+		sem := make(chan struct{}, joinParallel)
+		errs := make([]error, hi-lo)
+		var wg sync.WaitGroup
+		for i := lo; i < hi; i++ {
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				errs[i-lo] = joinRetry(ctx, nodes[i], pickSeeds(members, joinSeeds))
+			})
+		}
+		wg.Wait()
+		for k, err := range errs {
+			if err != nil {
+				return fmt.Errorf("node %d join: %w", lo+k, err)
+			}
+		}
+		if err := waitAlive(ctx, nodes[:hi]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// joinRetry is Cluster.Join with the daemon's retry: a seed too busy to
+// answer within the TCP timeout is tried again after a pause.
+func joinRetry(ctx context.Context, c *cluster.Cluster, seeds []string) error {
+	var err error
+	for try := range joinTries {
+		jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err = c.Join(jctx, seeds)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(time.Duration(250<<try) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return fmt.Errorf("%d tries: %w", joinTries, err)
+}
+
+func pickSeeds(members []*cluster.Cluster, k int) []string {
+	idx := mrand.Perm(len(members))
+	seeds := make([]string, 0, k)
+	for _, i := range idx[:min(k, len(idx))] {
+		seeds = append(seeds, members[i].LocalAddr().String())
+	}
+	return seeds
+}
+
+// waitAlive waits until every node sees all of nodes alive: two push-pull
+// intervals at the cluster's size (each node repairs its view once per
+// interval) and at least 30 s.
+func waitAlive(ctx context.Context, nodes []*cluster.Cluster) error {
+	n := len(nodes)
+	wait := max(30*time.Second, 2*nodes[0].RepairInterval())
+	return waitFor(ctx, wait, fmt.Sprintf("%d nodes see each other alive", n), func() error {
+		for i, c := range nodes {
+			alive := 0
+			for _, nd := range c.Nodes() {
+				if nd.State == cluster.StateAlive {
+					alive++
+				}
+			}
+			if alive != n {
+				return fmt.Errorf("node %d sees %d alive", i, alive)
+			}
+		}
+		return nil
+	})
 }

@@ -88,7 +88,7 @@ func paramsFor(quick bool) params {
 		rrSeconds: 5, rrRuns: 3,
 		loadSeconds: 5 * time.Second, loadRuns: 3,
 		dnsConc: 16, dnsUniqueConc: 16, connConc: 4,
-		gossipTrials: 15, gossipSizes: []int{3, 10, 30},
+		gossipTrials: 15, gossipSizes: []int{3, 10, 30, 100},
 		ports: 1022, rssSettle: 150 * time.Second,
 		benchtime: "1s", benchCount: 6,
 	}
