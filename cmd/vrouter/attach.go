@@ -133,20 +133,17 @@ func attachNetns(sock string, ns nsOps, nsPath, ifname, resolvPath string, mode 
 	req.ContainerKey = key
 	req.Netns = nsPath
 	req.Interface = ifname
-	// Refuse before touching the namespace: a second attach would otherwise
-	// fail on the existing interface with a less useful message. The daemon
-	// checks again, atomically, when it gets the fd.
-	var existing []control.Container
-	if err := call(sock, &control.Request{Op: "containers"}, nil, &existing); err != nil {
-		return control.Container{}, err
-	}
-	for _, c := range existing {
-		if c.NetnsID == key {
-			return control.Container{}, fmt.Errorf("network namespace %s is already attached as %s (%s)", nsPath, c.ID, c.IP)
-		}
-	}
+	// The daemon refuses a namespace it holds already (atomically, by
+	// key) when it gets the fd. Only when the namespace refuses the TUN
+	// (its interface or default route is there) is the daemon asked
+	// whether it holds that namespace, for a more useful message: a
+	// listing of every container on each attach cost more than the
+	// attach itself on a node with many ports.
 	f, err := ns.Create(ifname, tunnel.IfaceConfig{DefaultRoute: mode == tunnel.ModeFull})
 	if err != nil {
+		if c, ok := attachedAs(sock, key); ok {
+			return control.Container{}, fmt.Errorf("network namespace %s is already attached as %s (%s)", nsPath, c.ID, c.IP)
+		}
 		return control.Container{}, err
 	}
 	c, err := callAttach(sock, req, f)
@@ -171,6 +168,21 @@ func attachNetns(sock string, ns nsOps, nsPath, ifname, resolvPath string, mode 
 		}
 	}
 	return c, nil
+}
+
+// attachedAs finds the daemon's port of the namespace with key, if the
+// daemon answers and has one.
+func attachedAs(sock, key string) (control.Container, bool) {
+	var existing []control.Container
+	if err := call(sock, &control.Request{Op: "containers"}, nil, &existing); err != nil {
+		return control.Container{}, false
+	}
+	for _, c := range existing {
+		if c.NetnsID == key {
+			return c, true
+		}
+	}
+	return control.Container{}, false
 }
 
 // nsOps makes and configures the TUN inside the container's namespace:

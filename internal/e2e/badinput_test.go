@@ -125,6 +125,9 @@ func TestBadInput(t *testing.T) {
 		{"same netns twice", attach("--netns", occupied.path), nil, 1, "already attached"},
 		{"same netns twice, other ifname", attach("--netns", occupied.path, "--ifname", "vr1"), nil, 1, "already attached"},
 		{"same netns twice, other network", attach("--netns", occupied.path, "--network", newID("pn")), nil, 1, "already attached"},
+		// The namespace takes the TUN here (no default route wanted): the
+		// daemon refuses it, by the namespace's key.
+		{"same netns twice, pn-only beside it", attach("--netns", occupied.path, "--mode", "pn-only", "--ifname", "vr2"), nil, 1, "already attached"},
 		{"fd not a TUN", attach("--netns", "-", "--fd", "3"), []*os.File{notTUN}, 1, "not a TUN"},
 		{"fd not open", attach("--netns", "-", "--fd", "9"), nil, -1, ""},
 		{"number negative", attach("--number", "-3"), nil, 2, "number"},
@@ -147,6 +150,9 @@ func TestBadInput(t *testing.T) {
 			}
 			if _, ok := occupied.link(t, defaultIfname); !ok {
 				t.Fatalf("the existing container's %s vanished", defaultIfname)
+			}
+			if _, ok := occupied.link(t, "vr2"); ok {
+				t.Errorf("a refused attach left vr2 in the attached namespace")
 			}
 			cs := d.containers(t)
 			if len(cs) != 1 || cs[0].ID != first.ID {
