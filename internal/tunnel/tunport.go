@@ -36,11 +36,20 @@ type tunPort struct {
 	name string
 	mtu  int
 
-	// Owned by the reading goroutine. drained: the last read found the
-	// queue empty, so WaitRead must wait for the poller. The rd* fields
-	// carry readOnce's arguments and results: the poller takes a func,
-	// and a closure per call would allocate on the hot path.
+	// Owned by the reading goroutine. drained: the queue may be empty
+	// (the last read found it so, or did not look), so WaitRead must look
+	// and maybe wait for the poller. waited: this WaitRead's look found
+	// nothing and it waited for the poller. single: the port was idle
+	// when its packet came, so the next read takes that packet and does
+	// not look for a second: request/response traffic brings one packet
+	// per wake-up, and the read(2) that finds the queue empty would cost
+	// as much as the packet's own. WaitRead's look after the batch then
+	// tells a burst, which is read to the end. The rd* fields carry
+	// readOnce's arguments and results: the poller takes a func, and a
+	// closure per call would allocate on the hot path.
 	drained bool
+	waited  bool
+	single  bool
 	pollFD  [1]unix.PollFd
 	rdBufs  [][]byte
 	rdSizes []int
@@ -155,27 +164,40 @@ func (p *tunPort) WaitRead() error {
 	// The poller forgets readiness when a wait begins (it re-arms), so
 	// look at the queue itself before waiting: a packet that arrived
 	// since the last read would otherwise wait for the next one.
+	p.waited = false
 	err := p.rc.Read(p.waitFn)
 	if err != nil {
 		return p.ioErr("wait", err)
 	}
 	p.drained = false
+	p.single = p.waited
 	return nil
 }
 
+// pollOnce is WaitRead's callback: true when a packet is queued. Called
+// again after the poller's wake-up it trusts the poller and does not look
+// a second time; a spurious wake-up costs readOnce one empty read, not a
+// wait holding buffers (see single).
 func (p *tunPort) pollOnce(fd uintptr) bool {
+	if p.waited {
+		return true
+	}
 	p.pollFD[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 	for {
 		n, err := unix.Poll(p.pollFD[:], 0)
 		if err == unix.EINTR {
 			continue
 		}
-		return err != nil || n > 0
+		ready := err != nil || n > 0
+		p.waited = !ready
+		return ready
 	}
 }
 
 // readBatch reads packets into bufs[i][at:] until the queue is empty or
-// bufs are full; it blocks (in the poller) only for the first one.
+// bufs are full; it blocks (in the poller) only for the first one. Right
+// after a WaitRead that waited it reads one packet only, and returns none
+// (without blocking) if the wake-up brought none.
 func (p *tunPort) readBatch(bufs [][]byte, sizes []int, at int) (int, error) {
 	p.rdBufs, p.rdSizes, p.rdAt, p.rdN, p.rdErr = bufs, sizes, at, 0, nil
 	err := p.rc.Read(p.readFn)
@@ -200,13 +222,24 @@ func (p *tunPort) readOnce(fd uintptr) bool {
 			continue
 		case err == unix.EAGAIN:
 			p.drained = true
+			if p.single {
+				// Back to WaitRead, which waits without buffers.
+				p.single = false
+				return true
+			}
 			return p.rdN > 0
 		case err != nil:
+			p.single = false
 			p.rdErr = err
 			return true
 		}
 		p.rdSizes[p.rdN] = m
 		p.rdN++
+		if p.single {
+			p.single = false
+			p.drained = true
+			return true
+		}
 	}
 	p.drained = false
 	return true
@@ -337,6 +370,9 @@ func (p *vnetPort) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		one, size := [][]byte{p.scratch}, []int{0}
 		n, err := p.readBatch(one, size, 0)
 		if n == 0 {
+			if err == nil {
+				continue // a wake-up without a packet (see single)
+			}
 			return 0, err
 		}
 		m := size[0] - offload.HdrLen

@@ -342,3 +342,60 @@ func TestVnetPortWriteGSOMergesUDP(t *testing.T) {
 		t.Errorf("more than two writes: %v", err)
 	}
 }
+
+// TestReadAfterWaitTakesOnePacket: after a WaitRead that had to wait, the
+// read takes one packet and does not look for a second (no empty read per
+// request/response packet); WaitRead's look then finds the rest queued and
+// returns at once, without waiting, and that read takes the queue to its
+// end.
+func TestReadAfterWaitTakesOnePacket(t *testing.T) {
+	p, base, peer := seqpacketPort(t, true)
+	off := p.(router.OffloadPort)
+	for i := range 3 {
+		send(t, peer, make([]byte, 10), []byte{0x45, byte(i + 1)})
+	}
+	base.drained, base.single = false, true // as after WaitRead's wake-up
+	bufs, sizes := bufsOf(vnetBatch, 100)
+	n, err := off.ReadGSO(bufs, sizes, router.Headroom)
+	if n != 1 || err != nil || !base.drained || base.single || bufs[0][router.Headroom+1] != 1 {
+		t.Fatalf("read after a wait = %d, %v, drained %v, single %v; want 1 packet, drained", n, err, base.drained, base.single)
+	}
+	if err := p.(router.ReadWaiter).WaitRead(); err != nil {
+		t.Fatal(err)
+	}
+	if base.single || base.waited {
+		t.Fatal("WaitRead waited with packets queued")
+	}
+	n, err = off.ReadGSO(bufs, sizes, router.Headroom)
+	if n != 2 || err != nil || !base.drained || bufs[1][router.Headroom+1] != 3 {
+		t.Fatalf("read of a burst = %d, %v, drained %v; want 2 packets, drained", n, err, base.drained)
+	}
+}
+
+// TestWakeWithoutPacket: a poller wake-up that brings no packet (a stale
+// edge) makes the read return none at once, so that the port goes back to
+// WaitRead and waits without holding the batch's buffers.
+func TestWakeWithoutPacket(t *testing.T) {
+	p, base, peer := seqpacketPort(t, true)
+	base.drained, base.single = false, true // as after WaitRead's wake-up
+	bufs, sizes := bufsOf(vnetBatch, 100)
+	n, err := p.(router.OffloadPort).ReadGSO(bufs, sizes, router.Headroom)
+	if n != 0 || err != nil || !base.drained || base.single {
+		t.Fatalf("ReadGSO = %d, %v, drained %v single %v; want 0, nil, true, false", n, err, base.drained, base.single)
+	}
+	// The plain Read of a vnet port hides such a wake-up: it returns a
+	// packet, blocking until one comes.
+	base.single = true
+	sent := make(chan error, 1)
+	go func() {
+		_, err := unix.Write(peer, append(make([]byte, 10), 0x45, 7))
+		sent <- err
+	}()
+	n, err = p.Read(bufs, sizes, router.Headroom)
+	if n != 1 || err != nil || bufs[0][router.Headroom+1] != 7 {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+}
