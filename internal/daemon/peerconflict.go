@@ -23,7 +23,10 @@ const (
 // alive node (this one included) also advertises. WireGuard cannot tell
 // two peers with one key apart, and gives a shared /32 to whichever came
 // last (AUDIT D4), so both offenders are left out and every other peer
-// keeps working. This node itself is never left out. holder says which
+// keeps working. A suspect node still counts as a claimant: a probe that
+// times out under load must not let its twin back in for a moment (and
+// flip every peer's WireGuard config twice). This node itself is never
+// left out. holder says which
 // node holds the claim of an overlay address: a node advertising one it
 // does not hold is left out too (checked on receipt).
 func peerConflicts(nodes []cluster.Node, holder func(netip.Addr) (string, bool)) map[string]string {
@@ -33,7 +36,7 @@ func peerConflicts(nodes []cluster.Node, holder func(netip.Addr) (string, bool))
 	for _, n := range nodes {
 		if n.Self {
 			n.Name = selfName
-		} else if n.State != cluster.StateAlive {
+		} else if n.State != cluster.StateAlive && n.State != cluster.StateSuspect {
 			continue
 		}
 		if n.Meta.WGPublicKey != ([32]byte{}) {

@@ -24,15 +24,20 @@ func TestPeerConflicts(t *testing.T) {
 		node("same-ov-a", 5, "100.64.0.7", false, alive),
 		node("same-ov-b", 6, "100.64.0.7", false, alive),
 		node("dead", 2, "100.64.0.2", false, cluster.StateDead), // does not count
+		// A suspect twin still holds its identity: a missed probe must not
+		// let the other copy back in.
+		node("twin-a", 7, "100.64.0.10", false, alive),
+		node("twin-b", 7, "100.64.0.11", false, cluster.StateSuspect),
 	}
 	want := map[string]string{
 		"copy-a": conflictWGKey, "copy-b": conflictWGKey,
 		"thief": conflictOverlay, "mine": conflictWGKey,
 		"same-ov-a": conflictOverlay, "same-ov-b": conflictOverlay,
+		"twin-a": conflictWGKey, "twin-b": conflictWGKey,
 	}
 	holders := map[netip.Addr]string{}
 	for _, n := range nodes {
-		if n.State == alive {
+		if n.State == alive || n.State == cluster.StateSuspect {
 			holders[n.Meta.Overlay] = n.Name
 		}
 	}
