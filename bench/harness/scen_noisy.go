@@ -60,8 +60,16 @@ type noisyEnv struct {
 	hold     *loadgen.HoldServer
 	udp      *loadgen.UDPSink
 	// floods says which floods run during a measurement on a path (none:
-	// A idle).
+	// A idle); floor, that they run in floorNS against its own sinks.
 	floods map[*path][]string
+	floor  map[*path]bool
+	// The CPU floor: the same generators in a namespace of their own,
+	// aimed at sinks on its loopback (kernel only, no vrouter), so that a
+	// flood costs B only the CPU it takes itself.
+	floorNS   *netns
+	floorHold *loadgen.HoldServer
+	floorUDP  *loadgen.UDPSink
+	floorDNS  *loadgen.Upstream
 
 	mu sync.Mutex
 	// peak RSS (KiB) and fd count of node 1's worker, by phase: "idle"
@@ -149,17 +157,29 @@ func (s *Suite) scenNoisy(ctx context.Context, sc *scope, out *report.Scenario) 
 	for _, fig := range figures {
 		idle := fig.path("B, A idle")
 		paths := []*path{idle}
-		for _, set := range sets {
-			p := fig.path("B, A floods " + floodSetName(set))
-			e.floods[p] = set
-			paths = append(paths, p)
+		labels := []string{""}
+		for _, floor := range []bool{false, true} {
+			for i, set := range sets {
+				name, label := "B, A floods "+floodSetName(set), ""
+				if i > 0 {
+					label = " (diagnostic: " + floodSetName(set) + " alone)"
+				}
+				if floor {
+					name += " at a kernel-only target"
+					label = " (floor: A's " + floodSetName(set) + " at a kernel-only target, not through vrouter)"
+					if i > 0 {
+						label = " (floor: A's " + floodSetName(set) + " alone at a kernel-only target)"
+					}
+				}
+				p := fig.path(name)
+				e.floods[p], e.floor[p] = set, floor
+				paths = append(paths, p)
+				labels = append(labels, label)
+			}
 		}
 		res := s.compare(ctx, sc, fig.runs, e.measure(fig.measure, fig.starved), paths...)
 		for i := 1; i < len(paths); i++ {
-			metric := fig.metric
-			if i > 1 {
-				metric += " (diagnostic: " + floodSetName(sets[i-1]) + " alone)"
-			}
+			metric := fig.metric + labels[i]
 			out.Rows = append(out.Rows, report.Row{
 				Metric: metric, Unit: fig.unit, Better: fig.better, Chart: fig.chart, Target: fig.target,
 				Subject: res.figure(i, fig.key, fig.details...), Baseline: ptr(res.figure(0, fig.key, fig.details...)),
@@ -174,6 +194,7 @@ func (s *Suite) scenNoisy(ctx context.Context, sc *scope, out *report.Scenario) 
 		fmt.Sprintf("vrouter: two daemons as nobody in one cluster on loopback, node 1 with --egress-allow-loopback and otherwise default limits; A (network 1) and B (network 2) on node 1, a container of each network on node 2; A's and B's loopback routed out through the node as in scenario 3"),
 		fmt.Sprintf("A's floods, started before each flooded measurement (%v ahead) and stopped after it: tcp: %d connections (64 dials in flight) to a loopback sink that accepts and never reads, each written into until it blocks; udp: %d datagrams/s to %d consecutive loopback ports of a sink that never reads; dns: dnsload, %d clients, a new forwarded name per query; peer: iperf3 -u -l 64 -b 0 to A's network on node 2",
 			e.p.ramp, e.p.tcpConns, e.p.udpPPS, e.p.udpPorts, e.p.dnsConc),
+		fmt.Sprintf("floor rows: the same floods from a namespace of their own (not attached to vrouter) at sinks on its loopback (the TCP and UDP sinks, an iperf3 server, a DNS server in the driver answering every name), while B measures through vrouter: what the floods cost B in CPU alone, the bound of B's ratio on this machine"),
 		fmt.Sprintf("B's DNS: dnsload, %d clients, a new forwarded name per query (the flights A's flood competes for); B's request/response: sockperf ping-pong to B's container on node 2 (through the overlay queue A's peer flood fills)", e.p.bDNSConc),
 		"daemon RSS and fds: node 1's forwarding worker (the supervisor's child), sampled from /proc every 100 ms; the baseline column is the idle runs before the first flood",
 		"starved (in a figure's detail): runs in which B got nothing through while A flooded (no sockperf answer, no DNS answer, no connection); their p99 is counted as the run's length, their rate as 0")
@@ -190,7 +211,7 @@ func floodSetName(set []string) string {
 // noisySetup starts both nodes, attaches the four containers and starts
 // the sinks.
 func (s *Suite) noisySetup(ctx context.Context, sc *scope) (*noisyEnv, error) {
-	e := &noisyEnv{s: s, p: s.noisyParams(), floods: make(map[*path][]string),
+	e := &noisyEnv{s: s, p: s.noisyParams(), floods: make(map[*path][]string), floor: make(map[*path]bool),
 		peakRSS: make(map[string]int64), peakFDs: make(map[string]int64), lastFlood: make(map[string]string)}
 	key, err := s.clusterKey(ctx)
 	if err != nil {
@@ -251,7 +272,49 @@ func (s *Suite) noisySetup(ctx context.Context, sc *scope) (*noisyEnv, error) {
 		return nil, err
 	}
 	sc.add("close the UDP port sink", e.udp.Close)
+	if err := e.floorSetup(ctx, sc); err != nil {
+		return nil, err
+	}
 	return e, nil
+}
+
+// floorSetup makes the floor's namespace and its sinks: sockets opened in
+// the namespace (inNetns) stay in it, served by the driver's goroutines.
+func (e *noisyEnv) floorSetup(ctx context.Context, sc *scope) error {
+	ns, err := e.s.newNetns(ctx, sc, "floor")
+	if err != nil {
+		return err
+	}
+	e.floorNS = ns
+	var serr error
+	if err := inNetns(ns, func() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			serr = fmt.Errorf("floor flow storm sink: %w", err)
+			return
+		}
+		e.floorHold = loadgen.ServeHold(ln)
+		if e.floorUDP, err = loadgen.ListenUDPRange(netip.MustParseAddr("127.0.0.1"), e.p.udpPorts, rand.IntN); err != nil {
+			serr = fmt.Errorf("floor UDP sink: %w", err)
+			return
+		}
+		if e.floorDNS, err = loadgen.StartUpstream(netip.MustParseAddr("198.51.100.8"), 300); err != nil {
+			serr = fmt.Errorf("floor DNS server: %w", err)
+		}
+	}); err != nil {
+		serr = errors.Join(serr, err)
+	}
+	// Registered whatever failed: the scope closes what was made.
+	if e.floorHold != nil {
+		sc.add("close the floor's flow storm sink", e.floorHold.Close)
+	}
+	if e.floorUDP != nil {
+		sc.add("close the floor's UDP sink", e.floorUDP.Close)
+	}
+	if e.floorDNS != nil {
+		sc.add("stop the floor's DNS server", e.floorDNS.Close)
+	}
+	return serr
 }
 
 // measure wraps m: on a flooded path it starts the path's floods first
@@ -260,10 +323,12 @@ func (s *Suite) noisySetup(ctx context.Context, sc *scope) (*noisyEnv, error) {
 // worker.
 func (e *noisyEnv) measure(m measureFn, starved func(error) sample) measureFn {
 	return func(ctx context.Context, sc *scope, p *path) (sample, error) {
-		set := e.floods[p]
+		set, floor := e.floods[p], e.floor[p]
 		phase := "idle"
 		e.mu.Lock()
-		if len(set) > 0 {
+		if floor {
+			phase = "" // the daemon is not flooded: its peaks say nothing
+		} else if len(set) > 0 {
 			e.flooded = true
 			phase = "flood"
 		} else if e.flooded {
@@ -272,7 +337,7 @@ func (e *noisyEnv) measure(m measureFn, starved func(error) sample) measureFn {
 		e.mu.Unlock()
 		sampler := e.startSampler()
 		fs := newScope("floods", e.s.log)
-		procs, err := e.startFloods(ctx, fs, set)
+		procs, err := e.startFloods(ctx, fs, set, floor)
 		if err == nil && len(set) > 0 {
 			err = pause(ctx, e.p.ramp)
 		}
@@ -291,14 +356,18 @@ func (e *noisyEnv) measure(m measureFn, starved func(error) sample) measureFn {
 				err = fmt.Errorf("flood %s ended during the measurement (%v): %s", name, pr.err, lastLines(pr.out.String(), 3))
 			}
 		}
-		if err == nil && len(set) > 0 {
+		if err == nil && len(set) > 0 && !floor {
 			e.recordBudget(ctx)
 		}
 		cerr := fs.close()
 		if slices.Contains(set, floodTCP) {
 			// The storm's flows end (a RST from the sink), so that every
 			// flooded run starts from an empty budget.
-			e.hold.Drop()
+			if floor {
+				e.floorHold.Drop()
+			} else {
+				e.hold.Drop()
+			}
 		}
 		rss, fds := sampler.stop()
 		if err != nil {
@@ -309,6 +378,9 @@ func (e *noisyEnv) measure(m measureFn, starved func(error) sample) measureFn {
 		}
 		e.mu.Lock()
 		for name, pr := range procs {
+			if floor {
+				name += " (floor)"
+			}
 			e.lastFlood[name] = strings.TrimSpace(pr.out.String())
 		}
 		if phase != "" {
@@ -323,10 +395,16 @@ func (e *noisyEnv) measure(m measureFn, starved func(error) sample) measureFn {
 }
 
 // startFloods starts the floods of set in A (and the peer's iperf3
-// server), owned by fs. Each runs longer than any measurement; fs stops
-// them.
-func (e *noisyEnv) startFloods(ctx context.Context, fs *scope, set []string) (map[string]*proc, error) {
+// server), owned by fs; with floor, in the floor's namespace at its own
+// sinks. Each runs longer than any measurement; fs stops them.
+func (e *noisyEnv) startFloods(ctx context.Context, fs *scope, set []string, floor bool) (map[string]*proc, error) {
 	s := e.s
+	from, peer, peerIP := e.a.ns, e.aPeer.ns, e.aPeer.c.IP
+	holdAddr, udpBase, resolver := e.hold.Addr().String(), e.udp.Base().String(), net.JoinHostPort(e.a.c.Resolver, "53")
+	if floor {
+		from, peer, peerIP = e.floorNS, e.floorNS, "127.0.0.1"
+		holdAddr, udpBase, resolver = e.floorHold.Addr().String(), e.floorUDP.Base().String(), e.floorDNS.Addr()
+	}
 	d := 5*time.Minute + e.p.ramp
 	procs := make(map[string]*proc)
 	start := func(name string, ns *netns, args ...string) (*proc, error) {
@@ -342,27 +420,27 @@ func (e *noisyEnv) startFloods(ctx context.Context, fs *scope, set []string) (ma
 		var err error
 		switch f {
 		case floodTCP:
-			pr, err = start("floodload tcp-hold", e.a.ns, s.cfg.FloodLoad, "-mode", loadgen.FloodTCPHold, "-addr", e.hold.Addr().String(),
+			pr, err = start("floodload tcp-hold", from, s.cfg.FloodLoad, "-mode", loadgen.FloodTCPHold, "-addr", holdAddr,
 				"-conns", strconv.Itoa(e.p.tcpConns), "-c", "64", "-d", d.String())
 		case floodUDP:
-			pr, err = start("floodload udp-ports", e.a.ns, s.cfg.FloodLoad, "-mode", loadgen.FloodUDPPorts, "-addr", e.udp.Base().String(),
+			pr, err = start("floodload udp-ports", from, s.cfg.FloodLoad, "-mode", loadgen.FloodUDPPorts, "-addr", udpBase,
 				"-ports", strconv.Itoa(e.p.udpPorts), "-pps", strconv.Itoa(e.p.udpPPS), "-d", d.String())
 		case floodDNS:
-			pr, err = start("dnsload flood", e.a.ns, s.cfg.DNSLoad, "-server", net.JoinHostPort(e.a.c.Resolver, "53"), "-name", "flood.bench.test.",
+			pr, err = start("dnsload flood", from, s.cfg.DNSLoad, "-server", resolver, "-name", "flood.bench.test.",
 				"-unique", "-c", strconv.Itoa(e.p.dnsConc), "-d", d.String(), "-timeout", "1s")
 		case floodPeer:
 			port, perr := freePort()
 			if perr != nil {
 				return procs, perr
 			}
-			srv, serr := start("iperf3 peer sink", e.aPeer.ns, "iperf3", "-s", "-1", "-p", strconv.Itoa(port))
+			srv, serr := start("iperf3 peer sink", peer, "iperf3", "-s", "-1", "-p", strconv.Itoa(port))
 			if serr != nil {
 				return procs, serr
 			}
-			if err := s.waitListening(ctx, e.aPeer.ns, "t", port, srv); err != nil {
+			if err := s.waitListening(ctx, peer, "t", port, srv); err != nil {
 				return procs, err
 			}
-			pr, err = start("iperf3 peer flood", e.a.ns, "iperf3", "-c", e.aPeer.c.IP, "-p", strconv.Itoa(port), "-u", "-l", "64", "-b", "0",
+			pr, err = start("iperf3 peer flood", from, "iperf3", "-c", peerIP, "-p", strconv.Itoa(port), "-u", "-l", "64", "-b", "0",
 				"-t", strconv.Itoa(int(d.Seconds())), "--connect-timeout", "5000")
 		default:
 			return procs, fmt.Errorf("unknown flood %q", f)
@@ -483,8 +561,10 @@ func (e *noisyEnv) afterRows(ctx context.Context) ([]report.Row, []string) {
 	}
 	e.mu.Lock()
 	for _, f := range allFloods {
-		if o, ok := e.lastFlood[f]; ok {
-			notes = append(notes, "A's last "+f+" flood: "+summarizeFlood(o))
+		for _, name := range []string{f, f + " (floor)"} {
+			if o, ok := e.lastFlood[name]; ok {
+				notes = append(notes, "A's last "+name+" flood: "+summarizeFlood(o))
+			}
 		}
 	}
 	e.mu.Unlock()
