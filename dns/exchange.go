@@ -23,10 +23,17 @@ var errMalformed = errors.New("malformed reply")
 // within ctx's deadline. Each upstream gets an equal share of what is left
 // of the budget, so a dead first upstream cannot starve the others.
 func (r *Resolver) exchangeAll(ctx context.Context, req *mdns.Msg) (*mdns.Msg, error) {
+	return r.exchangeFrom(ctx, req, 0)
+}
+
+// exchangeFrom is exchangeAll from upstreams[first] on (the asynchronous
+// path has asked the ones before).
+func (r *Resolver) exchangeFrom(ctx context.Context, req *mdns.Msg, first int) (*mdns.Msg, error) {
 	q := upstreamQuery(req)
 	deadline, _ := ctx.Deadline()
 	err := error(context.DeadlineExceeded)
-	for i, up := range r.upstreams {
+	for i := first; i < len(r.upstreams); i++ {
+		up := r.upstreams[i]
 		left := time.Until(deadline)
 		if left <= 0 || ctx.Err() != nil {
 			break
@@ -48,6 +55,12 @@ func (r *Resolver) exchangeAll(ctx context.Context, req *mdns.Msg) (*mdns.Msg, e
 		err = ctx.Err()
 	}
 	return nil, fmt.Errorf("forward %s: %w", q.Question[0].Name, err)
+}
+
+// contextUntil is context.WithDeadline; the asynchronous path keeps its
+// budget as instants rather than as a context.
+func contextUntil(parent context.Context, t time.Time) (context.Context, context.CancelFunc) {
+	return context.WithDeadline(parent, t)
 }
 
 // exchangeWith asks one upstream: UDP, then TCP if the UDP reply was

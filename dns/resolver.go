@@ -12,10 +12,12 @@
 //	              anything else              → cache → singleflight → upstreams
 //	  → finish: EDNS0 echo, truncation to the client's size, counters, write
 //
-// The resolver starts no goroutine of its own. Forwarded queries run on
-// the server's goroutine; the in-flight bounds cap how many of them a
-// client (and all clients) can keep blocked, and Close cancels them and
-// waits until every one has returned.
+// Forwarded queries of ServeDNS run on the server's goroutine; the
+// in-flight bounds cap how many of them a client (and all clients) can
+// keep blocked, and Close cancels them and waits until every one has
+// returned. Those of ServeDNSAsync (async.go) wait on sockets shared per
+// upstream, whose reader goroutines (and a sweeper) the resolver starts on
+// first use and Close stops.
 package dns
 
 import (
@@ -84,7 +86,8 @@ type Config struct {
 type Resolver struct {
 	view      View
 	upstreams []string
-	pools     []*udpPool // UDP sockets of upstreams[i]
+	pools     []*udpPool     // UDP sockets of upstreams[i]
+	async     *asyncUpstream // shared sockets of upstreams[0]; nil without upstreams
 	timeout   time.Duration
 	maxTotal  int
 	maxClient int
@@ -157,6 +160,9 @@ func New(cfg Config) (*Resolver, error) {
 	for _, u := range ups {
 		r.pools = append(r.pools, newUDPPool(u, r.now))
 	}
+	if len(ups) > 0 {
+		r.async = newAsyncUpstream(r)
+	}
 	switch {
 	case cfg.CacheSize == 0:
 		r.cache = newCache(DefaultCacheSize)
@@ -189,6 +195,9 @@ func (r *Resolver) Close() error {
 	r.closed.Store(true)
 	r.mu.Unlock()
 	r.cancel()
+	if r.async != nil {
+		r.async.close()
+	}
 	r.wg.Wait()
 	for _, p := range r.pools {
 		p.close()

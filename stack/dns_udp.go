@@ -13,7 +13,10 @@ package stack
 //	  to port 53 with a valid checksum (anything else: gVisor as before)
 //	  → miekg's accept rules (DefaultMsgAcceptFunc, as its server applies
 //	    them) → Handler.ServeDNSNow on the delivering goroutine; what needs
-//	    an upstream goes to ServeDNS on a goroutine of its own (bounded)
+//	    an upstream goes to ServeDNSAsync (written upstream from here, the
+//	    answer written from the resolver's socket reader), or, when that
+//	    declines (a flight to join), to ServeDNS on a goroutine of its own
+//	    (bounded)
 //	  → udpResponse.WriteMsg → IPv4/UDP packet → Config.Output
 //
 // Answers look as gVisor's did (TTL 64, DF, ID 0). One larger than the MTU
@@ -47,6 +50,14 @@ type NowHandler interface {
 	ServeDNSNow(w mdns.ResponseWriter, req *mdns.Msg) bool
 }
 
+// AsyncHandler is a DNS handler that forwards without blocking
+// (dns.Resolver's handlers do): ServeDNSAsync either takes the query,
+// answers it later from another goroutine and then calls w.Done, or
+// returns false having kept nothing, and ServeDNS must serve it.
+type AsyncHandler interface {
+	ServeDNSAsync(w dns.AsyncWriter, req *mdns.Msg) bool
+}
+
 // QueryGate is a DNS handler that shares the resolver's query rate among
 // networks (dns.Resolver's handlers do): the fast path asks it before it
 // unpacks a query, so that a refused query costs its parse and checksum
@@ -78,9 +89,10 @@ type dnsUDP struct {
 	// the MTU go through it to be fragmented.
 	pc net.PacketConn
 
-	h    mdns.Handler
-	now  NowHandler // nil: h answers every query on a goroutine
-	gate QueryGate  // nil: every query is served
+	h     mdns.Handler
+	now   NowHandler   // nil: h answers every query on a goroutine
+	async AsyncHandler // nil: what now does not answer goes to a goroutine
+	gate  QueryGate    // nil: every query is served
 
 	slow chan struct{} // a slot per goroutine of a query that may block
 	wg   sync.WaitGroup
@@ -107,6 +119,7 @@ func newDNSUDP(addr netip.Addr, mtu, headroom int, output func([][]byte, int), p
 		slow:     make(chan struct{}, maxSlowDNS),
 	}
 	d.now, _ = h.(NowHandler)
+	d.async, _ = h.(AsyncHandler)
 	d.gate, _ = h.(QueryGate)
 	size := headroom + mtu
 	d.out.New = func() any { return &udpOut{buf: make([]byte, size)} }
@@ -150,6 +163,15 @@ func (d *dnsUDP) deliver(pkt []byte) bool {
 	case d.now != nil && d.now.ServeDNSNow(w, req):
 		d.resp.Put(w)
 		return true
+	}
+	if d.async != nil {
+		// Counted like a goroutine of a slow query, so that Close waits
+		// until the handler is done with w.
+		d.wg.Add(1)
+		if d.async.ServeDNSAsync(w, req) {
+			return true
+		}
+		d.wg.Done()
 	}
 	select {
 	case d.slow <- struct{}{}:
@@ -403,6 +425,14 @@ func (w *udpResponse) send(o *udpOut, b []byte) error {
 	o.list[0] = nil
 	d.answers.Add(1)
 	return nil
+}
+
+// Done is the end of a query taken by ServeDNSAsync: the writer goes back
+// to the pool.
+func (w *udpResponse) Done() {
+	d := w.d
+	d.resp.Put(w)
+	d.wg.Done()
 }
 
 func (w *udpResponse) Close() error {
