@@ -67,6 +67,8 @@ type Cluster struct {
 	store     *Store
 	sign      *signer
 	pins      *pins
+	metas     *metaCache
+	sock      *sockTransport // nil with another Network
 	queue     *memberlist.TransmitLimitedQueue
 	changes   chan struct{}
 	local     netip.AddrPort
@@ -143,6 +145,7 @@ func New(cfg Config) (*Cluster, error) {
 		mc:        mc,
 		sign:      sign,
 		pins:      pins,
+		metas:     newMetaCache(),
 		changes:   make(chan struct{}, 1),
 		started:   started,
 		warned:    make(map[string]time.Time),
@@ -169,21 +172,22 @@ func New(cfg Config) (*Cluster, error) {
 	c.mlLog = newLogWriter(c.log, c.markSuspect)
 	mc.Logger = c.mlLog.logger()
 
-	if cfg.Network != nil {
-		// Last before Create: the transport holds its address until it is
-		// shut down.
-		bind := netip.MustParseAddr(mc.BindAddr) // checked by memberlistConfig
-		tr, err := cfg.Network.Listen(netip.AddrPortFrom(bind, uint16(mc.BindPort)))
-		if err != nil {
-			return nil, fmt.Errorf("start gossip transport on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
-		}
-		mc.Transport = tr
+	network := cfg.Network
+	if network == nil {
+		network = sockNetwork{}
 	}
+	// Last before Create: the transport holds its address until it is
+	// shut down.
+	bind := netip.MustParseAddr(mc.BindAddr) // checked by memberlistConfig
+	tr, err := network.Listen(netip.AddrPortFrom(bind, uint16(mc.BindPort)))
+	if err != nil {
+		return nil, fmt.Errorf("start gossip transport on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
+	}
+	mc.Transport = tr
+	c.sock, _ = tr.(*sockTransport)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
-		if mc.Transport != nil {
-			_ = mc.Transport.Shutdown()
-		}
+		_ = tr.Shutdown()
 		return nil, fmt.Errorf("start memberlist on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
 	}
 	c.ml = ml
@@ -390,12 +394,18 @@ type Stats struct {
 	// a packet that failed to decrypt (no or another cluster key).
 	GossipWarnings      uint64
 	GossipUndecryptable uint64
+	// GossipSocketErrors counts failed reads of the gossip UDP socket and
+	// failed accepts on its TCP listener (the default Network only).
+	GossipSocketErrors uint64
 }
 
 // Stats returns current counters.
 func (c *Cluster) Stats() Stats {
 	st := Stats{StoreStats: c.store.Stats(), QueuedBroadcast: c.queue.NumQueued(),
 		GossipWarnings: c.mlLog.warnings.Load(), GossipUndecryptable: c.mlLog.undecryptable.Load()}
+	if c.sock != nil {
+		st.GossipSocketErrors = c.sock.readErrors.Load() + c.sock.acceptErrors.Load()
+	}
 	c.mu.Lock()
 	st.MetaErrors = c.metaErrors
 	st.MetaUnsigned = c.metaRefused
@@ -579,7 +589,7 @@ func (c *Cluster) peerDown(name string, addr netip.AddrPort, rawMeta []byte) {
 // name by the key it carries, that key pinned to name (pinning it if name
 // is new), and a start time not in our future.
 func (c *Cluster) checkMeta(name string, b []byte) (NodeMeta, IdentityState) {
-	m, err := verifyMeta(name, b)
+	m, err := c.metas.verify(name, b)
 	now := time.Now()
 	switch {
 	case err != nil && !errors.Is(err, errMetaUnsigned):

@@ -164,6 +164,7 @@ func (c *Cluster) reap(now time.Time) {
 	c.mu.Unlock()
 	for _, name := range gone {
 		c.log.Debug("reaped node", "node", name)
+		c.metas.forget(name)
 		c.store.forgetOwner(name)
 	}
 }

@@ -228,5 +228,6 @@ func clusterCounters(st cluster.Stats) map[string]uint64 {
 		"meta_stale":             st.MetaStale,
 		"gossip_warnings":        st.GossipWarnings,
 		"gossip_undecryptable":   st.GossipUndecryptable,
+		"gossip_socket_errors":   st.GossipSocketErrors,
 	}
 }
