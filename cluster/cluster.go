@@ -368,6 +368,13 @@ func (c *Cluster) RepairInterval() time.Duration {
 	return pushPullEvery(c.mc.PushPullInterval, int(c.numNodes.Load()))
 }
 
+// RepairIntervalAt is RepairInterval for a cluster of n nodes: what a
+// caller waiting for the cluster to grow to n must allow, while this
+// node's own count still lags behind.
+func (c *Cluster) RepairIntervalAt(n int) time.Duration {
+	return pushPullEvery(c.mc.PushPullInterval, n)
+}
+
 // pushPullEvery is memberlist's own stretch of PushPullInterval for n
 // nodes (pushPullScale, unexported there): beyond 32 nodes each doubling
 // of the cluster adds one interval, so a 100-node cluster repairs every

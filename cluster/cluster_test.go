@@ -692,6 +692,10 @@ func TestRepairIntervalScales(t *testing.T) {
 	if got, want := c.RepairInterval(), c.mc.PushPullInterval; got != want {
 		t.Errorf("RepairInterval alone = %v, want %v", got, want)
 	}
+	// Asked for a size it has not seen yet: the interval at that size.
+	if got, want := c.RepairIntervalAt(41), 2*c.mc.PushPullInterval; got != want {
+		t.Errorf("RepairIntervalAt(41) alone = %v, want %v", got, want)
+	}
 	// The estimate RepairInterval reads is the one the broadcast queue
 	// uses (self + peers up); 100 as if the cluster had grown.
 	c.numNodes.Store(100)

@@ -201,11 +201,14 @@ func pickSeeds(members []*cluster.Cluster, k int) []string {
 // suspected by its own probes: a suspect's records stay visible, and 100
 // nodes of one process at the fast timing's 100 ms probe timeout suspect
 // each other now and then on a loaded machine): two push-pull intervals
-// at the cluster's size (each node repairs its view once per interval)
+// at the size the wave grows the cluster to (each node repairs its view
+// once per interval; node 0's own count may still be the old size, which
+// at lan timing past 32 nodes is half the interval: a node that missed
+// one newcomer's alive message once waited out 60 s of a 120 s repair)
 // and at least 60 s, time for a node falsely declared dead to refute it.
 func waitAlive(ctx context.Context, nodes []*cluster.Cluster) error {
 	n := len(nodes)
-	wait := max(60*time.Second, 2*nodes[0].RepairInterval())
+	wait := max(60*time.Second, 2*nodes[0].RepairIntervalAt(n))
 	return waitFor(ctx, wait, fmt.Sprintf("%d nodes see each other up", n), func() error {
 		for i, c := range nodes {
 			up, dead := 0, 0
