@@ -175,6 +175,7 @@ func (d *Daemon) Snapshot() *metrics.Snapshot {
 	s.Cluster.QueuedBroadcasts = cs.QueuedBroadcast
 	s.Cluster.MetaErrors = cs.MetaErrors
 	s.Cluster.GossipWarnings, s.Cluster.GossipUndecryptable = cs.GossipWarnings, cs.GossipUndecryptable
+	s.Cluster.GossipSocketErrors = cs.GossipSocketErrors
 	s.Cluster.RecordsRefused = map[string]uint64{
 		"stale":          cs.RecordsStale,
 		"bad_signature":  cs.RecordsBadSignature,

@@ -158,6 +158,7 @@ var statusMetrics = map[string]metricRef{
 	"cluster.meta_stale":             ref("cluster_meta_refused_total", "reason", "stale"),
 	"cluster.gossip_warnings":        ref("cluster_gossip_warnings_total"),
 	"cluster.gossip_undecryptable":   ref("cluster_gossip_undecryptable_total"),
+	"cluster.gossip_socket_errors":   ref("cluster_gossip_socket_errors_total"),
 }
 
 func statusMetric(path string) (metricRef, bool) {

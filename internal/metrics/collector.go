@@ -108,6 +108,7 @@ var (
 	dMetaRefused   = desc("cluster_meta_refused_total", "Peer metadata refused by the identity checks, by reason (unsigned, key_changed, stale).", "reason")
 	dGossipWarns   = desc("cluster_gossip_warnings_total", "Warnings and errors of memberlist (each logged at most every few seconds per kind).")
 	dGossipUndec   = desc("cluster_gossip_undecryptable_total", "Gossip packets and streams that failed to decrypt (no cluster key, or another one).")
+	dGossipSockErr = desc("cluster_gossip_socket_errors_total", "Failed reads of the gossip UDP socket and failed accepts on its TCP listener.")
 )
 
 var allDescs = []*prometheus.Desc{
@@ -123,7 +124,7 @@ var allDescs = []*prometheus.Desc{
 	dRestarts, dCrashLoop, dBackoff, dUpgrades, dUpgradeAttempts, dRestoreFailed, dPortsDropped,
 	dDedActive, dDedHealthy, dDedDraining, dDedFlows, dFailovers, dLastFailover,
 	dMembers, dGossip, dRecordsMerged, dRecords, dTombstones, dConflicts, dQueued, dMetaErrors, dMetaRefused,
-	dGossipWarns, dGossipUndec,
+	dGossipWarns, dGossipUndec, dGossipSockErr,
 	dFlowSlots, dFlowLive, dFlowCreated, dFlowDropped, dFlowRecords, dFlowErrors, dFlowRotations,
 }
 
@@ -291,6 +292,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(ch, dGossipWarns, cl.GossipWarnings)
 	counter(ch, dGossipUndec, cl.GossipUndecryptable)
+	counter(ch, dGossipSockErr, cl.GossipSocketErrors)
 
 	if f := s.FlowLog; f != nil {
 		gauge(ch, dFlowSlots, float64(f.Slots))

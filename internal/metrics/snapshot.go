@@ -181,4 +181,6 @@ type Cluster struct {
 	// GossipWarnings counts memberlist's warnings and errors,
 	// GossipUndecryptable those about packets that failed to decrypt.
 	GossipWarnings, GossipUndecryptable uint64
+	// GossipSocketErrors counts failed gossip socket reads and accepts.
+	GossipSocketErrors uint64
 }
