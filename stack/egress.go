@@ -532,13 +532,22 @@ func (e *egress) refuse(client, dst netip.Addr, proto uint8, l4 [8]byte) {
 // and is cancelled by close.
 func (e *egress) hostDial(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error) {
 	var d net.Dialer
-	if e.cfg.Source.IsValid() {
-		switch network {
-		case "tcp4":
-			d.LocalAddr = &net.TCPAddr{IP: e.cfg.Source.AsSlice()}
-		case "udp4":
-			d.LocalAddr = &net.UDPAddr{IP: e.cfg.Source.AsSlice()}
+	if network == "tcp4" {
+		// DialTCP takes the addresses as they are: DialContext would
+		// format dst, parse it back and walk the resolver's address list
+		// for every connection a container opens.
+		var laddr netip.AddrPort
+		if e.cfg.Source.IsValid() {
+			laddr = netip.AddrPortFrom(e.cfg.Source, 0)
 		}
+		c, err := d.DialTCP(ctx, network, laddr, dst)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return c, nil
+	}
+	if e.cfg.Source.IsValid() && network == "udp4" {
+		d.LocalAddr = &net.UDPAddr{IP: e.cfg.Source.AsSlice()}
 	}
 	return d.DialContext(ctx, network, dst.String())
 }
