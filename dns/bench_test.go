@@ -94,3 +94,38 @@ func BenchmarkForwardUncached(b *testing.B) {
 		b.Fatalf("upstream errors %d, rcodes %v", st.UpstreamErrors, st.Rcodes)
 	}
 }
+
+// asyncBenchWriter signals Done on a channel that the client reuses.
+type asyncBenchWriter struct {
+	discardWriter
+	done chan struct{}
+}
+
+func (w *asyncBenchWriter) Done() { w.done <- struct{}{} }
+
+// BenchmarkForwardUncachedAsync is BenchmarkForwardUncached through
+// ServeDNSAsync, as the stack's UDP fast path calls it.
+func BenchmarkForwardUncachedAsync(b *testing.B) {
+	up := startUpstream(b, answerA("127.0.0.8", 60))
+	r := newResolver(b, Config{Upstreams: []string{up.addr}, CacheSize: -1})
+	h := r.Handler(pnA).(*netHandler)
+	var client atomic.Uint32
+	b.ReportAllocs()
+	b.SetParallelism(max(1, 16/runtime.GOMAXPROCS(0)))
+	b.RunParallel(func(pb *testing.PB) {
+		c := client.Add(1)
+		req := wireQuery(b, fmt.Sprintf("c%d.bench.test.", c), mdns.TypeA)
+		w := &asyncBenchWriter{discardWriter: discardWriter{remote: &net.UDPAddr{IP: net.IPv4(10, 240, 0, byte(c)), Port: 40000}}, done: make(chan struct{}, 1)}
+		for pb.Next() {
+			if !h.ServeDNSAsync(w, req) {
+				b.Error("declined")
+				return
+			}
+			<-w.done
+		}
+	})
+	b.StopTimer()
+	if st := r.Stats(); st.UpstreamErrors != 0 || st.Rcodes["NOERROR"] == 0 {
+		b.Fatalf("upstream errors %d, rcodes %v", st.UpstreamErrors, st.Rcodes)
+	}
+}
