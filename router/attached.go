@@ -83,9 +83,13 @@ type Attached struct {
 	// Owned by the read goroutine.
 	icmpLimit  tokenBucket
 	icmpID     uint16
-	localLimit tokenBucket         // packets to the network's Local
-	flows      map[flowKey]flowPin // dedicated egress: each flow's gateway; nil until the first
-	flowSwept  int64               // when a full flows table was last swept (see pinFlow)
+	localLimit tokenBucket // packets to the network's Local
+	// fairResolver counts the batch's packets to the resolver, paid for
+	// with resolverPace while the node is contended (fair.go).
+	fairResolver int
+	resolverPace pacer
+	flows        map[flowKey]flowPin // dedicated egress: each flow's gateway; nil until the first
+	flowSwept    int64               // when a full flows table was last swept (see pinFlow)
 	// overlayTimer bounds waits for a free overlay buffer; overlayFull:
 	// one ran out in this batch, so the rest of it drops at once.
 	// overlayWake is the wait's signal; overlayNext and overlayClass link a
@@ -117,14 +121,15 @@ const offloadBatch = 16
 
 func newAttached(r *Router, p Port, cfg PortConfig, batch int) *Attached {
 	a := &Attached{
-		r:          r,
-		port:       p,
-		cfg:        cfg,
-		addr:       cfg.Addr.As4(),
-		mtu:        cfg.MTU,
-		icmpLimit:  newTokenBucket(icmpInterval, icmpBurst, r.now()),
-		localLimit: newTokenBucket(localInterval, localBurst, r.now()),
-		done:       make(chan struct{}),
+		r:            r,
+		port:         p,
+		cfg:          cfg,
+		addr:         cfg.Addr.As4(),
+		mtu:          cfg.MTU,
+		icmpLimit:    newTokenBucket(icmpInterval, icmpBurst, r.now()),
+		localLimit:   newTokenBucket(localInterval, localBurst, r.now()),
+		resolverPace: newPacer(fairResolverRate, fairResolverBurst, r.now()),
+		done:         make(chan struct{}),
 	}
 	segSize := Headroom + max(cfg.MTU, minBufferMTU)
 	shape := batchShape{batch: batch, bufSize: segSize}

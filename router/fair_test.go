@@ -3,6 +3,7 @@ package router
 import (
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,35 +19,35 @@ func TestFairSharePause(t *testing.T) {
 	us := int64(time.Microsecond)
 	at := int64(time.Second)
 	for i := range 100 {
-		if d := f.pause(1, at+int64(i)*us, 300*us, true); d != 0 {
+		if d, _ := f.pause(1, at+int64(i)*us, 300*us, true); d != 0 {
 			t.Fatalf("network 1 alone, batch %d: pause %v", i, d)
 		}
 	}
 	at += 100 * us
-	if d := f.pause(2, at, 5*us, false); d != 0 {
+	if d, _ := f.pause(2, at, 5*us, false); d != 0 {
 		t.Fatalf("network 2's sparse batch paused %v", d)
 	}
-	if d := f.pause(1, at+us, 300*us, true); d != 300*time.Microsecond {
+	if d, _ := f.pause(1, at+us, 300*us, true); d != 300*time.Microsecond {
 		t.Fatalf("network 1 backlogged after network 2 forwarded: pause %v, want 300µs", d)
 	}
-	if d := f.pause(1, at+2*us, 5*int64(time.Millisecond), true); d != fairMaxPause {
+	if d, _ := f.pause(1, at+2*us, 5*int64(time.Millisecond), true); d != fairMaxPause {
 		t.Fatalf("a 5 ms batch: pause %v, want %v", d, fairMaxPause)
 	}
-	if d := f.pause(1, at+3*us, 300*us, false); d != 0 {
+	if d, _ := f.pause(1, at+3*us, 300*us, false); d != 0 {
 		t.Fatalf("network 1 not backlogged: pause %v", d)
 	}
-	if d := f.pause(2, at+4*us, 300*us, true); d != 300*time.Microsecond {
+	if d, _ := f.pause(2, at+4*us, 300*us, true); d != 300*time.Microsecond {
 		t.Fatalf("network 2 backlogged after network 1: pause %v, want 300µs", d)
 	}
 	// Network 2 falls quiet. Network 1's next batch is still the first
 	// after one of network 2's; a fairWindow later network 1 has the node.
 	at += 4*us + int64(fairWindow)
-	if d := f.pause(1, at, 300*us, true); d != 300*time.Microsecond {
+	if d, _ := f.pause(1, at, 300*us, true); d != 300*time.Microsecond {
 		t.Fatalf("network 1's first batch after network 2's: pause %v, want 300µs", d)
 	}
 	at += int64(fairWindow)
 	for i := range 100 {
-		if d := f.pause(1, at+int64(i)*us, 300*us, true); d != 0 {
+		if d, _ := f.pause(1, at+int64(i)*us, 300*us, true); d != 0 {
 			t.Fatalf("network 1 alone again, batch %d: pause %v", i, d)
 		}
 	}
@@ -142,5 +143,138 @@ func BenchmarkFairPause(b *testing.B) {
 	for i := range b.N {
 		now += 1000
 		f.pause(uint32(1+i&1), now, 0, true)
+	}
+}
+
+// TestFairContended: pause reports contention only within fairWindow of
+// another network's batch, backlogged or not.
+func TestFairContended(t *testing.T) {
+	var f fairShare
+	at := int64(time.Second)
+	if _, c := f.pause(1, at, 0, false); c {
+		t.Fatal("the first network alone: contended")
+	}
+	if _, c := f.pause(2, at+1000, 0, false); !c {
+		t.Fatal("network 2 after network 1: not contended")
+	}
+	if d, c := f.pause(1, at+2000, 0, false); !c || d != 0 {
+		t.Fatalf("network 1, not backlogged: pause %v, contended %v; want 0, true", d, c)
+	}
+	if _, c := f.pause(1, at+2000+int64(fairWindow), 0, false); c {
+		t.Fatal("a fairWindow later: still contended")
+	}
+}
+
+// TestPacer: a burst is free, then every token costs its interval; the
+// debt is capped at maxWait and earned back over time.
+func TestPacer(t *testing.T) {
+	us := int64(time.Microsecond)
+	at := int64(time.Second)
+	p := newPacer(1000, 10, at) // a token per ms
+	if d := p.charge(at, 10, 4*time.Millisecond); d != 0 {
+		t.Fatalf("the burst: wait %v", d)
+	}
+	if d := p.charge(at, 2, 4*time.Millisecond); d != 2*time.Millisecond {
+		t.Fatalf("2 over the burst: wait %v, want 2ms", d)
+	}
+	// The caller slept the 2 ms: the debt is paid, the next token costs 1 ms.
+	if d := p.charge(at+2000*us, 1, 4*time.Millisecond); d != time.Millisecond {
+		t.Fatalf("after paying: wait %v, want 1ms", d)
+	}
+	if d := p.charge(at+2000*us, 100, 4*time.Millisecond); d != 4*time.Millisecond {
+		t.Fatalf("a huge batch: wait %v, want the 4ms cap", d)
+	}
+	// 14 ms later: the capped debt (4) is paid and the bucket full again.
+	if d := p.charge(at+16000*us, 10, 4*time.Millisecond); d != 0 {
+		t.Fatalf("refilled: wait %v", d)
+	}
+}
+
+// resolverPort is a Port whose Read returns a few queries to the
+// resolver per batch, as a DNS flood with many clients does.
+type resolverPort struct {
+	*fakePort
+	pkt []byte
+}
+
+func (p *resolverPort) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case <-p.closed:
+		return 0, os.ErrClosed
+	default:
+	}
+	n := min(len(bufs), 8) // never a full batch: never backlogged
+	for i := range n {
+		sizes[i] = copy(bufs[i][offset:], p.pkt)
+	}
+	return n, nil
+}
+
+// discardLocal takes the resolver's packets and drops them.
+type discardLocal struct{ n atomic.Uint64 }
+
+func (l *discardLocal) Deliver([]byte) { l.n.Add(1) }
+
+// TestFairResolverPauses: a port sending to its resolver without filling
+// a batch is paced (fair_resolver_pauses) only while a port of another
+// network forwards; alone it runs free.
+func TestFairResolverPauses(t *testing.T) {
+	r := New(Config{Logger: NewTestLogger(t)})
+	defer r.Close()
+	var local discardLocal
+	if err := r.SetLocal(7, testPN(7), &local, LocalOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	flood := &resolverPort{fakePort: newFakePort(64, false), pkt: UDP4("10.240.0.2", DefaultResolver.String())}
+	a, err := r.AddPort(flood, PortConfig{Network: 7, PN: testPN(7), Addr: netip.MustParseAddr("10.240.0.2"), Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "the flood to reach the resolver", func() bool {
+		return local.n.Load() >= 20*fairResolverBurst
+	})
+	if got := a.ctr[ctrFairResolverPauses].Load(); got != 0 {
+		t.Fatalf("the port paused %d times with no other network forwarding", got)
+	}
+	quiet := newChanPort(8)
+	b, err := r.AddPort(quiet, PortConfig{Network: 8, PN: testPN(8), Addr: netip.MustParseAddr("10.240.0.3"), Name: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		quiet.in <- UDP4("10.240.0.3", "10.240.0.9")
+		poll.Until(t, 10*time.Second, "the quiet port's packet", func() bool {
+			return b.Stats().RxPackets == uint64(i+1)
+		})
+	}
+	poll.Until(t, 10*time.Second, "the resolver flood to pause", func() bool {
+		return a.ctr[ctrFairResolverPauses].Load() > 0
+	})
+	if got := a.ctr[ctrFairPauses].Load(); got != 0 {
+		t.Fatalf("a port that never fills a batch got %d backlog pauses", got)
+	}
+	if got := b.ctr[ctrFairResolverPauses].Load() + b.ctr[ctrFairPauses].Load(); got != 0 {
+		t.Fatalf("the quiet port paused %d times", got)
+	}
+	if s := r.Stats(); s.Counters["fair_resolver_pauses"] == 0 {
+		t.Fatalf("fair_resolver_pauses not in the router's counters: %v", s.Counters)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkFairResolver: the resolver pacing of a contended port's
+// batch allocates nothing.
+func BenchmarkFairResolver(b *testing.B) {
+	p := newPacer(fairResolverRate, fairResolverBurst, 0)
+	b.ReportAllocs()
+	now := int64(time.Second)
+	for range b.N {
+		now += 1000
+		p.charge(now, 8, fairMaxResolverPause)
 	}
 }

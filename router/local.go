@@ -106,6 +106,7 @@ func (a *Attached) deliverResolver(pkt ipv4Packet, c *batchCounters, now int64) 
 	}
 	s.l.Deliver(pkt.hdr)
 	c[ctrToStack]++
+	a.fairResolver++
 }
 
 // deliverEgress hands a packet for outside the network to the network's

@@ -51,6 +51,8 @@ const (
 	ctrOverlayInflightWaits
 	ctrOverlayInflightLost
 	ctrFairPauses // a backlogged port paused for another network (fair.go)
+	// A port over its resolver rate paused for another network (fair.go).
+	ctrFairResolverPauses
 	numCounters
 )
 
@@ -91,6 +93,7 @@ var counterNames = [numCounters]string{
 	ctrOverlayInflightWaits: "overlay_inflight_waits",
 	ctrOverlayInflightLost:  "overlay_inflight_lost",
 	ctrFairPauses:           "fair_pauses",
+	ctrFairResolverPauses:   "fair_resolver_pauses",
 }
 
 // DropReasons returns the names of every drop reason, in a stable order.
