@@ -52,7 +52,8 @@ const (
 	fairResolverRate  = 5000
 	fairResolverBurst = 512
 	// fairMaxResolverPause bounds one resolver pause: a port is never
-	// parked longer than this after one batch.
+	// parked longer than this after one batch (the debt left is paid
+	// after the next ones).
 	fairMaxResolverPause = 4 * time.Millisecond
 )
 
@@ -95,9 +96,11 @@ func newPacer(rate, burst int, now int64) pacer {
 	return pacer{interval: int64(time.Second) / int64(rate), burst: int64(burst), tokens: int64(burst), last: now}
 }
 
-// charge takes n tokens at now and returns the wait (at most maxWait;
-// debt beyond it is forgiven, so that one huge batch does not park the
-// port for long after the node is no longer contended).
+// charge takes n tokens at now and returns the wait, at most maxWait: a
+// batch that runs deeper into debt pays the rest with the next ones.
+// The debt is bounded by the burst, so that a port is not paced for long
+// after the node is no longer contended (charge is only called while it
+// is).
 func (p *pacer) charge(now int64, n int, maxWait time.Duration) time.Duration {
 	if earned := (now - p.last) / p.interval; earned > 0 {
 		p.tokens = min(p.burst, p.tokens+earned)
@@ -106,13 +109,11 @@ func (p *pacer) charge(now int64, n int, maxWait time.Duration) time.Duration {
 	if p.tokens == p.burst {
 		p.last = now
 	}
-	p.tokens -= int64(n)
+	p.tokens = max(p.tokens-int64(n), -p.burst)
 	if p.tokens >= 0 {
 		return 0
 	}
-	maxDebt := int64(maxWait) / p.interval
-	p.tokens = max(p.tokens, -maxDebt)
-	return time.Duration(-p.tokens * p.interval)
+	return time.Duration(min(-p.tokens*p.interval, int64(maxWait)))
 }
 
 // fairAfter is the read loop's step after a batch read at start (router

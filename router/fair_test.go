@@ -165,10 +165,11 @@ func TestFairContended(t *testing.T) {
 	}
 }
 
-// TestPacer: a burst is free, then every token costs its interval; the
-// debt is capped at maxWait and earned back over time.
+// TestPacer: a burst is free, then every token costs its interval; one
+// wait is at most maxWait, the debt beyond it is paid by later batches,
+// and the debt is bounded by the burst.
 func TestPacer(t *testing.T) {
-	us := int64(time.Microsecond)
+	ms := int64(time.Millisecond)
 	at := int64(time.Second)
 	p := newPacer(1000, 10, at) // a token per ms
 	if d := p.charge(at, 10, 4*time.Millisecond); d != 0 {
@@ -178,14 +179,27 @@ func TestPacer(t *testing.T) {
 		t.Fatalf("2 over the burst: wait %v, want 2ms", d)
 	}
 	// The caller slept the 2 ms: the debt is paid, the next token costs 1 ms.
-	if d := p.charge(at+2000*us, 1, 4*time.Millisecond); d != time.Millisecond {
+	if d := p.charge(at+2*ms, 1, 4*time.Millisecond); d != time.Millisecond {
 		t.Fatalf("after paying: wait %v, want 1ms", d)
 	}
-	if d := p.charge(at+2000*us, 100, 4*time.Millisecond); d != 4*time.Millisecond {
-		t.Fatalf("a huge batch: wait %v, want the 4ms cap", d)
+	// 6 more a ms later: 6 ms of debt, 4 ms now; after the 4 ms sleep
+	// 2 are left for the next batch.
+	at += 3 * ms
+	if d := p.charge(at, 6, 4*time.Millisecond); d != 4*time.Millisecond {
+		t.Fatalf("a debt of 6: wait %v, want the 4ms cap", d)
 	}
-	// 14 ms later: the capped debt (4) is paid and the bucket full again.
-	if d := p.charge(at+16000*us, 10, 4*time.Millisecond); d != 0 {
+	at += 4 * ms
+	if d := p.charge(at, 0, 4*time.Millisecond); d != 2*time.Millisecond {
+		t.Fatalf("the rest of the debt: wait %v, want 2ms", d)
+	}
+	// A huge batch: the debt stops at the burst (10 ms).
+	at += 2 * ms
+	p.charge(at, 1000, 4*time.Millisecond)
+	if p.tokens != -10 {
+		t.Fatalf("debt %d tokens, want the burst (10)", -p.tokens)
+	}
+	// 20 ms later: the debt is paid and the bucket full again.
+	if d := p.charge(at+20*ms, 10, 4*time.Millisecond); d != 0 {
 		t.Fatalf("refilled: wait %v", d)
 	}
 }
