@@ -40,6 +40,8 @@
 //	→ return the batch to the pool
 //	→ a full batch while a port of another network forwards: pause for as
 //	  long as the batch took (fair_pauses, fair.go)
+//	  and, over 5000 packets/s to the resolver, until they are paid for
+//	  (fair_resolver_pauses)
 //
 // # Overlay (packet path 2)
 //

@@ -464,8 +464,9 @@ type noisyStatus struct {
 		Memory    int64             `json:"memory_bytes"`
 		Refused   map[string]uint64 `json:"refused"`
 	} `json:"budget"`
-	Drops map[string]uint64 `json:"drops"`
-	DNS   struct {
+	Drops    map[string]uint64 `json:"drops"`
+	Counters map[string]uint64 `json:"counters"`
+	DNS      struct {
 		Counters map[string]uint64 `json:"counters"`
 	} `json:"dns"`
 	Egress map[string]uint64 `json:"egress"`
@@ -556,8 +557,14 @@ func (e *noisyEnv) afterRows(ctx context.Context) ([]report.Row, []string) {
 		for k, v := range nonZero(st.Drops) {
 			restarts.Detail["drops_"+k] = float64(v)
 		}
+		// The router's pauses of a flooding port (router/fair.go).
+		pauses := map[string]uint64{}
+		for _, k := range []string{"fair_pauses", "fair_resolver_pauses"} {
+			restarts.Detail["router_"+k] = float64(st.Counters[k])
+			pauses[k] = st.Counters[k]
+		}
 		notes = append(notes, "node 1 after the runs: dns "+formatCounters(nonZero(st.DNS.Counters))+"; egress "+formatCounters(nonZero(st.Egress))+
-			"; drops "+formatCounters(nonZero(st.Drops)))
+			"; drops "+formatCounters(nonZero(st.Drops))+"; router "+formatCounters(pauses))
 	}
 	e.mu.Lock()
 	for _, f := range allFloods {
