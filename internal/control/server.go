@@ -238,11 +238,31 @@ func peerUID(c *net.UnixConn) (uint32, error) {
 // daemon's own user (its CLI) may use the control socket.
 func peerAllowed(uid, self uint32) bool { return uid == 0 || uid == self }
 
+// reqBuf is where handle reads a request. It is pooled: a fresh 64 KiB
+// buffer per connection was most of the garbage an attach left in the
+// worker (scenario 8), and with the heap goal set by wireguard-go's large,
+// mostly untouched message pools the GC rarely ran, so that garbage stayed
+// resident as RSS that grew with every attach.
+type reqBuf struct {
+	msg [MaxMessage]byte
+	oob []byte
+}
+
+var reqBufs = sync.Pool{New: func() any { return &reqBuf{oob: make([]byte, unix.CmsgSpace(4*maxFDs))} }}
+
 // handle reads and serves one request. ok is false when there is nothing to
 // answer (the peer connected and left, as Listen's liveness probe does).
 func (s *Server) handle(ctx context.Context, c *net.UnixConn, h Handler) (resp *Response, ok bool) {
-	buf := make([]byte, MaxMessage)
-	oob := make([]byte, unix.CmsgSpace(4*maxFDs))
+	rb := reqBufs.Get().(*reqBuf)
+	held := true
+	release := func() {
+		if held {
+			held = false
+			reqBufs.Put(rb)
+		}
+	}
+	defer release()
+	buf, oob := rb.msg[:], rb.oob
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	fds, fdErr := parseRights(oob[:oobn])
 	closeAll := func() {
@@ -273,6 +293,9 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, h Handler) (resp *
 		return fail(Errorf(CodeBadRequest, "request carries more than one file descriptor"))
 	}
 	req, err := DecodeRequest(buf[:n])
+	// The request is decoded into copies: the buffer can serve the next
+	// connection while this handler runs.
+	release()
 	if err != nil {
 		return fail(asError(err))
 	}
