@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"time"
 
@@ -40,6 +41,16 @@ type Server struct {
 	// discards.
 	Logger *slog.Logger
 
+	// ReleaseIdle, when positive, returns the Go heap's free memory to the
+	// OS (debug.FreeOSMemory) once no request has been served for that
+	// long and the requests since the last release allocated at least
+	// releaseMinAlloc. Set it before Serve. Why: an attach burst leaves
+	// megabytes of garbage, and the worker's heap goal, raised by
+	// wireguard-go's large but mostly untouched message pools, lets the
+	// GC and the scavenger keep it resident for good; the RSS of an idle
+	// daemon then grows with every attach it ever served.
+	ReleaseIdle time.Duration
+
 	path    string
 	ln      *net.UnixListener
 	ino     uint64 // inode of the socket file we bound, so Close removes only ours
@@ -57,7 +68,23 @@ type Server struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	releaseTimer *time.Timer // under mu; nil until the first request
+	releaseMu    sync.Mutex  // serialises the timer's callbacks (a Reset may start one while another runs)
+	releasedAt   uint64      // heap bytes allocated in all at the last release; under releaseMu
 }
+
+// DefaultReleaseIdle is the daemon's ReleaseIdle: longer than the gaps
+// within a burst of attaches (a few ms each), short enough that a burst's
+// garbage does not linger.
+const DefaultReleaseIdle = 250 * time.Millisecond
+
+// releaseMinAlloc: quieter spells than this (a status poll allocates a few
+// KiB) are not worth a forced GC.
+const releaseMinAlloc = 4 << 20
+
+// freeOSMemory is debug.FreeOSMemory; tests count the calls.
+var freeOSMemory = debug.FreeOSMemory
 
 // Path is the socket path the server listens on.
 func (s *Server) Path() string { return s.path }
@@ -130,6 +157,9 @@ func (s *Server) Close() error {
 		for c := range s.conns {
 			c.SetDeadline(time.Now())
 		}
+		if s.releaseTimer != nil {
+			s.releaseTimer.Stop()
+		}
 		s.mu.Unlock()
 		s.cancel()
 		s.closeErr = s.ln.Close()
@@ -164,6 +194,7 @@ func (s *Server) serveConn(c *net.UnixConn, h Handler) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, c)
+		s.armReleaseLocked()
 		s.mu.Unlock()
 		c.Close()
 	}()
@@ -212,6 +243,46 @@ func (s *Server) serveConn(c *net.UnixConn, h Handler) {
 		}
 		b = b[n:]
 	}
+}
+
+// armReleaseLocked (re)starts the quiet-spell timer of ReleaseIdle.
+func (s *Server) armReleaseLocked() {
+	switch {
+	case s.ReleaseIdle <= 0 || s.closed:
+	case s.releaseTimer == nil:
+		s.releaseTimer = time.AfterFunc(s.ReleaseIdle, s.releaseIdle)
+	default:
+		s.releaseTimer.Reset(s.ReleaseIdle)
+	}
+}
+
+// releaseIdle runs on the timer's goroutine, counted in wg so that Close
+// waits for a release under way.
+func (s *Server) releaseIdle() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	s.releaseMu.Lock()
+	defer s.releaseMu.Unlock()
+	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return
+	}
+	total := sample[0].Value.Uint64()
+	since := total - s.releasedAt
+	if since < releaseMinAlloc {
+		return
+	}
+	start := time.Now()
+	freeOSMemory()
+	s.releasedAt = total
+	s.logger().Debug("control: idle, heap returned to the OS", "allocated_since_last", since, "took", time.Since(start))
 }
 
 // peerUID is the user of the process at the other end of c (SO_PEERCRED:

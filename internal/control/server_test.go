@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -588,5 +589,70 @@ func TestPeerAllowed(t *testing.T) {
 		if got := peerAllowed(tt.uid, tt.self); got != tt.want {
 			t.Errorf("peerAllowed(%d, %d) = %v, want %v", tt.uid, tt.self, got, tt.want)
 		}
+	}
+}
+
+// TestReleaseIdle: a quiet spell after requests that allocated a lot
+// returns the heap to the OS once; quiet spells after cheap requests do
+// not force a GC each.
+func TestReleaseIdle(t *testing.T) {
+	leaktest.Check(t)
+	var releases atomic.Int32
+	orig := freeOSMemory
+	freeOSMemory = func() { releases.Add(1) }
+	t.Cleanup(func() { freeOSMemory = orig })
+
+	s, err := Listen(filepath.Join(t.TempDir(), "control.sock"))
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	s.ReleaseIdle = 20 * time.Millisecond
+	var sink []byte
+	h := func(ctx context.Context, req *Request, fd *os.File) (any, error) {
+		if req.Op == OpContainers {
+			sink = make([]byte, 2*releaseMinAlloc)
+			sink[len(sink)-1] = 1
+		}
+		return nil, nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(h) }()
+	ctx := context.Background()
+	waitReleases := func(want int32) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for releases.Load() < want && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := releases.Load(); got != want {
+			t.Fatalf("%d releases, want %d", got, want)
+		}
+	}
+
+	if err := Call(ctx, s.Path(), &Request{Op: OpContainers}, nil, nil); err != nil {
+		t.Fatalf("containers: %v", err)
+	}
+	waitReleases(1)
+	for range 3 {
+		if err := Call(ctx, s.Path(), &Request{Op: OpStatus}, nil, nil); err != nil {
+			t.Fatalf("status: %v", err)
+		}
+	}
+	// Several quiet spells of 20 ms; none of them may release.
+	time.Sleep(200 * time.Millisecond)
+	if got := releases.Load(); got != 1 {
+		t.Fatalf("%d releases after cheap requests, want still 1", got)
+	}
+	if err := Call(ctx, s.Path(), &Request{Op: OpContainers}, nil, nil); err != nil {
+		t.Fatalf("containers: %v", err)
+	}
+	waitReleases(2)
+	_ = sink
+
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
 	}
 }

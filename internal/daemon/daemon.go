@@ -140,6 +140,7 @@ func New(cfg Config) (_ *Daemon, err error) {
 	}
 	undo.push(srv.Close)
 	srv.Logger = cfg.Logger.With("component", "control")
+	srv.ReleaseIdle = control.DefaultReleaseIdle
 	rt := router.New(router.Config{Logger: cfg.Logger.With("component", "router")})
 	undo.push(rt.Close)
 	wg, meta, err := newOverlay(&cfg, rt)
