@@ -110,6 +110,9 @@ type Attached struct {
 	closing   atomic.Bool
 	done      chan struct{} // closed when the read goroutine has returned
 	readErr   error         // why the read loop ended; written before done is closed
+	afterMu   sync.Mutex
+	after     func() // see AfterDone
+	ended     bool   // done is closed; a later AfterDone runs at once
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -147,6 +150,36 @@ func (a *Attached) Config() PortConfig { return a.cfg }
 // Done is closed when the port's read goroutine has ended: after Close, or
 // when the port died of a Read error (see Err).
 func (a *Attached) Done() <-chan struct{} { return a.done }
+
+// AfterDone arranges for f to run once, after Done is closed: on the
+// port's read goroutine as it ends, or on a new goroutine if it has ended
+// already. It is there so that an owner who must react to a port's death
+// need not park a goroutine on Done for every port: that goroutine's stack
+// was the largest part of an idle port's memory. f must not block for long;
+// a second call replaces an f that has not run yet.
+func (a *Attached) AfterDone(f func()) {
+	a.afterMu.Lock()
+	if !a.ended {
+		a.after = f
+		a.afterMu.Unlock()
+		return
+	}
+	a.afterMu.Unlock()
+	go f()
+}
+
+// end closes done and runs what AfterDone registered.
+func (a *Attached) end() {
+	close(a.done)
+	a.afterMu.Lock()
+	a.ended = true
+	f := a.after
+	a.after = nil
+	a.afterMu.Unlock()
+	if f != nil {
+		f()
+	}
+}
 
 // Err returns the Read error that killed the port, or nil while it runs or
 // when it ended because of Close.
@@ -198,7 +231,7 @@ func (a *Attached) Close() error {
 
 // readLoop is the port's read goroutine; see the package comment.
 func (a *Attached) readLoop() {
-	defer close(a.done)
+	defer a.end()
 	w, _ := a.port.(ReadWaiter)
 	failures := 0
 	for {

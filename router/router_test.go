@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
@@ -443,5 +444,66 @@ func TestWriteErrorKeepsSenderRunning(t *testing.T) {
 	case <-a1.Done():
 		t.Errorf("sender's read loop ended: %v", a1.Err())
 	default:
+	}
+}
+
+// TestAfterDone: the callback runs once the port's read loop has ended,
+// whether the port died or was closed, and also when it is registered
+// after the end.
+func TestAfterDone(t *testing.T) {
+	r := newTestRouter(t)
+	wait := func(ch <-chan error) error {
+		t.Helper()
+		select {
+		case err := <-ch:
+			return err
+		case <-time.After(5 * time.Second):
+			t.Fatal("AfterDone callback did not run")
+			return nil
+		}
+	}
+	register := func(a *router.Attached) <-chan error {
+		ch := make(chan error, 2)
+		a.AfterDone(func() {
+			select {
+			case <-a.Done():
+			default:
+				t.Error("callback ran before Done was closed")
+			}
+			ch <- a.Err()
+		})
+		return ch
+	}
+
+	// Died: the Port fails under the router.
+	a1, p1 := addPort(t, r, 1, "10.240.0.1")
+	died := register(a1)
+	p1.Close()
+	if err := wait(died); err == nil {
+		t.Error("Err in the callback of a dead port = nil")
+	}
+
+	// Closed by its owner: Err is nil, and a replaced callback never runs.
+	a2, _ := addPort(t, r, 1, "10.240.0.2")
+	replaced := register(a2)
+	closed := register(a2)
+	if err := a2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(closed); err != nil {
+		t.Errorf("Err in the callback of a closed port = %v", err)
+	}
+	select {
+	case <-replaced:
+		t.Error("a replaced callback ran")
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	// Registered after the end: runs at once.
+	if err := wait(register(a2)); err != nil {
+		t.Errorf("late callback: Err = %v", err)
+	}
+	if err := wait(register(a1)); err == nil {
+		t.Error("late callback of a dead port: Err = nil")
 	}
 }

@@ -192,8 +192,7 @@ func (d *Daemon) tryAttach(ctx context.Context, req *control.AttachRequest, want
 		},
 	}
 	d.reg.add(c)
-	d.watchers.Add(1)
-	go d.watch(c)
+	d.watch(c)
 	d.log.Info("attached", "id", id, "network", req.Network, "app", req.App, "type", req.Type, "number", number, "ip", addr, "interface", ifname)
 	return c, false, nil
 }
@@ -228,12 +227,20 @@ func (d *Daemon) detachQuiet(id string) (any, error) {
 	return c.info, nil
 }
 
-// watch forgets a container whose port died without a detach, typically
+// watch arranges for portEnded to run when c's port ends. It costs no
+// goroutine while the port lives (see router.Attached.AfterDone).
+func (d *Daemon) watch(c *container) {
+	d.watchers.Add(1)
+	c.attached.AfterDone(func() {
+		defer d.watchers.Done()
+		d.portEnded(c)
+	})
+}
+
+// portEnded forgets a container whose port died without a detach, typically
 // because its namespace was deleted and took the TUN with it, so that its
 // address and number become free and listings stop showing it.
-func (d *Daemon) watch(c *container) {
-	defer d.watchers.Done()
-	<-c.attached.Done()
+func (d *Daemon) portEnded(c *container) {
 	err := c.attached.Err()
 	if err == nil {
 		return // closed by detach or shutdown

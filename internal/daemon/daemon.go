@@ -88,7 +88,7 @@ type Daemon struct {
 	reg    *registry
 	stacks map[string]*netStack // by PN id: one per network with local containers
 
-	watchers sync.WaitGroup // one per container, see watch
+	watchers sync.WaitGroup // one per container until its portEnded returns, see watch
 
 	obs *observed // for metrics (metrics.go)
 }

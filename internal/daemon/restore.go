@@ -201,8 +201,7 @@ func (d *Daemon) restoreOne(hp supervise.HeldPort) (*container, error) {
 	info.Resolver = router.DefaultResolver.String()
 	c := &container{addr: addr, key: p.NetnsID, attached: att, info: info}
 	d.reg.add(c)
-	d.watchers.Add(1)
-	go d.watch(c)
+	d.watch(c)
 	d.log.Info("restored", "id", p.ID, "network", p.Network, "ip", addr, "interface", ifname)
 	return c, nil
 }
