@@ -325,9 +325,26 @@ func (s *Suite) measureDrain(ctx context.Context, cl *gwCluster, addr string, fp
 	// Failures at the end are in the count; success through the drained
 	// gateway is a drain that did not work.
 	if !o.settled && o.failed == 0 {
-		return drainResult{}, time.Time{}, fmt.Errorf("after the drain of %s the last new connections did not all leave through the other gateway", gw.d.name)
+		return drainResult{}, time.Time{}, fmt.Errorf("after the drain of %s the last new connections did not all leave through the other gateway (%s)", gw.d.name, attemptTail(pr.attempts(), drainAt, 2*settleCount))
 	}
 	return drainResult{drainOutcome: o, survived: survived}, drainAt, nil
+}
+
+// attemptTail describes the last n attempts, in the order they ended, by
+// start after drainAt, source and local port: whether a connection through
+// the drained gateway reused a port (a flow pinned before the drain) or the
+// route went back to it tells two different faults apart.
+func attemptTail(as []attempt, drainAt time.Time, n int) string {
+	var b strings.Builder
+	b.WriteString("last attempts, start after the drain, source, local port:")
+	for _, a := range as[max(0, len(as)-n):] {
+		src := a.src
+		if !a.ok() {
+			src = "failed"
+		}
+		fmt.Fprintf(&b, " %+dms %s :%d;", a.start.Sub(drainAt).Milliseconds(), src, a.port)
+	}
+	return b.String()
 }
 
 // echoes checks that c (to a srcServer) still carries a byte both ways.
@@ -445,6 +462,7 @@ type probeConfig struct {
 type attempt struct {
 	start, end time.Time
 	src        string // the source address the server saw; "" if it failed
+	port       int    // the connection's local port in the container, when it succeeded
 	err        string
 }
 
@@ -528,6 +546,9 @@ func (p *prober) client(ticks <-chan time.Time) {
 		if err != nil {
 			a.err = err.Error()
 		} else {
+			if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
+				a.port = la.Port
+			}
 			c.Close()
 			a.src = src
 		}

@@ -243,3 +243,17 @@ func TestProberSkipsWhenBusy(t *testing.T) {
 		}
 	}
 }
+
+func TestAttemptTail(t *testing.T) {
+	t0 := time.Now()
+	as := []attempt{at(t0, -20, -19, "127.0.0.3"), at(t0, 10, 11, "127.0.0.2"), at(t0, 20, 220, ""), at(t0, 30, 31, "127.0.0.3")}
+	as[1].port, as[3].port = 40001, 40003
+	got := attemptTail(as, t0, 3)
+	want := "last attempts, start after the drain, source, local port: +10ms 127.0.0.2 :40001; +20ms failed :0; +30ms 127.0.0.3 :40003;"
+	if got != want {
+		t.Errorf("attemptTail:\n got %q\nwant %q", got, want)
+	}
+	if got := attemptTail(as[:1], t0, 3); got != "last attempts, start after the drain, source, local port: -20ms 127.0.0.3 :0;" {
+		t.Errorf("attemptTail of one: %q", got)
+	}
+}
