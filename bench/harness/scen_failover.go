@@ -321,17 +321,19 @@ func (s *Suite) measureDrain(ctx context.Context, cl *gwCluster, addr string, fp
 	if err := errors.Join(err, uerr); err != nil {
 		return drainResult{}, time.Time{}, err
 	}
-	o := drainSummary(pr.attempts(), drainAt, from)
+	as := pr.attempts()
+	o := drainSummary(as, drainAt, from)
 	// Failures at the end are in the count; success through the drained
 	// gateway is a drain that did not work.
 	if !o.settled && o.failed == 0 {
-		return drainResult{}, time.Time{}, fmt.Errorf("after the drain of %s the last new connections did not all leave through the other gateway (%s)", gw.d.name, attemptTail(pr.attempts(), drainAt, 2*settleCount))
+		return drainResult{}, time.Time{}, fmt.Errorf("after the drain of %s the last new connections did not all leave through the other gateway (%s)", gw.d.name, attemptTail(as, drainAt, 2*settleCount))
 	}
 	return drainResult{drainOutcome: o, survived: survived}, drainAt, nil
 }
 
-// attemptTail describes the last n attempts, in the order they ended, by
-// start after drainAt, source and local port: whether a connection through
+// attemptTail describes the last n attempts of as (sorted by start, as
+// prober.attempts returns them) by start after drainAt, source and local
+// port: whether a connection through
 // the drained gateway reused a port (a flow pinned before the drain) or the
 // route went back to it tells two different faults apart.
 func attemptTail(as []attempt, drainAt time.Time, n int) string {
