@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/vrouter/vrouter/internal/control"
+	"github.com/vrouter/vrouter/internal/poll"
 	"github.com/vrouter/vrouter/router/porttest"
 	"github.com/vrouter/vrouter/stack/stacktest"
 )
@@ -150,13 +152,18 @@ func TestDNSThroughDaemon(t *testing.T) {
 		t.Fatalf("names of a malformed app: %v", err)
 	}
 
-	var st control.Status
-	if err := td.call(t, &control.Request{Op: "status"}, false, &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.DNS == nil || st.DNS.Rcodes["NOERROR"] < 3 || st.DNS.Counters["forwarded"] != 1 || st.Counters["to_stack"] < 5 {
-		t.Fatalf("status: dns %+v counters %v", st.DNS, st.Counters)
-	}
+	// A port adds a batch's counters after forwarding it, so the answer to
+	// the last query can reach the test before its to_stack is counted.
+	poll.UntilNil(t, 5*time.Second, "status counts the queries", func() error {
+		var st control.Status
+		if err := td.call(t, &control.Request{Op: "status"}, false, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.DNS == nil || st.DNS.Rcodes["NOERROR"] < 3 || st.DNS.Counters["forwarded"] != 1 || st.Counters["to_stack"] < 5 {
+			return fmt.Errorf("status: dns %+v counters %v", st.DNS, st.Counters)
+		}
+		return nil
+	})
 
 	// The last containers leave: the stacks go with their networks.
 	for _, id := range []string{web.ID, other.ID} {
